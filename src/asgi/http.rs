@@ -1,0 +1,291 @@
+//! ASGI `http` connections: the receive/send callables and the task's epilogue.
+
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, StatusCode};
+use pyo3::exceptions::{PyOSError, PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyString};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::awaitable::Ready;
+use super::{AsgiContext, format_exception};
+use crate::worker::exchange::{Body, Exchange, ResponseEvent, SEND_HIGH_WATER, Shared};
+
+pyo3::create_exception!(ferrogate, ClientDisconnected, PyOSError, "The client closed the connection.");
+
+enum Phase {
+    /// Nothing sent yet.
+    Start,
+    /// `http.response.start` received; held back so that a one-message body can go out with it.
+    Head { status: StatusCode, headers: Vec<(HeaderName, HeaderValue)> },
+    Streaming,
+    Complete,
+}
+
+#[pyclass(module = "ferrogate._ferrogate")]
+pub struct HttpCycle {
+    ex: Arc<Exchange>,
+    ctx: Arc<AsgiContext>,
+    phase: Phase,
+}
+
+impl HttpCycle {
+    pub fn new(ex: Arc<Exchange>, ctx: Arc<AsgiContext>) -> Self {
+        HttpCycle { ex, ctx, phase: Phase::Start }
+    }
+
+    fn emit(&self, event: ResponseEvent) {
+        // The receiver is gone only when the connection is; the app learns that from the next send().
+        let _ = self.ex.response.send(event);
+    }
+
+    /// Sends a plain-text error response if nothing has gone out yet, else cuts the connection.
+    fn fail(&mut self, status: StatusCode) {
+        match std::mem::replace(&mut self.phase, Phase::Complete) {
+            Phase::Start | Phase::Head { .. } => {
+                let body = Bytes::from(format!("{}\n", status.canonical_reason().unwrap_or("Error")));
+                let headers = vec![(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"))];
+                self.emit(ResponseEvent::Start { status, headers, body: Body::Full(body) });
+            }
+            Phase::Streaming => self.emit(ResponseEvent::Abort),
+            Phase::Complete => {}
+        }
+    }
+}
+
+/// The message the app should get next from receive(), if one is ready.
+pub fn next_message(py: Python<'_>, ex: &Exchange, s: &mut Shared) -> PyResult<Option<Py<PyAny>>> {
+    if !s.body_delivered && (!s.body.is_empty() || s.body_complete) {
+        let len = s.body.iter().map(Bytes::len).sum();
+        let body = PyBytes::new_with(py, len, |buf| {
+            let mut at = 0;
+            for chunk in s.body.drain(..) {
+                buf[at..at + chunk.len()].copy_from_slice(&chunk);
+                at += chunk.len();
+            }
+            Ok(())
+        })?;
+        let more = !s.body_complete;
+        s.body_delivered = !more;
+        if more {
+            ex.body_wanted.notify_one();
+        }
+        let msg = PyDict::new(py);
+        msg.set_item(intern!(py, "type"), intern!(py, "http.request"))?;
+        msg.set_item(intern!(py, "body"), body)?;
+        msg.set_item(intern!(py, "more_body"), more)?;
+        return Ok(Some(msg.into_any().unbind()));
+    }
+    if s.disconnected || (s.body_delivered && s.response_complete) {
+        let msg = PyDict::new(py);
+        msg.set_item(intern!(py, "type"), intern!(py, "http.disconnect"))?;
+        return Ok(Some(msg.into_any().unbind()));
+    }
+    Ok(None)
+}
+
+/// Loop side of an `Event::Wake`: hand the app whatever it was waiting for.
+pub fn wake(py: Python<'_>, ex: &Exchange) -> PyResult<()> {
+    let (receive, send) = {
+        let mut s = ex.lock();
+        let receive = match s.receive_waiter.is_some() {
+            true => next_message(py, ex, &mut s)?.map(|m| (s.receive_waiter.take().unwrap(), m)),
+            false => None,
+        };
+        let send_ready = s.send_waiter.is_some() && (s.in_flight <= crate::worker::exchange::SEND_LOW_WATER || s.disconnected);
+        (receive, if send_ready { s.send_waiter.take() } else { None })
+    };
+    // Futures are resolved outside the lock: set_result may run Python code.
+    if let Some((future, msg)) = receive {
+        super::resolve(py, future, msg)?;
+    }
+    if let Some(future) = send {
+        super::resolve(py, future, py.None())?;
+    }
+    Ok(())
+}
+
+fn headers_from(py: Python<'_>, raw: Option<Bound<'_, PyAny>>) -> PyResult<Vec<(HeaderName, HeaderValue)>> {
+    let mut headers = Vec::new();
+    let Some(raw) = raw else { return Ok(headers) };
+    for item in raw.try_iter()? {
+        let item = item?;
+        let name = item.get_item(0)?;
+        let value = item.get_item(1)?;
+        let name = name.cast::<PyBytes>().map_err(|_| PyTypeError::new_err(format!("ASGI header names must be bytes, got {}", name.get_type().name().map(|n| n.to_string()).unwrap_or_default())))?;
+        let value = value.cast::<PyBytes>().map_err(|_| PyTypeError::new_err("ASGI header values must be bytes"))?;
+        let name = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| PyValueError::new_err(format!("invalid response header name {:?}", String::from_utf8_lossy(name.as_bytes()))))?;
+        let value = HeaderValue::from_bytes(value.as_bytes())
+            .map_err(|_| PyValueError::new_err(format!("invalid value for response header '{name}' (control characters are not allowed)")))?;
+        headers.push((name, value));
+    }
+    let _ = py;
+    Ok(headers)
+}
+
+fn body_of(msg: &Bound<'_, PyDict>) -> PyResult<(Bytes, bool)> {
+    let py = msg.py();
+    let body = match msg.get_item(intern!(py, "body"))? {
+        Some(b) => Bytes::copy_from_slice(
+            b.cast::<PyBytes>().map_err(|_| PyTypeError::new_err("'body' of http.response.body must be bytes"))?.as_bytes(),
+        ),
+        None => Bytes::new(),
+    };
+    let more = match msg.get_item(intern!(py, "more_body"))? {
+        Some(m) => m.is_truthy()?,
+        None => false,
+    };
+    Ok((body, more))
+}
+
+#[pymethods]
+impl HttpCycle {
+    fn receive(&mut self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let mut s = self.ex.lock();
+        if let Some(msg) = next_message(py, &self.ex, &mut s)? {
+            return Ready::new(py, msg);
+        }
+        if s.receive_waiter.is_some() {
+            return Err(PyRuntimeError::new_err("receive() called again while a previous receive() is still pending"));
+        }
+        let future = self.ctx.new_future(py)?;
+        s.receive_waiter = Some(future.clone().unbind());
+        if !s.body_complete {
+            self.ex.body_wanted.notify_one();
+        }
+        Ok(future.unbind())
+    }
+
+    fn send(&mut self, py: Python<'_>, message: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        let msg = message.cast::<PyDict>().map_err(|_| PyTypeError::new_err("ASGI messages must be dicts"))?;
+        let kind = msg.get_item(intern!(py, "type"))?.ok_or_else(|| PyValueError::new_err("ASGI message has no 'type'"))?;
+        let kind = kind.cast::<PyString>().map_err(|_| PyTypeError::new_err("ASGI message 'type' must be a str"))?;
+        let kind = kind.to_str()?;
+        let disconnected = self.ex.lock().disconnected;
+
+        match (&self.phase, kind) {
+            (Phase::Start, "http.response.start") => {
+                let status = msg.get_item(intern!(py, "status"))?.ok_or_else(|| PyValueError::new_err("http.response.start has no 'status'"))?;
+                let code: u16 = status.extract().map_err(|_| PyTypeError::new_err("'status' must be an int"))?;
+                let status = StatusCode::from_u16(code).ok().filter(|s| s.as_u16() >= 100).ok_or_else(|| PyValueError::new_err(format!("invalid HTTP status {code}")))?;
+                let headers = headers_from(py, msg.get_item(intern!(py, "headers"))?)?;
+                self.phase = Phase::Head { status, headers };
+            }
+            (Phase::Head { .. }, "http.response.body") => {
+                let (body, more) = body_of(msg)?;
+                let Phase::Head { status, headers } = std::mem::replace(&mut self.phase, Phase::Streaming) else { unreachable!() };
+                if disconnected {
+                    self.phase = Phase::Complete;
+                    return Err(ClientDisconnected::new_err("the client closed the connection"));
+                }
+                let len = body.len();
+                if more {
+                    self.emit(ResponseEvent::Start { status, headers, body: Body::Streaming });
+                    if !body.is_empty() {
+                        self.emit(ResponseEvent::Chunk(body));
+                    }
+                } else {
+                    self.phase = Phase::Complete;
+                    self.emit(ResponseEvent::Start { status, headers, body: Body::Full(body) });
+                }
+                return self.after_body(py, len, more);
+            }
+            (Phase::Head { .. }, "http.response.pathsend") => {
+                let path = msg.get_item(intern!(py, "path"))?.ok_or_else(|| PyValueError::new_err("http.response.pathsend has no 'path'"))?;
+                let path: PathBuf = path.extract()?;
+                if !path.is_absolute() {
+                    return Err(PyValueError::new_err(format!("http.response.pathsend needs an absolute path, got {}", path.display())));
+                }
+                let Phase::Head { status, headers } = std::mem::replace(&mut self.phase, Phase::Complete) else { unreachable!() };
+                self.emit(ResponseEvent::Start { status, headers, body: Body::File(path) });
+            }
+            (Phase::Streaming, "http.response.body") => {
+                if disconnected {
+                    self.phase = Phase::Complete;
+                    return Err(ClientDisconnected::new_err("the client closed the connection"));
+                }
+                let (body, more) = body_of(msg)?;
+                let len = body.len();
+                if !body.is_empty() {
+                    self.emit(ResponseEvent::Chunk(body));
+                }
+                if !more {
+                    self.phase = Phase::Complete;
+                    self.emit(ResponseEvent::End);
+                }
+                return self.after_body(py, len, more);
+            }
+            (Phase::Complete, _) if disconnected => return Err(ClientDisconnected::new_err("the client closed the connection")),
+            (phase, kind) => {
+                let expected = match phase {
+                    Phase::Start => "'http.response.start'",
+                    Phase::Head { .. } => "'http.response.body' or 'http.response.pathsend'",
+                    Phase::Streaming => "'http.response.body'",
+                    Phase::Complete => "nothing: the response is already complete",
+                };
+                return Err(PyRuntimeError::new_err(format!("Unexpected ASGI message '{kind}' sent; expected {expected}")));
+            }
+        }
+        Ready::none(py)
+    }
+}
+
+impl HttpCycle {
+    /// Counts the bytes now queued for the socket and makes send() wait while too many are.
+    fn after_body(&self, py: Python<'_>, len: usize, more: bool) -> PyResult<Py<PyAny>> {
+        let mut s = self.ex.lock();
+        s.in_flight += len;
+        if more && s.in_flight > SEND_HIGH_WATER && !s.disconnected {
+            let future = self.ctx.new_future(py)?;
+            s.send_waiter = Some(future.clone().unbind());
+            return Ok(future.unbind());
+        }
+        drop(s);
+        Ready::none(py)
+    }
+}
+
+/// Runs when the app's task for a request ends, however it ends.
+#[pyclass(module = "ferrogate._ferrogate")]
+pub struct RequestDone {
+    pub cycle: Py<HttpCycle>,
+}
+
+#[pymethods]
+impl RequestDone {
+    fn __call__(&self, py: Python<'_>, task: &Bound<'_, PyAny>) -> PyResult<()> {
+        let mut cycle = self.cycle.bind(py).borrow_mut();
+        let head = &cycle.ex.head;
+        let what = format!("{} {}", head.method, head.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"));
+        let disconnected = cycle.ex.lock().disconnected;
+        if task.call_method0(intern!(py, "cancelled"))?.is_truthy()? {
+            cycle.fail(StatusCode::INTERNAL_SERVER_ERROR);
+            return Ok(());
+        }
+        let exc = task.call_method0(intern!(py, "exception"))?;
+        if !exc.is_none() {
+            if disconnected && exc.is_instance_of::<pyo3::exceptions::PyOSError>() {
+                crate::debug!("{what}: client went away ({exc})");
+            } else {
+                crate::error!("Exception in ASGI application while serving {what}\n{}", format_exception(py, &exc));
+            }
+            cycle.fail(StatusCode::INTERNAL_SERVER_ERROR);
+            return Ok(());
+        }
+        match cycle.phase {
+            Phase::Complete => {}
+            Phase::Start => {
+                crate::error!("ASGI callable returned without starting a response ({what})");
+                cycle.fail(StatusCode::INTERNAL_SERVER_ERROR);
+            }
+            _ => {
+                crate::error!("ASGI callable returned without completing the response ({what})");
+                cycle.fail(StatusCode::INTERNAL_SERVER_ERROR);
+            }
+        }
+        Ok(())
+    }
+}

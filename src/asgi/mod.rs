@@ -1,0 +1,47 @@
+//! The ASGI side of a worker: everything that runs on the event-loop thread
+//! and touches Python objects.
+
+pub mod awaitable;
+pub mod http;
+pub mod lifespan;
+pub mod scope;
+
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+/// What the loop thread needs to call the app, shared by every request of a worker.
+pub struct AsgiContext {
+    pub app: Py<PyAny>,
+    pub create_task: Py<PyAny>,
+    pub create_future: Py<PyAny>,
+    /// The dict the app filled during lifespan startup; each request gets a shallow copy.
+    pub state: Py<PyDict>,
+    pub root_path: String,
+}
+
+impl AsgiContext {
+    pub fn new_future<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        self.create_future.bind(py).call0()
+    }
+}
+
+/// Resolves an asyncio future unless the app already gave up on it (cancelled it).
+pub fn resolve(py: Python<'_>, future: Py<PyAny>, value: Py<PyAny>) -> PyResult<()> {
+    let future = future.bind(py);
+    if !future.call_method0(pyo3::intern!(py, "done"))?.is_truthy()? {
+        future.call_method1(pyo3::intern!(py, "set_result"), (value,))?;
+    }
+    Ok(())
+}
+
+/// The exception's traceback as Python prints it, for the error log.
+pub fn format_exception(py: Python<'_>, err: &Bound<'_, PyAny>) -> String {
+    let formatted = py
+        .import("traceback")
+        .and_then(|tb| tb.call_method1("format_exception", (err,)))
+        .and_then(|lines| lines.extract::<Vec<String>>());
+    match formatted {
+        Ok(lines) => lines.concat().trim_end().to_string(),
+        Err(_) => err.to_string(),
+    }
+}

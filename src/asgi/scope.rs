@@ -1,0 +1,87 @@
+//! Building ASGI scope dicts from already-parsed Rust data.
+
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
+use std::net::SocketAddr;
+
+use super::AsgiContext;
+use crate::worker::exchange::{RequestHead, Scheme};
+
+pub fn http_version(version: http::Version) -> &'static str {
+    match version {
+        http::Version::HTTP_10 => "1.0",
+        http::Version::HTTP_2 => "2",
+        _ => "1.1",
+    }
+}
+
+fn address<'py>(py: Python<'py>, addr: Option<SocketAddr>) -> PyResult<Bound<'py, PyAny>> {
+    match addr {
+        Some(a) => Ok(PyTuple::new(py, [a.ip().to_string().into_pyobject(py)?.into_any(), a.port().into_pyobject(py)?.into_any()])?.into_any()),
+        None => Ok(py.None().into_bound(py)),
+    }
+}
+
+fn method_str<'py>(py: Python<'py>, method: &http::Method) -> Bound<'py, PyString> {
+    match *method {
+        http::Method::GET => intern!(py, "GET").clone(),
+        http::Method::POST => intern!(py, "POST").clone(),
+        http::Method::HEAD => intern!(py, "HEAD").clone(),
+        http::Method::PUT => intern!(py, "PUT").clone(),
+        http::Method::DELETE => intern!(py, "DELETE").clone(),
+        http::Method::OPTIONS => intern!(py, "OPTIONS").clone(),
+        http::Method::PATCH => intern!(py, "PATCH").clone(),
+        _ => PyString::new(py, method.as_str()),
+    }
+}
+
+/// The keys shared by http and websocket scopes.
+fn common<'py>(py: Python<'py>, ctx: &AsgiContext, head: &RequestHead, kind: &Bound<'py, PyString>, scheme: &str) -> PyResult<Bound<'py, PyDict>> {
+    let scope = PyDict::new(py);
+    scope.set_item(intern!(py, "type"), kind)?;
+    let asgi = PyDict::new(py);
+    asgi.set_item(intern!(py, "version"), intern!(py, "3.0"))?;
+    asgi.set_item(intern!(py, "spec_version"), intern!(py, "2.4"))?;
+    scope.set_item(intern!(py, "asgi"), asgi)?;
+    scope.set_item(intern!(py, "http_version"), http_version(head.version))?;
+    scope.set_item(intern!(py, "scheme"), scheme)?;
+
+    let raw_path = head.uri.path().as_bytes();
+    let decoded = percent_encoding::percent_decode(raw_path).decode_utf8_lossy();
+    if ctx.root_path.is_empty() {
+        scope.set_item(intern!(py, "path"), &*decoded)?;
+        scope.set_item(intern!(py, "raw_path"), PyBytes::new(py, raw_path))?;
+    } else {
+        scope.set_item(intern!(py, "path"), format!("{}{}", ctx.root_path, decoded))?;
+        let mut full = ctx.root_path.as_bytes().to_vec();
+        full.extend_from_slice(raw_path);
+        scope.set_item(intern!(py, "raw_path"), PyBytes::new(py, &full))?;
+    }
+    scope.set_item(intern!(py, "root_path"), &ctx.root_path)?;
+    let query = head.uri.query().unwrap_or("").as_bytes();
+    scope.set_item(intern!(py, "query_string"), PyBytes::new(py, query))?;
+
+    let headers = PyList::empty(py);
+    for (name, value) in &head.headers {
+        headers.append(PyTuple::new(py, [PyBytes::new(py, name.as_str().as_bytes()), PyBytes::new(py, value.as_bytes())])?)?;
+    }
+    scope.set_item(intern!(py, "headers"), headers)?;
+    scope.set_item(intern!(py, "server"), address(py, head.server)?)?;
+    scope.set_item(intern!(py, "client"), address(py, head.client)?)?;
+    scope.set_item(intern!(py, "state"), ctx.state.bind(py).copy()?)?;
+    Ok(scope)
+}
+
+pub fn http_scope<'py>(py: Python<'py>, ctx: &AsgiContext, head: &RequestHead) -> PyResult<Bound<'py, PyDict>> {
+    let scheme = match head.scheme {
+        Scheme::Http => "http",
+        Scheme::Https => "https",
+    };
+    let scope = common(py, ctx, head, intern!(py, "http"), scheme)?;
+    scope.set_item(intern!(py, "method"), method_str(py, &head.method))?;
+    let extensions = PyDict::new(py);
+    extensions.set_item(intern!(py, "http.response.pathsend"), PyDict::new(py))?;
+    scope.set_item(intern!(py, "extensions"), extensions)?;
+    Ok(scope)
+}

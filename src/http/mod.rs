@@ -1,0 +1,9 @@
+//! The HTTP side of a worker: listeners, the request pipeline, responses.
+//! Nothing here touches Python.
+
+pub mod access_log;
+pub mod body;
+pub mod listeners;
+pub mod proxy;
+pub mod server;
+pub mod service;

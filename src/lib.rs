@@ -1,0 +1,66 @@
+//! ferrogate: one Rust program that serves a Python ASGI application in
+//! production. See docs/architecture.md for the process model.
+//!
+//! This crate is a Python extension module. `main` is the console script: it
+//! becomes the master process. `_worker_main` is what each worker runs.
+
+pub mod asgi;
+pub mod config;
+pub mod http;
+pub mod ipc;
+#[macro_use]
+pub mod log;
+pub mod master;
+pub mod worker;
+
+use clap::Parser;
+use pyo3::prelude::*;
+
+/// The `ferrogate` command.
+#[pyfunction]
+fn main(py: Python<'_>) -> PyResult<i32> {
+    let argv: Vec<String> = py.import("sys")?.getattr("argv")?.extract()?;
+    let python: std::path::PathBuf = py.import("sys")?.getattr("executable")?.extract()?;
+    let cli = match config::Cli::try_parse_from(argv) {
+        Ok(cli) => cli,
+        Err(e) => {
+            // --help and --version land here too, as clap "errors" that exit 0.
+            let _ = e.print();
+            return Ok(e.exit_code());
+        }
+    };
+    if let Some(path) = &cli.env_file {
+        match config::load_env_file(path) {
+            // Still one thread here: setting the environment is sound, and workers inherit it.
+            Ok(vars) => vars.into_iter().for_each(|(k, v)| unsafe { std::env::set_var(k, v) }),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return Ok(2);
+            }
+        }
+    }
+    let config = match cli.into_config() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(2);
+        }
+    };
+    // The master holds no Python state: release the interpreter for good.
+    Ok(py.detach(|| master::run(config, python)))
+}
+
+/// The entry point of a worker process (started by the master, never by hand).
+#[pyfunction]
+fn _worker_main(py: Python<'_>) -> PyResult<i32> {
+    worker::run(py)
+}
+
+#[pymodule]
+fn _ferrogate(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(main, m)?)?;
+    m.add_function(wrap_pyfunction!(_worker_main, m)?)?;
+    m.add("ClientDisconnected", m.py().get_type::<asgi::http::ClientDisconnected>())?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}

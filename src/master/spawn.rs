@@ -1,0 +1,59 @@
+//! Starting a worker: a fresh interpreter (never a fork of this threaded
+//! process) with its control socket on fd 3 and the listeners from fd 4.
+
+use std::io::Write;
+use std::os::fd::{AsRawFd, RawFd};
+use std::path::Path;
+use tokio::net::UnixStream;
+use tokio::process::{Child, Command};
+
+use crate::config::Config;
+use crate::ipc::{self, CONTROL_FD, FIRST_LISTENER_FD, ToWorker};
+
+/// The code a worker interpreter runs: everything else happens in Rust.
+const BOOTSTRAP: &str = "import sys; from ferrogate._ferrogate import _worker_main; sys.exit(_worker_main())";
+
+pub struct Spawned {
+    pub child: Child,
+    pub control: UnixStream,
+}
+
+pub fn spawn(python: &Path, config: &Config, listeners: &[RawFd]) -> std::io::Result<Spawned> {
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
+    let mut sources: Vec<RawFd> = vec![theirs.as_raw_fd()];
+    sources.extend_from_slice(listeners);
+
+    let mut cmd = Command::new(python);
+    cmd.arg("-c").arg(BOOTSTRAP).stdin(std::process::Stdio::null());
+    unsafe {
+        // Between fork and exec: only async-signal-safe calls. First move every
+        // source above the target range so no dup2 clobbers a later source.
+        cmd.pre_exec(move || {
+            let mut parked = [0 as RawFd; 64];
+            for (i, &src) in sources.iter().enumerate().take(parked.len()) {
+                let fd = libc::fcntl(src, libc::F_DUPFD, 1000);
+                if fd < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                parked[i] = fd;
+            }
+            for (i, &fd) in parked.iter().enumerate().take(sources.len()) {
+                if libc::dup2(fd, CONTROL_FD + i as RawFd) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                libc::close(fd);
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn()?;
+    drop(theirs);
+
+    // A few KiB: the socket buffer takes it whole, so this blocking write does not wait on the worker.
+    (&ours).write_all(&ipc::encode(&ToWorker::Config(Box::new(config.clone()))))?;
+    ours.set_nonblocking(true)?;
+    let control = UnixStream::from_std(ours)?;
+    Ok(Spawned { child, control })
+}
+
+const _: () = assert!(FIRST_LISTENER_FD == CONTROL_FD + 1);

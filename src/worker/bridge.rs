@@ -1,0 +1,75 @@
+//! The one crossing between the I/O threads and the Python event loop.
+//!
+//! I/O threads push events onto a lock-free queue and ring an eventfd that the
+//! loop watches with `add_reader`. They ring it only when the loop is not
+//! already due to drain, and the loop drains the whole queue each time, so
+//! under load many requests share one wake-up and one GIL-holding callback.
+
+use crossbeam_queue::SegQueue;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use super::exchange::Exchange;
+
+pub enum Event {
+    /// A request's head has arrived; the app should be called.
+    Request(Arc<Exchange>),
+    /// Something the app may be waiting for changed: body data, send capacity, disconnect.
+    Wake(Arc<Exchange>),
+    /// Liveness probe: the loop answers by advancing `ticks`.
+    Ping,
+    /// The I/O side has drained; stop the event loop.
+    Stop,
+}
+
+pub struct Bridge {
+    queue: SegQueue<Event>,
+    /// True from the first push after a drain until the next drain starts.
+    rung: AtomicBool,
+    eventfd: OwnedFd,
+    /// Advanced by every drain: proof for the heartbeat that the loop is alive.
+    pub ticks: AtomicU64,
+}
+
+impl Bridge {
+    pub fn new() -> std::io::Result<Arc<Self>> {
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(Arc::new(Bridge {
+            queue: SegQueue::new(),
+            rung: AtomicBool::new(false),
+            eventfd: unsafe { OwnedFd::from_raw_fd(fd) },
+            ticks: AtomicU64::new(0),
+        }))
+    }
+
+    pub fn fd(&self) -> RawFd {
+        self.eventfd.as_raw_fd()
+    }
+
+    /// Called from any thread, never holding the GIL.
+    pub fn push(&self, event: Event) {
+        self.queue.push(event);
+        if !self.rung.swap(true, Ordering::AcqRel) {
+            let one: u64 = 1;
+            // EAGAIN only happens when the counter is about to overflow: the loop is due to wake anyway.
+            unsafe { libc::write(self.fd(), (&one as *const u64).cast(), 8) };
+        }
+    }
+
+    /// Called on the loop thread when the eventfd is readable. Re-arms the bell
+    /// *before* draining so that a push racing with the drain rings again.
+    pub fn begin_drain(&self) {
+        let mut counter: u64 = 0;
+        unsafe { libc::read(self.fd(), (&mut counter as *mut u64).cast(), 8) };
+        self.rung.store(false, Ordering::Release);
+        self.ticks.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn pop(&self) -> Option<Event> {
+        self.queue.pop()
+    }
+}

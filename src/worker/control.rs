@@ -1,0 +1,83 @@
+//! The worker's end of the control socket: orders from the master in,
+//! readiness, heartbeats and retirement requests out.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::sync::watch;
+
+use super::bridge::Event;
+use crate::http::server::ServerCtx;
+use crate::ipc::{self, ToMaster, ToWorker};
+
+pub async fn run(control: std::os::unix::net::UnixStream, ctx: Arc<ServerCtx>, stop: watch::Sender<bool>) {
+    let control = match control.set_nonblocking(true).and_then(|_| tokio::net::UnixStream::from_std(control)) {
+        Ok(c) => c,
+        Err(e) => {
+            crate::error!("control socket unusable ({e}); stopping");
+            let _ = stop.send(true);
+            return;
+        }
+    };
+    let (read, mut write) = control.into_split();
+    let _ = write.write_all(&ipc::encode(&ToMaster::Ready)).await;
+
+    let orders = {
+        let stop = stop.clone();
+        async move {
+            let mut lines = BufReader::new(read).lines();
+            loop {
+                match lines.next_line().await {
+                    Ok(Some(line)) => match ipc::decode::<ToWorker>(&line) {
+                        Ok(ToWorker::Stop) => break,
+                        Ok(ToWorker::Config(_)) => {}
+                        Err(e) => crate::warn!("{e}"),
+                    },
+                    // The master is gone: nobody will replace us or route to us for long; wind down.
+                    Ok(None) | Err(_) => break,
+                }
+            }
+            let _ = stop.send(true);
+        }
+    };
+    tokio::spawn(orders);
+
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let limit = max_requests_with_jitter(ctx.config.workers.max_requests, ctx.config.workers.max_requests_jitter);
+    let mut retiring = false;
+    let mut last_ticks = ctx.bridge.ticks.load(Ordering::Relaxed);
+    let mut every_second = tokio::time::interval(Duration::from_secs(1));
+    let mut stopping = stop.subscribe();
+    loop {
+        tokio::select! {
+            _ = every_second.tick() => {}
+            _ = async { match sigterm.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } } => {
+                let _ = stop.send(true);
+            }
+            _ = stopping.wait_for(|s| *s) => return,
+        }
+        // A heartbeat vouches for the event loop, not for this thread: only send one if the loop drained since the last.
+        let ticks = ctx.bridge.ticks.load(Ordering::Relaxed);
+        let served = ctx.served.load(Ordering::Relaxed);
+        if ticks != last_ticks {
+            last_ticks = ticks;
+            let _ = write.write_all(&ipc::encode(&ToMaster::Heartbeat { served })).await;
+        }
+        ctx.bridge.push(Event::Ping);
+        if limit > 0 && served >= limit && !retiring {
+            retiring = true;
+            crate::info!("served {served} requests (--limit-max-requests); asking to be replaced");
+            let _ = write.write_all(&ipc::encode(&ToMaster::Retire { served })).await;
+        }
+    }
+}
+
+fn max_requests_with_jitter(limit: u64, jitter: u64) -> u64 {
+    if limit == 0 || jitter == 0 {
+        return limit;
+    }
+    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos() as u64).unwrap_or(0);
+    let mixed = (seed ^ u64::from(std::process::id())).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    limit + (mixed >> 32) % (jitter + 1)
+}

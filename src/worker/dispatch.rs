@@ -1,0 +1,59 @@
+//! The loop side of the bridge: the callback the event loop runs when the
+//! eventfd rings. It drains every pending event in one go, under one GIL hold.
+
+use pyo3::intern;
+use pyo3::prelude::*;
+use std::sync::Arc;
+
+use super::bridge::{Bridge, Event};
+use super::exchange::Exchange;
+use crate::asgi::http::{HttpCycle, RequestDone};
+use crate::asgi::{AsgiContext, format_exception, scope};
+
+#[pyclass(module = "ferrogate._ferrogate")]
+pub struct Dispatcher {
+    pub bridge: Arc<Bridge>,
+    pub ctx: Arc<AsgiContext>,
+    pub event_loop: Py<PyAny>,
+}
+
+#[pymethods]
+impl Dispatcher {
+    fn __call__(&self, py: Python<'_>) {
+        self.bridge.begin_drain();
+        while let Some(event) = self.bridge.pop() {
+            let result = match event {
+                Event::Request(ex) => self.start(py, ex),
+                Event::Wake(ex) => crate::asgi::http::wake(py, &ex),
+                Event::Ping => Ok(()),
+                Event::Stop => self.event_loop.bind(py).call_method0(intern!(py, "stop")).map(drop),
+            };
+            if let Err(e) = result {
+                crate::error!("internal error on the event loop:\n{}", format_exception(py, e.value(py)));
+            }
+        }
+    }
+}
+
+impl Dispatcher {
+    /// Calls the app for a new request, as a task of its own.
+    fn start(&self, py: Python<'_>, ex: Arc<Exchange>) -> PyResult<()> {
+        let scope = scope::http_scope(py, &self.ctx, &ex.head)?;
+        let cycle = Bound::new(py, HttpCycle::new(ex, self.ctx.clone()))?;
+        let coro = self.ctx.app.bind(py).call1((scope, cycle.getattr(intern!(py, "receive"))?, cycle.getattr(intern!(py, "send"))?));
+        let done = RequestDone { cycle: cycle.clone().unbind() };
+        match coro {
+            Ok(coro) => {
+                let task = self.ctx.create_task.bind(py).call1((coro,))?;
+                task.call_method1(intern!(py, "add_done_callback"), (done,))?;
+            }
+            // A non-async callable raised straight away: report it like any app error.
+            Err(e) => {
+                let failed = py.import("asyncio")?.getattr("get_running_loop")?.call0()?.call_method0("create_future")?;
+                failed.call_method1("set_exception", (e.value(py),))?;
+                done.into_pyobject(py)?.call1((failed,))?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,144 @@
+//! One HTTP request/response cycle as both sides see it.
+//!
+//! The I/O side owns the socket; the loop side owns the ASGI coroutine. They
+//! meet here: request body chunks and connection state flow in under a mutex
+//! that is held for a few instructions and never while holding the GIL or
+//! waiting; response messages flow out through an unbounded channel whose
+//! depth is bounded by hand (`in_flight`), so a slow client pauses `send()`.
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri, Version};
+use pyo3::prelude::*;
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+use tokio::sync::{Notify, mpsc};
+
+use super::bridge::{Bridge, Event};
+
+/// Above this many response bytes queued for the socket, `send()` waits.
+pub const SEND_HIGH_WATER: usize = 256 * 1024;
+/// ... and resumes once the socket has taken the queue below this.
+pub const SEND_LOW_WATER: usize = 64 * 1024;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scheme {
+    Http,
+    Https,
+}
+
+/// The parsed request head, after the pipeline stages (proxy headers) have run.
+pub struct RequestHead {
+    pub method: Method,
+    pub uri: Uri,
+    pub version: Version,
+    pub headers: HeaderMap,
+    pub client: Option<SocketAddr>,
+    pub server: Option<SocketAddr>,
+    pub scheme: Scheme,
+}
+
+/// What the app sent, validated on the loop thread, for the I/O side to write.
+pub enum ResponseEvent {
+    Start { status: http::StatusCode, headers: Vec<(HeaderName, HeaderValue)>, body: Body },
+    Chunk(Bytes),
+    /// The last body message: nothing follows.
+    End,
+    /// The app failed after starting the response: cut the connection.
+    Abort,
+}
+
+/// How the response body begins.
+pub enum Body {
+    /// The whole body, known at start: sent with a content-length.
+    Full(Bytes),
+    /// More messages follow on the channel.
+    Streaming,
+    /// `http.response.pathsend`: the I/O side reads the file itself.
+    File(PathBuf),
+}
+
+#[derive(Default)]
+pub struct Shared {
+    pub body: VecDeque<Bytes>,
+    pub body_complete: bool,
+    /// The final `http.request` message (more_body=False) has been handed to the app.
+    pub body_delivered: bool,
+    pub disconnected: bool,
+    pub response_complete: bool,
+    pub in_flight: usize,
+    /// asyncio futures the app is awaiting in receive() and send().
+    pub receive_waiter: Option<Py<PyAny>>,
+    pub send_waiter: Option<Py<PyAny>>,
+}
+
+pub struct Exchange {
+    pub head: RequestHead,
+    pub received_at: Instant,
+    shared: Mutex<Shared>,
+    pub response: mpsc::UnboundedSender<ResponseEvent>,
+    /// Rung by the app side when it has consumed the buffered body and wants more.
+    pub body_wanted: Notify,
+    bridge: Arc<Bridge>,
+}
+
+impl Exchange {
+    pub fn new(head: RequestHead, bridge: Arc<Bridge>) -> (Arc<Self>, mpsc::UnboundedReceiver<ResponseEvent>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let ex = Arc::new(Exchange {
+            head,
+            received_at: Instant::now(),
+            shared: Mutex::new(Shared::default()),
+            response: tx,
+            body_wanted: Notify::new(),
+            bridge,
+        });
+        (ex, rx)
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, Shared> {
+        // A panic while holding this lock is a bug elsewhere; the data is still consistent enough to finish the request.
+        self.shared.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// I/O side: wake the app if it is waiting on this exchange.
+    fn wake_if_waiting(self: &Arc<Self>, shared: &Shared) {
+        if shared.receive_waiter.is_some() || shared.send_waiter.is_some() {
+            self.bridge.push(Event::Wake(self.clone()));
+        }
+    }
+
+    pub fn push_body(self: &Arc<Self>, chunk: Bytes, last: bool) {
+        let mut s = self.lock();
+        if !chunk.is_empty() {
+            s.body.push_back(chunk);
+        }
+        s.body_complete |= last;
+        self.wake_if_waiting(&s);
+    }
+
+    pub fn mark_disconnected(self: &Arc<Self>) {
+        let mut s = self.lock();
+        if !s.disconnected {
+            s.disconnected = true;
+            self.wake_if_waiting(&s);
+        }
+    }
+
+    pub fn mark_response_complete(self: &Arc<Self>) {
+        let mut s = self.lock();
+        s.response_complete = true;
+        self.wake_if_waiting(&s);
+    }
+
+    /// I/O side: the socket took `n` bytes of the response.
+    pub fn sent(self: &Arc<Self>, n: usize) {
+        let mut s = self.lock();
+        s.in_flight = s.in_flight.saturating_sub(n);
+        if s.send_waiter.is_some() && s.in_flight <= SEND_LOW_WATER {
+            self.bridge.push(Event::Wake(self.clone()));
+        }
+    }
+}

@@ -1,0 +1,203 @@
+//! A worker process: a fresh Python interpreter started by the master. It
+//! imports the app, runs lifespan startup, then serves: a Rust I/O thread
+//! accepts and parses, the main thread runs the asyncio loop and the app.
+
+pub mod bridge;
+mod control;
+mod dispatch;
+pub mod exchange;
+
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+use std::io::Read;
+use std::os::fd::FromRawFd;
+use std::sync::Arc;
+
+use crate::asgi::{AsgiContext, format_exception, lifespan};
+use crate::config::Config;
+use crate::http::listeners;
+use crate::http::server::{self, ServerCtx};
+use crate::ipc::{self, CONTROL_FD, EXIT_BOOT_ERROR, FIRST_LISTENER_FD, ToWorker};
+use bridge::{Bridge, Event};
+
+/// Entry point of a worker process; returns its exit status.
+pub fn run(py: Python<'_>) -> PyResult<i32> {
+    let mut control = unsafe { std::os::unix::net::UnixStream::from_raw_fd(CONTROL_FD) };
+    let config = match read_config(&mut control) {
+        Ok(c) => Arc::new(c),
+        Err(e) => {
+            crate::error!("worker cannot start: {e}");
+            return Ok(EXIT_BOOT_ERROR);
+        }
+    };
+    crate::log::set_level(config.log.level);
+    prepare_interpreter(py)?;
+
+    let app = match import_app(py, &config) {
+        Ok(app) => app,
+        Err(message) => return Ok(boot_failed(&mut control, message)),
+    };
+    let event_loop = new_event_loop(py)?;
+    let state = PyDict::new(py);
+    let lifespan = match lifespan::startup(py, &event_loop, &app, &state, config.app.lifespan) {
+        Ok(running) => running,
+        Err(lifespan::StartupFailed(message)) => return Ok(boot_failed(&mut control, message)),
+    };
+
+    let bridge = Bridge::new()?;
+    let ctx = Arc::new(AsgiContext {
+        app: app.unbind(),
+        create_task: task_factory(py, &event_loop)?,
+        create_future: event_loop.getattr("create_future")?.unbind(),
+        state: state.unbind(),
+        root_path: config.app.root_path.clone(),
+    });
+    let dispatcher = dispatch::Dispatcher { bridge: bridge.clone(), ctx, event_loop: event_loop.clone().unbind() };
+    event_loop.call_method1("add_reader", (bridge.fd(), dispatcher))?;
+
+    let mut inherited = Vec::new();
+    for i in 0..config.bind.len() {
+        inherited.push(listeners::adopt(FIRST_LISTENER_FD + i as i32)?);
+    }
+    let io_thread = {
+        let (config, bridge) = (config.clone(), bridge.clone());
+        std::thread::Builder::new().name("ferrogate-io".into()).spawn(move || serve_io(config, bridge, inherited, control))?
+    };
+    crate::info!("Worker ready: serving {} with {}", config.app.target, loop_name(&event_loop));
+
+    event_loop.call_method0("run_forever")?;
+
+    let _ = py.detach(|| io_thread.join());
+    if let Some(running) = lifespan {
+        running.shutdown(py, &event_loop, config.workers.graceful_timeout);
+    }
+    let _ = event_loop.call_method1("remove_reader", (bridge.fd(),));
+    let _ = event_loop.call_method0("close");
+    Ok(0)
+}
+
+/// The I/O thread: HTTP on the inherited listeners plus the control socket.
+/// It ends once the server has drained, and stops the event loop on its way out.
+fn serve_io(config: Arc<Config>, bridge: Arc<Bridge>, listeners: Vec<listeners::Inherited>, control: std::os::unix::net::UnixStream) {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            crate::error!("cannot start the I/O runtime: {e}");
+            bridge.push(Event::Stop);
+            return;
+        }
+    };
+    runtime.block_on(async {
+        let ctx = Arc::new(ServerCtx::new(config, bridge.clone()));
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(control::run(control, ctx.clone(), stop_tx));
+        server::serve(listeners, ctx, stop_rx).await;
+    });
+    bridge.push(Event::Stop);
+}
+
+/// Hands the reason to the master, which prints it once for all workers.
+fn boot_failed(control: &mut std::os::unix::net::UnixStream, message: String) -> i32 {
+    use std::io::Write;
+    let msg = ipc::encode(&ipc::ToMaster::BootFailed { message: message.clone() });
+    if control.write_all(&msg).is_err() {
+        crate::error!("{message}");
+    }
+    EXIT_BOOT_ERROR
+}
+
+/// Reads the first control line byte by byte, so that nothing after it is consumed here.
+fn read_config(control: &mut std::os::unix::net::UnixStream) -> Result<Config, String> {
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    loop {
+        match control.read(&mut byte) {
+            Ok(0) => return Err("the master closed the control socket before sending the configuration".into()),
+            Ok(_) if byte[0] == b'\n' => break,
+            Ok(_) => line.push(byte[0]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(format!("cannot read the configuration: {e} (was this process started by ferrogate?)")),
+        }
+    }
+    match ipc::decode::<ToWorker>(&String::from_utf8_lossy(&line))? {
+        ToWorker::Config(config) => Ok(*config),
+        other => Err(format!("expected the configuration first, got {other:?}")),
+    }
+}
+
+/// Ctrl-C reaches the whole process group; only the master acts on it. SIGUSR2
+/// dumps every thread's Python stack, which the master asks for before killing
+/// a worker whose loop is stuck.
+fn prepare_interpreter(py: Python<'_>) -> PyResult<()> {
+    let signal = py.import("signal")?;
+    signal.call_method1("signal", (signal.getattr("SIGINT")?, signal.getattr("SIG_IGN")?))?;
+    let faulthandler = py.import("faulthandler")?;
+    let kwargs = PyDict::new(py);
+    kwargs.set_item("all_threads", true)?;
+    faulthandler.call_method("register", (signal.getattr("SIGUSR2")?,), Some(&kwargs))?;
+    Ok(())
+}
+
+/// Imports MODULE:ATTRIBUTE the way uvicorn does, with errors that say what to fix.
+fn import_app<'py>(py: Python<'py>, config: &Config) -> Result<Bound<'py, PyAny>, String> {
+    let target = &config.app.target;
+    let (module_name, attr) = target.split_once(':').ok_or_else(|| format!("APP '{target}' must be MODULE:ATTRIBUTE"))?;
+    let app_dir = std::path::absolute(&config.app.app_dir).unwrap_or(config.app.app_dir.clone());
+    let sys_path = py.import("sys").and_then(|sys| sys.getattr("path")).map_err(|e| e.to_string())?;
+    sys_path.call_method1("insert", (0, app_dir.to_string_lossy().to_string())).map_err(|e| e.to_string())?;
+
+    let module = py.import(module_name).map_err(|e| {
+        let missing = e.is_instance_of::<pyo3::exceptions::PyModuleNotFoundError>(py)
+            && e.value(py).getattr("name").ok().and_then(|n| n.extract::<String>().ok()).as_deref() == Some(module_name);
+        if missing {
+            format!("Error loading ASGI app. Could not import module \"{module_name}\" (looked in {} and sys.path; set --app-dir).", app_dir.display())
+        } else {
+            format!("Error loading ASGI app: importing \"{module_name}\" raised\n{}", format_exception(py, e.value(py)))
+        }
+    })?;
+    let mut app = module.into_any();
+    for part in attr.split('.') {
+        app = app.getattr(part).map_err(|_| format!("Error loading ASGI app. Attribute \"{attr}\" not found in module \"{module_name}\"."))?;
+    }
+    if config.app.factory {
+        app = app.call0().map_err(|e| format!("Error loading ASGI app factory \"{target}\":\n{}", format_exception(py, e.value(py))))?;
+    }
+    if !app.is_callable() {
+        return Err(format!(
+            "Error loading ASGI app: \"{target}\" is a {}, not an ASGI application{}",
+            app.get_type().name().map(|n| n.to_string()).unwrap_or_default(),
+            if config.app.factory { "" } else { " (if it is a function that builds the app, add --factory)" }
+        ));
+    }
+    Ok(app)
+}
+
+/// uvloop when installed, else asyncio's default loop.
+fn new_event_loop(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
+    let asyncio = py.import("asyncio")?;
+    let event_loop = match py.import("uvloop") {
+        Ok(uvloop) => uvloop.call_method0("new_event_loop")?,
+        Err(_) => asyncio.call_method0("new_event_loop")?,
+    };
+    asyncio.call_method1("set_event_loop", (&event_loop,))?;
+    Ok(event_loop)
+}
+
+fn loop_name(event_loop: &Bound<'_, PyAny>) -> &'static str {
+    let module = event_loop.get_type().module().map(|m| m.to_string()).unwrap_or_default();
+    if module.starts_with("uvloop") { "uvloop" } else { "asyncio" }
+}
+
+/// Python 3.12+ can start a task eagerly: a handler that never waits finishes
+/// inside create_task, with no trip through the loop.
+fn task_factory(py: Python<'_>, event_loop: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+    if py.version_info() >= (3, 12) {
+        let kwargs = PyDict::new(py);
+        kwargs.set_item("loop", event_loop)?;
+        kwargs.set_item("eager_start", true)?;
+        let partial = py.import("functools")?.getattr("partial")?;
+        let task = py.import("asyncio")?.getattr("Task")?;
+        return Ok(partial.call((task,), Some(&kwargs))?.unbind());
+    }
+    Ok(event_loop.getattr("create_task")?.unbind())
+}
