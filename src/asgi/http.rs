@@ -70,7 +70,7 @@ pub fn next_message(py: Python<'_>, ex: &Exchange, s: &mut Shared) -> PyResult<O
         let more = !s.body_complete;
         s.body_delivered = !more;
         if more {
-            ex.body_wanted.notify_one();
+            ex.wants_more.notify_one();
         }
         let msg = PyDict::new(py);
         msg.set_item(intern!(py, "type"), intern!(py, "http.request"))?;
@@ -88,10 +88,11 @@ pub fn next_message(py: Python<'_>, ex: &Exchange, s: &mut Shared) -> PyResult<O
 
 /// Loop side of an `Event::Wake`: hand the app whatever it was waiting for.
 pub fn wake(py: Python<'_>, ex: &Exchange) -> PyResult<()> {
+    let next = if ex.head.websocket.is_some() { super::websocket::next_message } else { next_message };
     let (receive, send) = {
         let mut s = ex.lock();
         let receive = match s.receive_waiter.is_some() {
-            true => next_message(py, ex, &mut s)?.map(|m| (s.receive_waiter.take().unwrap(), m)),
+            true => next(py, ex, &mut s)?.map(|m| (s.receive_waiter.take().expect("checked"), m)),
             false => None,
         };
         let send_ready = s.send_waiter.is_some() && (s.in_flight <= crate::worker::exchange::SEND_LOW_WATER || s.disconnected);
@@ -107,7 +108,7 @@ pub fn wake(py: Python<'_>, ex: &Exchange) -> PyResult<()> {
     Ok(())
 }
 
-fn headers_from(py: Python<'_>, raw: Option<Bound<'_, PyAny>>) -> PyResult<Vec<(HeaderName, HeaderValue)>> {
+pub fn headers_from(py: Python<'_>, raw: Option<Bound<'_, PyAny>>) -> PyResult<Vec<(HeaderName, HeaderValue)>> {
     let mut headers = Vec::new();
     let Some(raw) = raw else { return Ok(headers) };
     for item in raw.try_iter()? {
@@ -154,7 +155,7 @@ impl HttpCycle {
         let future = self.ctx.new_future(py)?;
         s.receive_waiter = Some(future.clone().unbind());
         if !s.body_complete {
-            self.ex.body_wanted.notify_one();
+            self.ex.wants_more.notify_one();
         }
         Ok(future.unbind())
     }

@@ -5,6 +5,7 @@ pub mod awaitable;
 pub mod http;
 pub mod lifespan;
 pub mod scope;
+pub mod websocket;
 
 use pyo3::prelude::*;
 use pyo3::types::PyDict;

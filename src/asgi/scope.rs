@@ -6,6 +6,7 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 use std::net::SocketAddr;
 
 use super::AsgiContext;
+use crate::http::websocket::handshake::Upgrade;
 use crate::worker::exchange::{RequestHead, Scheme};
 
 pub fn http_version(version: http::Version) -> &'static str {
@@ -70,6 +71,19 @@ fn common<'py>(py: Python<'py>, ctx: &AsgiContext, head: &RequestHead, kind: &Bo
     scope.set_item(intern!(py, "server"), address(py, head.server)?)?;
     scope.set_item(intern!(py, "client"), address(py, head.client)?)?;
     scope.set_item(intern!(py, "state"), ctx.state.bind(py).copy()?)?;
+    Ok(scope)
+}
+
+pub fn websocket_scope<'py>(py: Python<'py>, ctx: &AsgiContext, head: &RequestHead, upgrade: &Upgrade) -> PyResult<Bound<'py, PyDict>> {
+    let scheme = match head.scheme {
+        Scheme::Http => "ws",
+        Scheme::Https => "wss",
+    };
+    let scope = common(py, ctx, head, intern!(py, "websocket"), scheme)?;
+    scope.set_item(intern!(py, "subprotocols"), PyList::new(py, &upgrade.subprotocols)?)?;
+    let extensions = PyDict::new(py);
+    extensions.set_item(intern!(py, "websocket.http.response"), PyDict::new(py))?;
+    scope.set_item(intern!(py, "extensions"), extensions)?;
     Ok(scope)
 }
 

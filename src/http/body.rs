@@ -73,7 +73,7 @@ impl http_body::Body for ResponseBody {
                 Poll::Pending => Poll::Pending,
                 Poll::Ready(Some(ResponseEvent::Chunk(d))) => this.data(d),
                 Poll::Ready(Some(ResponseEvent::End)) => this.end(),
-                Poll::Ready(Some(ResponseEvent::Start { .. })) | Poll::Ready(Some(ResponseEvent::Abort)) | Poll::Ready(None) => {
+                Poll::Ready(_) => {
                     Poll::Ready(Some(Err(std::io::Error::other("the application failed while streaming the response"))))
                 }
             },

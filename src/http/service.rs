@@ -13,11 +13,14 @@ use tokio::sync::oneshot;
 use super::access_log::Entry;
 use super::body::{Kind, ResponseBody};
 use super::server::{ConnInfo, ServerCtx};
+use super::websocket::{self, handshake::{self, Upgrade}};
 use crate::worker::bridge::Event;
 use crate::worker::exchange::{Body, Exchange, RequestHead, ResponseEvent, Scheme};
 
-pub async fn handle(req: Request<Incoming>, ctx: Arc<ServerCtx>, conn: ConnInfo) -> Result<Response<ResponseBody>, Infallible> {
+pub async fn handle(mut req: Request<Incoming>, ctx: Arc<ServerCtx>, conn: ConnInfo) -> Result<Response<ResponseBody>, Infallible> {
     ctx.served.fetch_add(1, Ordering::Relaxed);
+    let upgrade = handshake::detect(req.method(), req.headers(), ctx.config.ws.per_message_deflate);
+    let on_upgrade = matches!(upgrade, Some(Ok(_))).then(|| hyper::upgrade::on(&mut req));
     let (parts, body) = req.into_parts();
     let entry = ctx.access_log.as_ref().map(|_| Entry {
         remote: conn.peer,
@@ -32,6 +35,18 @@ pub async fn handle(req: Request<Incoming>, ctx: Arc<ServerCtx>, conn: ConnInfo)
     if let Some(reason) = bad_framing(&parts.headers) {
         return Ok(plain(StatusCode::BAD_REQUEST, reason, true, log(entry)));
     }
+    let websocket = match upgrade {
+        None => None,
+        Some(Ok(up)) => Some(up),
+        Some(Err(reason)) => {
+            let mut r = plain(StatusCode::BAD_REQUEST, reason, true, log(entry));
+            if reason.starts_with("Upgrade Required") {
+                *r.status_mut() = StatusCode::UPGRADE_REQUIRED;
+                r.headers_mut().insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+            }
+            return Ok(r);
+        }
+    };
     let _active = match Active::enter(&ctx) {
         Some(a) => a,
         None => return Ok(plain(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable: the server is at its concurrency limit", true, log(entry))),
@@ -46,7 +61,7 @@ pub async fn handle(req: Request<Incoming>, ctx: Arc<ServerCtx>, conn: ConnInfo)
     }
 
     let expects_continue = parts.headers.get(header::EXPECT).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
-    let head = RequestHead { method: parts.method, uri: parts.uri, version: parts.version, headers: parts.headers, client, server: conn.local, scheme };
+    let head = RequestHead { method: parts.method, uri: parts.uri, version: parts.version, headers: parts.headers, client, server: conn.local, scheme, websocket };
     let (ex, mut responses) = Exchange::new(head, ctx.bridge.clone());
     let guard = DisconnectGuard(Some(ex.clone()));
 
@@ -65,9 +80,26 @@ pub async fn handle(req: Request<Incoming>, ctx: Arc<ServerCtx>, conn: ConnInfo)
             return Ok(plain(StatusCode::BAD_REQUEST, "Bad Request: malformed request body", true, log(entry)));
         }
     };
-    let Some(ResponseEvent::Start { status, headers, body }) = first else {
+    let (status, headers, body) = match first {
+        Some(ResponseEvent::Start { status, headers, body }) => (status, headers, body),
+        Some(ResponseEvent::Accept { subprotocol, headers }) if on_upgrade.is_some() => {
+            guard.disarm();
+            let upgrade = ex.head.websocket.clone().expect("accept only comes for websockets");
+            let response = switching_protocols(&upgrade, subprotocol, headers, log(entry));
+            let (on_upgrade, ws) = (on_upgrade.expect("checked"), ctx.config.ws.clone());
+            tokio::spawn(async move {
+                match on_upgrade.await {
+                    Ok(io) => websocket::session::run(hyper_util::rt::TokioIo::new(io), ex, responses, ws, upgrade.deflate).await,
+                    Err(e) => {
+                        crate::debug!("WebSocket upgrade failed: {e}");
+                        ex.ws_closed(1006, String::new());
+                    }
+                }
+            });
+            return Ok(response);
+        }
         // The app side dropped its end without a word: only possible if the worker is stopping.
-        return Ok(plain(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable", true, log(entry)));
+        _ => return Ok(plain(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable", true, log(entry))),
     };
     guard.disarm();
 
@@ -100,6 +132,28 @@ pub async fn handle(req: Request<Incoming>, ctx: Arc<ServerCtx>, conn: ConnInfo)
     };
     *response.body_mut() = ResponseBody::new(kind, status.as_u16(), Some(ex), log(entry));
     Ok(response)
+}
+
+/// The 101 that completes a WebSocket handshake the app accepted.
+fn switching_protocols(upgrade: &Upgrade, subprotocol: Option<String>, extra: Vec<(http::HeaderName, HeaderValue)>, log: Option<(Arc<ServerCtx>, Entry)>) -> Response<ResponseBody> {
+    let mut response = Response::new(ResponseBody::new(Kind::Empty, 101, None, log));
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = response.headers_mut();
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    if let Ok(v) = HeaderValue::from_str(&handshake::accept_key(&upgrade.key)) {
+        h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
+    }
+    if let Some(p) = subprotocol.and_then(|p| HeaderValue::from_str(&p).ok()) {
+        h.insert(header::SEC_WEBSOCKET_PROTOCOL, p);
+    }
+    if let Some(v) = upgrade.deflate.as_ref().and_then(|d| HeaderValue::from_str(&d.response_header()).ok()) {
+        h.insert(header::SEC_WEBSOCKET_EXTENSIONS, v);
+    }
+    for (name, value) in extra {
+        h.append(name, value);
+    }
+    response
 }
 
 fn open_file(path: &std::path::Path) -> std::io::Result<(std::fs::File, u64)> {
@@ -137,7 +191,7 @@ pub fn plain(status: StatusCode, message: &str, close: bool, log: Option<(Arc<Se
 /// only once the app has taken the last: an upload never piles up in memory.
 async fn read_body(mut body: Incoming, ex: Arc<Exchange>, eager: bool, failed: oneshot::Sender<()>) {
     if !eager {
-        ex.body_wanted.notified().await;
+        ex.wants_more.notified().await;
     }
     loop {
         match body.frame().await {
@@ -148,7 +202,7 @@ async fn read_body(mut body: Incoming, ex: Arc<Exchange>, eager: bool, failed: o
                 if last {
                     return;
                 }
-                ex.body_wanted.notified().await;
+                ex.wants_more.notified().await;
             }
             Some(Err(e)) => {
                 crate::debug!("request body failed: {e}");

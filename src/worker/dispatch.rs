@@ -8,6 +8,7 @@ use std::sync::Arc;
 use super::bridge::{Bridge, Event};
 use super::exchange::Exchange;
 use crate::asgi::http::{HttpCycle, RequestDone};
+use crate::asgi::websocket::{WsCycle, WsDone};
 use crate::asgi::{AsgiContext, format_exception, scope};
 
 #[pyclass(module = "ferrogate._ferrogate")]
@@ -38,10 +39,21 @@ impl Dispatcher {
 impl Dispatcher {
     /// Calls the app for a new request, as a task of its own.
     fn start(&self, py: Python<'_>, ex: Arc<Exchange>) -> PyResult<()> {
-        let scope = scope::http_scope(py, &self.ctx, &ex.head)?;
-        let cycle = Bound::new(py, HttpCycle::new(ex, self.ctx.clone()))?;
+        let (scope, cycle, done) = match &ex.head.websocket {
+            None => {
+                let scope = scope::http_scope(py, &self.ctx, &ex.head)?;
+                let cycle = Bound::new(py, HttpCycle::new(ex, self.ctx.clone()))?;
+                let done = RequestDone { cycle: cycle.clone().unbind() }.into_pyobject(py)?.into_any();
+                (scope, cycle.into_any(), done)
+            }
+            Some(upgrade) => {
+                let scope = scope::websocket_scope(py, &self.ctx, &ex.head, upgrade)?;
+                let cycle = Bound::new(py, WsCycle::new(ex, self.ctx.clone()))?;
+                let done = WsDone { cycle: cycle.clone().unbind() }.into_pyobject(py)?.into_any();
+                (scope, cycle.into_any(), done)
+            }
+        };
         let coro = self.ctx.app.bind(py).call1((scope, cycle.getattr(intern!(py, "receive"))?, cycle.getattr(intern!(py, "send"))?));
-        let done = RequestDone { cycle: cycle.clone().unbind() };
         match coro {
             Ok(coro) => {
                 let task = self.ctx.create_task.bind(py).call1((coro,))?;
@@ -51,7 +63,7 @@ impl Dispatcher {
             Err(e) => {
                 let failed = py.import("asyncio")?.getattr("get_running_loop")?.call0()?.call_method0("create_future")?;
                 failed.call_method1("set_exception", (e.value(py),))?;
-                done.into_pyobject(py)?.call1((failed,))?;
+                done.call1((failed,))?;
             }
         }
         Ok(())

@@ -38,6 +38,8 @@ pub struct RequestHead {
     pub client: Option<SocketAddr>,
     pub server: Option<SocketAddr>,
     pub scheme: Scheme,
+    /// Set for a valid WebSocket opening request.
+    pub websocket: Option<crate::http::websocket::handshake::Upgrade>,
 }
 
 /// What the app sent, validated on the loop thread, for the I/O side to write.
@@ -48,7 +50,21 @@ pub enum ResponseEvent {
     End,
     /// The app failed after starting the response: cut the connection.
     Abort,
+    /// WebSocket: complete the handshake with a 101.
+    Accept { subprotocol: Option<String>, headers: Vec<(HeaderName, HeaderValue)> },
+    Text(String),
+    Binary(Bytes),
+    Close { code: u16, reason: String },
 }
+
+/// A complete WebSocket message from the client.
+pub enum WsMessage {
+    Text(String),
+    Binary(Bytes),
+}
+
+/// WebSocket messages queued for the app before the reader pauses.
+pub const WS_INBOX_LIMIT: usize = 16;
 
 /// How the response body begins.
 pub enum Body {
@@ -69,6 +85,9 @@ pub struct Shared {
     pub disconnected: bool,
     pub response_complete: bool,
     pub in_flight: usize,
+    pub ws_inbox: VecDeque<WsMessage>,
+    /// The WebSocket is closed, with this code and reason (1006: no close frame).
+    pub ws_closed: Option<(u16, String)>,
     /// asyncio futures the app is awaiting in receive() and send().
     pub receive_waiter: Option<Py<PyAny>>,
     pub send_waiter: Option<Py<PyAny>>,
@@ -79,8 +98,8 @@ pub struct Exchange {
     pub received_at: Instant,
     shared: Mutex<Shared>,
     pub response: mpsc::UnboundedSender<ResponseEvent>,
-    /// Rung by the app side when it has consumed the buffered body and wants more.
-    pub body_wanted: Notify,
+    /// Rung by the app side when it has consumed what was buffered (body, messages) and wants more.
+    pub wants_more: Notify,
     bridge: Arc<Bridge>,
 }
 
@@ -92,7 +111,7 @@ impl Exchange {
             received_at: Instant::now(),
             shared: Mutex::new(Shared::default()),
             response: tx,
-            body_wanted: Notify::new(),
+            wants_more: Notify::new(),
             bridge,
         });
         (ex, rx)
@@ -130,6 +149,24 @@ impl Exchange {
     pub fn mark_response_complete(self: &Arc<Self>) {
         let mut s = self.lock();
         s.response_complete = true;
+        self.wake_if_waiting(&s);
+    }
+
+    /// I/O side: a WebSocket message for the app. Returns true when the inbox is full
+    /// and the reader should wait for `wants_more`.
+    pub fn push_ws(self: &Arc<Self>, msg: WsMessage) -> bool {
+        let mut s = self.lock();
+        s.ws_inbox.push_back(msg);
+        self.wake_if_waiting(&s);
+        s.ws_inbox.len() >= WS_INBOX_LIMIT
+    }
+
+    pub fn ws_closed(self: &Arc<Self>, code: u16, reason: String) {
+        let mut s = self.lock();
+        if s.ws_closed.is_none() {
+            s.ws_closed = Some((code, reason));
+        }
+        s.disconnected = true;
         self.wake_if_waiting(&s);
     }
 
