@@ -37,8 +37,7 @@ impl HttpCycle {
     }
 
     fn emit(&self, event: ResponseEvent) {
-        // The receiver is gone only when the connection is; the app learns that from the next send().
-        let _ = self.ex.response.send(event);
+        self.ex.emit(event);
     }
 
     /// Sends a plain-text error response if nothing has gone out yet, else cuts the connection.

@@ -37,7 +37,7 @@ impl WsCycle {
     }
 
     fn emit(&self, event: ResponseEvent) {
-        let _ = self.ex.response.send(event);
+        self.ex.emit(event);
     }
 
     fn deny(&mut self, status: StatusCode) {

@@ -10,7 +10,8 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use super::exchange::Exchange;
+use super::exchange::{Exchange, ResponseEvent};
+use tokio::sync::Notify;
 
 pub enum Event {
     /// A request's head has arrived; the app should be called.
@@ -30,6 +31,12 @@ pub struct Bridge {
     eventfd: OwnedFd,
     /// Advanced by every drain: proof for the heartbeat that the loop is alive.
     pub ticks: AtomicU64,
+    /// The other direction: what the app sent, for the I/O thread. Waking a
+    /// tokio task from another thread costs a syscall, so the loop rings once
+    /// per batch here too, and the I/O thread hands each event on locally.
+    outbox: SegQueue<(Arc<Exchange>, ResponseEvent)>,
+    outbox_rung: AtomicBool,
+    outbox_bell: Notify,
 }
 
 impl Bridge {
@@ -43,6 +50,9 @@ impl Bridge {
             rung: AtomicBool::new(false),
             eventfd: unsafe { OwnedFd::from_raw_fd(fd) },
             ticks: AtomicU64::new(0),
+            outbox: SegQueue::new(),
+            outbox_rung: AtomicBool::new(false),
+            outbox_bell: Notify::new(),
         }))
     }
 
@@ -71,5 +81,26 @@ impl Bridge {
 
     pub fn pop(&self) -> Option<Event> {
         self.queue.pop()
+    }
+
+    /// Loop thread: queue a message of the app's for its connection.
+    pub fn send_out(&self, exchange: Arc<Exchange>, event: ResponseEvent) {
+        self.outbox.push((exchange, event));
+        if !self.outbox_rung.swap(true, Ordering::AcqRel) {
+            self.outbox_bell.notify_one();
+        }
+    }
+
+    /// I/O thread, for the life of the worker: delivers the app's messages to
+    /// their connections' tasks, which on this thread is a wake-up without a syscall.
+    pub async fn deliver_outbox(&self) {
+        loop {
+            self.outbox_bell.notified().await;
+            self.outbox_rung.store(false, Ordering::Release);
+            while let Some((exchange, event)) = self.outbox.pop() {
+                // A closed receiver means the connection is gone; the app hears of it through the exchange.
+                let _ = exchange.response.send(event);
+            }
+        }
     }
 }

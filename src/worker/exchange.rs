@@ -122,6 +122,11 @@ impl Exchange {
         self.shared.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Loop side: hand one of the app's messages to the connection.
+    pub fn emit(self: &Arc<Self>, event: ResponseEvent) {
+        self.bridge.send_out(self.clone(), event);
+    }
+
     /// I/O side: wake the app if it is waiting on this exchange.
     fn wake_if_waiting(self: &Arc<Self>, shared: &Shared) {
         if shared.receive_waiter.is_some() || shared.send_waiter.is_some() {

@@ -90,6 +90,8 @@ fn serve_io(config: Arc<Config>, bridge: Arc<Bridge>, listeners: Vec<listeners::
     runtime.block_on(async {
         let ctx = Arc::new(ServerCtx::new(config, bridge.clone()));
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let outbox = bridge.clone();
+        tokio::spawn(async move { outbox.deliver_outbox().await });
         tokio::spawn(control::run(control, ctx.clone(), stop_tx));
         server::serve(listeners, ctx, stop_rx).await;
     });
