@@ -37,7 +37,7 @@ impl HttpCycle {
     }
 
     fn emit(&self, event: ResponseEvent) {
-        self.ex.emit(event);
+        Python::attach(|py| self.ex.emit(py, event));
     }
 
     /// Sends a plain-text error response if nothing has gone out yet, else cuts the connection.

@@ -37,7 +37,7 @@ impl WsCycle {
     }
 
     fn emit(&self, event: ResponseEvent) {
-        self.ex.emit(event);
+        Python::attach(|py| self.ex.emit(py, event));
     }
 
     fn deny(&mut self, status: StatusCode) {

@@ -7,7 +7,8 @@
 
 use crossbeam_queue::SegQueue;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::Arc;
+use pyo3::prelude::*;
+use std::sync::{Arc, OnceLock};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use super::exchange::{Exchange, ResponseEvent};
@@ -37,6 +38,21 @@ pub struct Bridge {
     outbox: SegQueue<(Arc<Exchange>, ResponseEvent)>,
     outbox_rung: AtomicBool,
     outbox_bell: Notify,
+    /// `loop.call_soon` and a callable that rings `outbox_bell`: the ring is
+    /// deferred to the end of the loop iteration, so every response the
+    /// iteration produces shares it.
+    deferred_ring: OnceLock<(Py<PyAny>, Py<PyAny>)>,
+}
+
+/// Rings the outbox bell; scheduled with call_soon by the first response of a batch.
+#[pyclass(frozen, module = "ferrogate._ferrogate")]
+pub struct RingOutbox(Arc<Bridge>);
+
+#[pymethods]
+impl RingOutbox {
+    fn __call__(&self) {
+        self.0.outbox_bell.notify_one();
+    }
 }
 
 impl Bridge {
@@ -53,6 +69,7 @@ impl Bridge {
             outbox: SegQueue::new(),
             outbox_rung: AtomicBool::new(false),
             outbox_bell: Notify::new(),
+            deferred_ring: OnceLock::new(),
         }))
     }
 
@@ -83,11 +100,21 @@ impl Bridge {
         self.queue.pop()
     }
 
+    /// Loop thread, once the event loop exists.
+    pub fn defer_rings_to(self: &Arc<Self>, py: Python<'_>, event_loop: &Bound<'_, PyAny>) -> PyResult<()> {
+        let ring = Py::new(py, RingOutbox(self.clone()))?.into_any();
+        let _ = self.deferred_ring.set((event_loop.getattr("call_soon")?.unbind(), ring));
+        Ok(())
+    }
+
     /// Loop thread: queue a message of the app's for its connection.
-    pub fn send_out(&self, exchange: Arc<Exchange>, event: ResponseEvent) {
+    pub fn send_out(&self, py: Python<'_>, exchange: Arc<Exchange>, event: ResponseEvent) {
         self.outbox.push((exchange, event));
         if !self.outbox_rung.swap(true, Ordering::AcqRel) {
-            self.outbox_bell.notify_one();
+            let deferred = self.deferred_ring.get().map(|(call_soon, ring)| call_soon.call1(py, (ring.clone_ref(py),)));
+            if !matches!(deferred, Some(Ok(_))) {
+                self.outbox_bell.notify_one();
+            }
         }
     }
 

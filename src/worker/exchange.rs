@@ -123,8 +123,8 @@ impl Exchange {
     }
 
     /// Loop side: hand one of the app's messages to the connection.
-    pub fn emit(self: &Arc<Self>, event: ResponseEvent) {
-        self.bridge.send_out(self.clone(), event);
+    pub fn emit(self: &Arc<Self>, py: Python<'_>, event: ResponseEvent) {
+        self.bridge.send_out(py, self.clone(), event);
     }
 
     /// I/O side: wake the app if it is waiting on this exchange.

@@ -45,6 +45,7 @@ pub fn run(py: Python<'_>) -> PyResult<i32> {
     };
 
     let bridge = Bridge::new()?;
+    bridge.defer_rings_to(py, &event_loop)?;
     let ctx = Arc::new(AsgiContext {
         app: app.unbind(),
         create_task: task_factory(py, &event_loop)?,
