@@ -258,19 +258,21 @@ pub struct RequestDone {
 impl RequestDone {
     fn __call__(&self, py: Python<'_>, task: &Bound<'_, PyAny>) -> PyResult<()> {
         let mut cycle = self.cycle.bind(py).borrow_mut();
-        let head = &cycle.ex.head;
-        let what = format!("{} {}", head.method, head.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"));
-        let disconnected = cycle.ex.lock().disconnected;
-        if task.call_method0(intern!(py, "cancelled"))?.is_truthy()? {
+        // exception() raises CancelledError for a cancelled task: a task that never finished its work.
+        let Ok(exc) = task.call_method0(intern!(py, "exception")) else {
             cycle.fail(StatusCode::INTERNAL_SERVER_ERROR);
             return Ok(());
-        }
-        let exc = task.call_method0(intern!(py, "exception"))?;
+        };
+        let what = || {
+            let head = &cycle.ex.head;
+            format!("{} {}", head.method, head.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"))
+        };
         if !exc.is_none() {
+            let disconnected = cycle.ex.lock().disconnected;
             if disconnected && exc.is_instance_of::<pyo3::exceptions::PyOSError>() {
-                crate::debug!("{what}: client went away ({exc})");
+                crate::debug!("{}: client went away ({exc})", what());
             } else {
-                crate::error!("Exception in ASGI application while serving {what}\n{}", format_exception(py, &exc));
+                crate::error!("Exception in ASGI application while serving {}\n{}", what(), format_exception(py, &exc));
             }
             cycle.fail(StatusCode::INTERNAL_SERVER_ERROR);
             return Ok(());
@@ -278,11 +280,11 @@ impl RequestDone {
         match cycle.phase {
             Phase::Complete => {}
             Phase::Start => {
-                crate::error!("ASGI callable returned without starting a response ({what})");
+                crate::error!("ASGI callable returned without starting a response ({})", what());
                 cycle.fail(StatusCode::INTERNAL_SERVER_ERROR);
             }
             _ => {
-                crate::error!("ASGI callable returned without completing the response ({what})");
+                crate::error!("ASGI callable returned without completing the response ({})", what());
                 cycle.fail(StatusCode::INTERNAL_SERVER_ERROR);
             }
         }
