@@ -67,7 +67,8 @@ pub async fn serve(listeners: Vec<Inherited>, ctx: Arc<ServerCtx>, mut stop: wat
         .timer(TokioTimer::new())
         .keep_alive(true)
         .header_read_timeout(Duration::from_secs(ctx.config.http.keep_alive_timeout))
-        .max_buf_size(ctx.config.http.max_header_size.max(8192))
+        .max_header_size(ctx.config.http.max_header_size)
+        .max_buf_size(ctx.config.http.max_header_size.max(8192) + 8192)
         .max_headers(ctx.config.http.max_headers)
         .auto_date_header(ctx.config.http.date_header)
         .writev(true);
