@@ -1,0 +1,62 @@
+"""Workload 4 for servers that serve static files through the app.
+
+Serves files from $BENCH_STATIC_DIR under /static/<name>. When the server
+offers the ASGI "http.response.pathsend" extension (ferrogate does), the app
+hands the server the path and lets it send the file itself; otherwise it reads
+the file and sends the bytes, as a simple app on uvicorn would.
+Servers with their own static mount (granian) or a front proxy (nginx) never
+reach this app for /static/.
+"""
+
+from bench_lifespan import serve_lifespan
+
+import os
+
+STATIC_DIR = os.path.realpath(os.environ.get("BENCH_STATIC_DIR", "."))
+
+NOT_FOUND = b"not found"
+
+
+def _resolve(path):
+    # Only plain names directly inside STATIC_DIR: the benchmark needs no
+    # sub-directories, and refusing them keeps the app obviously safe.
+    if not path.startswith("/static/"):
+        return None
+    name = path[len("/static/"):]
+    if not name or "/" in name or name.startswith("."):
+        return None
+    full = os.path.join(STATIC_DIR, name)
+    return full if os.path.isfile(full) else None
+
+
+async def app(scope, receive, send):
+    if scope["type"] == "lifespan":
+        await serve_lifespan(receive, send)
+        return
+    if scope["type"] != "http":
+        return
+    full = _resolve(scope["path"])
+    if full is None:
+        await send({"type": "http.response.start", "status": 404,
+                    "headers": [(b"content-length", str(len(NOT_FOUND)).encode())]})
+        await send({"type": "http.response.body", "body": NOT_FOUND})
+        return
+    size = os.path.getsize(full)
+    pathsend = "http.response.pathsend" in (scope.get("extensions") or {})
+    await send({
+        "type": "http.response.start",
+        "status": 200,
+        "headers": [
+            (b"content-type", b"application/octet-stream"),
+            (b"content-length", str(size).encode()),
+            # Tells the harness which way the file went, so it compares the
+            # server with the right in-process floor.
+            (b"x-bench-sent", b"pathsend" if pathsend else b"bytes"),
+        ],
+    })
+    if pathsend:
+        await send({"type": "http.response.pathsend", "path": full})
+        return
+    with open(full, "rb") as f:
+        data = f.read()
+    await send({"type": "http.response.body", "body": data})

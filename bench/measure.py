@@ -1,0 +1,245 @@
+"""One measurement: start a server, load it, read its CPU and memory, stop it.
+
+Each function returns a sample dict. `status` is "ok", "failed" (the server
+did not start or answer; `error` says why) or "n/a" (the server does not
+support the workload, e.g. no WebSocket).
+"""
+
+import json
+import os
+import resource
+import select
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+import loadgen
+import proctree
+from servers import ServerStartError
+
+BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
+CLIENTS_DIR = os.path.join(BENCH_DIR, "clients")
+MIB = 1024 * 1024
+
+
+@dataclass
+class Settings:
+    duration: float = 8.0      # measured seconds per run
+    warmup: float = 2.0        # unmeasured load before each run
+    connections: int = 64      # wrk -c
+    threads: int = 1           # wrk -t
+    idle_connections: int = 5000
+    ws_connections: int = 16
+    ws_message_size: int = 32
+    python: str = sys.executable  # runs the Python load clients
+
+
+class MeasureError(Exception):
+    pass
+
+
+def own_and_children_cpu():
+    total = 0.0
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        r = resource.getrusage(who)
+        total += r.ru_utime + r.ru_stime
+    return total
+
+
+class Window:
+    """The measured window: the server tree's CPU, and what else ran.
+
+    `other_cpu_pct` is the machine's busy time minus the server's, the load
+    generator's (a child we reap inside the window) and the harness's own,
+    in percent of one core: anything well above a few percent means another
+    program competed for the cores and the sample is noisy.
+    """
+
+    def __init__(self, pids):
+        self.pids = pids
+
+    def __enter__(self):
+        self.wall0 = time.monotonic()
+        self.busy0 = proctree.machine_busy_seconds()
+        self.ours0 = own_and_children_cpu()
+        self.tree0 = proctree.CpuSnapshot(self.pids)
+        return self
+
+    def __exit__(self, *exc):
+        self.server_cpu = proctree.CpuSnapshot(self.pids).seconds_since(self.tree0)
+        ours = own_and_children_cpu() - self.ours0
+        busy = proctree.machine_busy_seconds() - self.busy0
+        wall = time.monotonic() - self.wall0
+        self.other_cpu_pct = max(0.0, busy - self.server_cpu - ours) / wall * 100
+
+
+def measure(server, workload, plan, settings):
+    """Run one measurement; never raises for a server's own failure."""
+    base = {"server": server.name, "workload": workload.key}
+    try:
+        running = server.start(plan)
+    except ServerStartError as exc:
+        return dict(base, status="failed", error=f"server did not start: {exc}")
+    try:
+        kind = {"http": _http, "idle": _idle, "ws": _ws}[workload.kind]
+        result = kind(running, workload, settings)
+        why = running.dead()
+        if why:
+            raise MeasureError(f"server died during the run: {why}\n{running.stderr_tail()}")
+        return dict(base, **result)
+    except (MeasureError, loadgen.ProbeError, loadgen.LoadError) as exc:
+        return dict(base, status="failed", error=f"{exc}\n{running.stderr_tail(10)}")
+    finally:
+        running.stop()
+
+
+def _check_probe(running, request):
+    status, headers, body = loadgen.probe(running.port, request)
+    if status != 200:
+        raise MeasureError(f"{request.method} {request.path} answered {status}: {body[:200]!r}")
+    return headers
+
+
+def _http(running, workload, settings):
+    headers = _check_probe(running, workload.request)
+    if settings.warmup > 0:
+        loadgen.run_wrk(running.port, workload.request, settings.warmup,
+                        settings.connections, settings.threads)
+    pids = running.root_pids
+    with Window(pids) as window, proctree.RssSampler(pids) as rss:
+        r = loadgen.run_wrk(running.port, workload.request, settings.duration,
+                            settings.connections, settings.threads)
+    cpu = window.server_cpu
+    served = r["requests"]
+    return {
+        "status": "ok",
+        "rps": r["rps"],
+        "p50_ms": r["p50_us"] / 1000,
+        "p99_ms": r["p99_us"] / 1000,
+        "cpu_us_per_req": cpu * 1e6 / served if served else None,
+        "cpu_seconds": cpu,
+        "requests": served,
+        "peak_rss_mib": rss.peak / MIB,
+        "socket_errors": r["socket_errors"],
+        "non2xx": r["status_errors"],
+        "errors": r["socket_errors"] + r["status_errors"],
+        "other_cpu_pct": window.other_cpu_pct,
+        # How the app sent a static file (pathsend/bytes), or None if the
+        # server answered /static/ itself.
+        "sent_via": headers.get("x-bench-sent"),
+        "wrk_output": r["wrk_output"],
+    }
+
+
+def _rss_now(pids, samples=3, gap=0.2):
+    values = []
+    for i in range(samples):
+        if i:
+            time.sleep(gap)
+        values.append(proctree.tree_rss(pids))
+    return statistics.median(values)
+
+
+def _read_tagged_line(proc, tag, timeout):
+    """Read the client's stdout until a line starting with `tag`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise MeasureError(f"client gave no {tag} line in {timeout:.0f}s")
+        ready, _, _ = select.select([proc.stdout], [], [], left)
+        if not ready:
+            continue
+        line = proc.stdout.readline()
+        if not line:
+            err = proc.stderr.read() if proc.stderr else ""
+            raise MeasureError(f"client exited (code {proc.wait()}) before {tag}: {err.strip()[-500:]}")
+        if line.startswith(tag + " "):
+            return json.loads(line[len(tag) + 1:])
+
+
+def _idle(running, workload, settings):
+    _check_probe(running, workload.request)
+    pids = running.root_pids
+    time.sleep(1.0)  # let start-up allocations settle
+    before = _rss_now(pids)
+    count = settings.idle_connections
+    client = subprocess.Popen(
+        [settings.python, os.path.join(CLIENTS_DIR, "idle_conns.py"),
+         "--port", str(running.port), "--path", workload.request.path, "--count", str(count),
+         "--deadline", str(15 + count // 100)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        ready = _read_tagged_line(client, "READY", timeout=180)
+        time.sleep(1.0)  # let the server finish its per-connection bookkeeping
+        after = _rss_now(pids)
+        client.stdin.write("go\n")
+        client.stdin.flush()
+        done = _read_tagged_line(client, "DONE", timeout=60)
+    finally:
+        if client.poll() is None:
+            try:
+                client.wait(30)
+            except subprocess.TimeoutExpired:
+                client.kill()
+                client.wait()
+    held = ready["established"]
+    if held == 0:
+        raise MeasureError(f"no connection established: {ready.get('first_error')}")
+    return {
+        "status": "ok",
+        "connections": held,
+        "failed_connections": ready["failed"],
+        "closed_by_server": held - done["still_open"],
+        "connect_seconds": ready["seconds"],
+        "rss_before_mib": before / MIB,
+        "rss_after_mib": after / MIB,
+        "peak_rss_mib": after / MIB,
+        "kib_per_conn": (after - before) / held / 1024,
+        "errors": ready["failed"] + (held - done["still_open"]),
+    }
+
+
+def _run_ws_client(running, settings, duration):
+    cmd = [settings.python, os.path.join(CLIENTS_DIR, "ws_echo_client.py"),
+           "--url", f"ws://127.0.0.1:{running.port}/",
+           "--connections", str(settings.ws_connections),
+           "--duration", str(duration), "--size", str(settings.ws_message_size)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60)
+    for line in proc.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[len("RESULT "):]), None
+        if line.startswith("ERROR "):
+            return None, json.loads(line[len("ERROR "):])["error"]
+    return None, f"client exited {proc.returncode}: {proc.stderr.strip()[-500:]}"
+
+
+def _ws(running, workload, settings):
+    _check_probe(running, workload.request)
+    # The warm-up doubles as the support check: a server without WebSocket
+    # support refuses the upgrade here, which is "n/a", not a failure.
+    result, error = _run_ws_client(running, settings, max(settings.warmup, 0.5))
+    if result is None:
+        return {"status": "n/a", "error": f"WebSocket not available: {error}"}
+    pids = running.root_pids
+    with Window(pids) as window, proctree.RssSampler(pids) as rss:
+        result, error = _run_ws_client(running, settings, settings.duration)
+    cpu = window.server_cpu
+    if result is None:
+        raise MeasureError(f"WebSocket run failed after a good warm-up: {error}")
+    messages = result["messages"]
+    return {
+        "status": "ok",
+        "rps": messages / result["seconds"],
+        "p50_ms": result["p50_us"] / 1000,
+        "p99_ms": result["p99_us"] / 1000,
+        "cpu_us_per_req": cpu * 1e6 / messages,
+        "cpu_seconds": cpu,
+        "requests": messages,
+        "peak_rss_mib": rss.peak / MIB,
+        "errors": result["errors"],
+        "other_cpu_pct": window.other_cpu_pct,
+        "first_error": result.get("first_error"),
+    }

@@ -1,0 +1,109 @@
+"""The nginx configuration of the "classic stack" (seed tutorial, section 7).
+
+It reproduces the tutorial's server block line for line (upstream on a unix
+socket with fail_timeout=0, keepalive_timeout 5, client_max_body_size 4G, the
+access log ON, the proxy headers, and `if (!-f $request_filename)` so that
+existing files are served by nginx and everything else goes to gunicorn),
+inside the http{} defaults of Debian's stock nginx.conf (sendfile, tcp_nopush,
+gzip on), which the tutorial relies on by installing nginx from apt.
+
+Deliberate differences, all needed to run it unprivileged-by-path in a temp
+directory and on a benchmark, and stated in the results:
+- every path (pid, logs, temp files, socket) lives in a temp directory;
+- one worker process per nginx (the benchmark gives each server 1 worker);
+- worker_connections raised from Debian's 768 so the idle-connections
+  workload can hold thousands of connections;
+- `root` points at the benchmark's static files (the tutorial leaves nginx's
+  default root, which would hold them in a real deployment);
+- for the WebSocket workload only, the standard Upgrade/Connection proxy
+  headers, without which nginx cannot proxy WebSockets at all;
+- for the idle-connections workload only, keepalive_timeout 300 instead of 5,
+  so the connections stay open while memory is measured.
+"""
+
+import os
+
+MIME_TYPES = "/etc/nginx/mime.types"
+
+TEMPLATE = """\
+{user_line}worker_processes {workers};
+worker_rlimit_nofile {nofile};
+pid {tmp}/nginx.pid;
+error_log {tmp}/error.log;
+
+events {{
+    worker_connections {connections};
+}}
+
+http {{
+    sendfile on;
+    tcp_nopush on;
+    types_hash_max_size 2048;
+    {mime_line}
+    default_type application/octet-stream;
+    access_log {tmp}/access.log;
+    gzip on;
+
+    client_body_temp_path {tmp}/client_body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+
+    upstream app_server {{
+        server unix:{socket} fail_timeout=0;
+    }}
+
+    server {{
+        listen 127.0.0.1:{port};
+        server_name localhost;
+
+        keepalive_timeout {keepalive};
+        client_max_body_size 4G;
+
+        access_log {tmp}/nginx-access.log;
+        error_log {tmp}/nginx-error.log;
+
+        root {root};
+
+        location / {{
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header Host $http_host;
+            proxy_redirect off;
+{websocket_lines}
+            if (!-f $request_filename) {{
+                proxy_pass http://app_server;
+                break;
+            }}
+        }}
+    }}
+}}
+"""
+
+WEBSOCKET_LINES = """\
+            proxy_http_version 1.1;
+            proxy_set_header Upgrade $http_upgrade;
+            proxy_set_header Connection "upgrade";
+"""
+
+
+def render(tmp, port, socket_path, root, websocket=False, long_keepalive=False,
+           workers=1, connections=16384, nofile=20000):
+    # Run as root when we are root so the worker can reach the socket and
+    # files in our private temp directory; nginx warns if `user` is given
+    # without root, so omit it otherwise.
+    user_line = "user root;\n" if os.geteuid() == 0 else ""
+    mime_line = f"include {MIME_TYPES};" if os.path.exists(MIME_TYPES) else ""
+    return TEMPLATE.format(
+        user_line=user_line,
+        workers=workers,
+        nofile=nofile,
+        connections=connections,
+        tmp=tmp,
+        mime_line=mime_line,
+        socket=socket_path,
+        port=port,
+        keepalive=300 if long_keepalive else 5,
+        root=root,
+        websocket_lines=WEBSOCKET_LINES if websocket else "",
+    )

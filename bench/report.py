@@ -1,0 +1,241 @@
+"""Turn samples into medians, and medians into results.md and results.json."""
+
+import json
+import os
+import statistics
+from collections import Counter
+
+NUMERIC = ["rps", "p50_ms", "p99_ms", "cpu_us_per_req", "peak_rss_mib", "errors",
+           "connections", "closed_by_server", "rss_before_mib", "rss_after_mib",
+           "kib_per_conn", "connect_seconds", "other_cpu_pct"]
+
+
+def floor_key(workload, sent_via):
+    """Which in-process floor a server's figure compares with (None: no app ran)."""
+    if workload.kind == "idle":
+        return None
+    if workload.static:
+        return f"{workload.app_key}:{sent_via}" if sent_via else None
+    return workload.app_key
+
+
+def summarize(samples, workloads, server_names, floors):
+    """One row per (workload, server): medians over the rounds that succeeded."""
+    rows = []
+    for w in workloads:
+        for name in server_names:
+            mine = [s for s in samples if s["workload"] == w.key and s["server"] == name]
+            if not mine:
+                continue
+            ok = [s for s in mine if s["status"] == "ok"]
+            row = {"workload": w.key, "server": name, "rounds": len(mine), "rounds_ok": len(ok)}
+            if not ok:
+                statuses = Counter(s["status"] for s in mine)
+                row["status"] = "n/a" if statuses.get("n/a") else "failed"
+                row["error"] = next(s.get("error") for s in mine if s.get("error"))
+                rows.append(row)
+                continue
+            row["status"] = "ok"
+            for field in NUMERIC:
+                values = [s[field] for s in ok if s.get(field) is not None]
+                if values:
+                    row[field] = statistics.median(values)
+            sent = Counter(s.get("sent_via") for s in ok).most_common(1)[0][0]
+            row["sent_via"] = sent
+            key = floor_key(w, sent)
+            if w.kind != "idle":
+                floor = floors.get(key) if key else 0.0
+                row["floor_us"] = floor
+                if floor is not None and row.get("cpu_us_per_req") is not None:
+                    row["overhead_us"] = row["cpu_us_per_req"] - floor
+            rows.append(row)
+    return rows
+
+
+def _fmt(value, digits=0):
+    if value is None:
+        return "–"
+    if digits == 0:
+        return f"{value:,.0f}"
+    return f"{value:,.{digits}f}"
+
+
+def _status_cell(row, columns):
+    label = "n/a" if row["status"] == "n/a" else "failed"
+    return f"| {row['server']} | {label} |" + " |" * (columns - 2)
+
+
+def _floor_cell(row):
+    if row.get("floor_us") is None:
+        return "–"
+    if row["floor_us"] == 0.0 and not row.get("sent_via") and row["workload"].startswith("static"):
+        return "0 (served without the app)"
+    return _fmt(row["floor_us"], 1)
+
+
+def _http_table(rows):
+    head = ("| server | req/s | p50 ms | p99 ms | CPU µs/req | app floor µs | overhead µs/req "
+            "| peak RSS MiB | errors | noise % | rounds ok |\n"
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    lines = [head]
+    for r in rows:
+        if r["status"] != "ok":
+            lines.append(_status_cell(r, 11))
+            continue
+        lines.append(
+            f"| {r['server']} | {_fmt(r.get('rps'))} | {_fmt(r.get('p50_ms'), 2)} "
+            f"| {_fmt(r.get('p99_ms'), 2)} | {_fmt(r.get('cpu_us_per_req'), 1)} | {_floor_cell(r)} "
+            f"| {_fmt(r.get('overhead_us'), 1)} | {_fmt(r.get('peak_rss_mib'), 1)} "
+            f"| {_fmt(r.get('errors'))} | {_fmt(r.get('other_cpu_pct'))} "
+            f"| {r['rounds_ok']}/{r['rounds']} |")
+    return "\n".join(lines)
+
+
+def _idle_table(rows):
+    head = ("| server | connections held | closed by server | RSS before MiB | RSS after MiB "
+            "| KiB per idle connection | rounds ok |\n|---|---:|---:|---:|---:|---:|---:|")
+    lines = [head]
+    for r in rows:
+        if r["status"] != "ok":
+            lines.append(_status_cell(r, 7))
+            continue
+        lines.append(
+            f"| {r['server']} | {_fmt(r.get('connections'))} | {_fmt(r.get('closed_by_server'))} "
+            f"| {_fmt(r.get('rss_before_mib'), 1)} | {_fmt(r.get('rss_after_mib'), 1)} "
+            f"| {_fmt(r.get('kib_per_conn'), 1)} | {r['rounds_ok']}/{r['rounds']} |")
+    return "\n".join(lines)
+
+
+def _ws_table(rows):
+    return _http_table(rows).replace("req/s", "messages/s").replace("µs/req", "µs/message", 2)
+
+
+def _machine_section(meta):
+    m = meta["machine"]
+    v = m["versions"]
+    lines = ["## Machine", "",
+             "| | |", "|---|---|",
+             f"| date | {m['date']} |",
+             f"| nproc | {m['nproc']} |",
+             f"| CPU | {m['cpu_model']} |",
+             f"| memory | {m['memory_gib']} GiB |",
+             f"| OS / kernel | {m['os']} / {m['kernel']} |",
+             f"| Python | {m['python']} |"]
+    for name, version in v.items():
+        lines.append(f"| {name} | {version or 'not installed'} |")
+    if m.get("ferrogate_source"):
+        lines.append(f"| ferrogate source | {m['ferrogate_source']} |")
+    b = meta.get("ferrogate_build", {})
+    if b.get("available"):
+        lines.append(f"| ferrogate build | {b.get('profile', '')} |")
+    return "\n".join(lines)
+
+
+def _method_section(meta):
+    s = meta["settings"]
+    wrk = f"wrk -t{s['threads']} -c{s['connections']} -d{s['duration']:g}s --latency -s bench/wrk/bench.lua URL"
+    return "\n".join([
+        "## Method", "",
+        f"- Command: `{meta['command']}`; {meta['rounds']} round(s); in each round the servers run "
+        "one after another (A B C D A B C D ...), so drift hits all alike. Every figure is the "
+        "median over the rounds. Each measurement starts the server afresh.",
+        f"- HTTP load: `{wrk}` after a {s['warmup']:g} s warm-up run that is not counted "
+        "(POST: method and JSON body from the environment, see bench/wrk/bench.lua).",
+        "- CPU µs/req: utime+stime of every process in the server's tree (the launched "
+        "process and all its descendants, from /proc; for the classic stack nginx and gunicorn "
+        "together) during the measured run, divided by the requests wrk completed.",
+        "- App floor: the same app driven in-process with a synthetic scope, receive and send "
+        "in a tight loop (bench/floor.py), CPU µs per call. Overhead = CPU µs/req − floor: "
+        "what the server itself spends per request.",
+        "- Peak RSS: the sum of RSS over the server's process tree, sampled every 0.2 s "
+        "(shared pages count once per process, as `ps` shows them).",
+        "- Errors: wrk's socket errors (connect, read, write, timeout) plus responses with "
+        "status >= 400.",
+        "- Noise %: CPU that neither the server, the load generator nor the harness used "
+        "during the measured run (from /proc/stat), in % of one core. Near 0 on a quiet "
+        "machine; well above that, another program competed for the cores and that "
+        "server's figures are less reliable. "
+        + (f"Before each measurement the harness waited (up to {s['quiet_wait']:g} s, and "
+           f"{5 * s['quiet_wait']:g} s per run) until other programs used less than "
+           f"{s['quiet_threshold_pct']}% of a core."
+           if s.get("quiet_wait") else "This run did not wait for a quiet machine."),
+        f"- Idle connections: {s['idle_connections']} keep-alive connections, each served one GET, "
+        "then held idle (bench/clients/idle_conns.py); KiB per connection = (tree RSS after − "
+        "before) / connections held. Keep-alive timeouts are raised for this workload so "
+        "nothing closes them while memory is read, and granian's --backpressure is raised "
+        "above the connection count (its default, 1024 per worker, leaves further connections "
+        "unserved).",
+        f"- WebSocket echo: {s['ws_connections']} connections sending {s['ws_message_size']}-byte "
+        "text messages and waiting for each echo (bench/clients/ws_echo_client.py, "
+        "no compression); CPU µs per message as above. The Python client is usually the "
+        "bottleneck on 2 cores, so messages/s says more about it than about the server; "
+        "CPU per message is the figure to compare.",
+        "- Both wrk (or the Python client) and the server run on the same machine: with 1 "
+        "worker each gets about one core; the all-cores variants share the cores with wrk.",
+    ])
+
+
+def _commands_section(meta):
+    lines = ["## Commands", "",
+             "PORT is a free port; TMP a fresh temp dir; apps run from bench/apps "
+             "(on PYTHONPATH). nginx config: bench/nginx_conf.py (the seed tutorial's).", ""]
+    for server, by_workload in meta["commands"].items():
+        lines.append(f"### {server}")
+        lines.append("")
+        for workload, cmds in by_workload.items():
+            lines.append(f"- {workload}: " + " ; ".join(f"`{c}`" for c in cmds))
+        lines.append("")
+    if meta.get("nginx_conf_example"):
+        lines += ["<details><summary>nginx.conf of the classic stack (raw workload)</summary>", "",
+                  "```nginx", meta["nginx_conf_example"].rstrip(), "```", "", "</details>", ""]
+    return "\n".join(lines)
+
+
+def _problems_section(rows, meta):
+    lines = []
+    for name, reason in meta.get("unavailable", {}).items():
+        lines.append(f"- **{name}** unavailable: {reason.splitlines()[0]}")
+    for r in rows:
+        if r["status"] != "ok":
+            first = (r.get("error") or "").strip().splitlines()
+            lines.append(f"- **{r['server']}** on {r['workload']}: {r['status']}"
+                         + (f" — {first[0]}" if first else ""))
+    if not lines:
+        return ""
+    return "## Unavailable, failed or not applicable\n\n" + "\n".join(lines)
+
+
+def render_markdown(rows, workloads, meta, floors, chart_name):
+    parts = ["# ferrogate benchmark results", "",
+             "Generated by the harness in bench/ (see bench/README.md). Lower CPU µs/req "
+             "and overhead are better; higher req/s is better.", "",
+             f"![requests/s, CPU per request and memory per idle connection]({chart_name})", ""]
+    for w in workloads:
+        mine = [r for r in rows if r["workload"] == w.key]
+        if not mine:
+            continue
+        parts.append(f"## {w.title}  (`{w.key}`)")
+        parts.append("")
+        table = {"idle": _idle_table, "ws": _ws_table}.get(w.kind, _http_table)
+        parts.append(table(mine))
+        parts.append("")
+    if floors:
+        parts += ["## App floor (no server)", "", "| floor | CPU µs per call |", "|---|---:|"]
+        parts += [f"| {k} | {v:.2f} |" for k, v in sorted(floors.items()) if v is not None]
+        parts.append("")
+    problems = _problems_section(rows, meta)
+    if problems:
+        parts += [problems, ""]
+    parts += [_method_section(meta), "", _machine_section(meta), "", _commands_section(meta)]
+    return "\n".join(parts)
+
+
+def write(out_dir, rows, samples, workloads, meta, floors, chart_name="chart.png"):
+    os.makedirs(out_dir, exist_ok=True)
+    md = render_markdown(rows, workloads, meta, floors, chart_name)
+    with open(os.path.join(out_dir, "results.md"), "w") as f:
+        f.write(md)
+    with open(os.path.join(out_dir, "results.json"), "w") as f:
+        json.dump({"meta": meta, "floors_us": floors, "summary": rows, "samples": samples},
+                  f, indent=1)
+    return md

@@ -1,0 +1,77 @@
+"""The benchmark's workloads: which app, which request, which load client."""
+
+import os
+from dataclasses import dataclass
+
+from loadgen import Request
+from servers import Plan
+
+POST_BODY = '{"name":"widget","price":9.99,"quantity":3,"tags":["red","small","sale"]}'
+
+STATIC_FILES = {"10k.bin": 10 * 1024, "1m.bin": 1024 * 1024}
+
+
+@dataclass(frozen=True)
+class Workload:
+    key: str
+    title: str
+    kind: str                 # "http" (wrk), "idle" (held connections) or "ws" (echo)
+    app: str                  # MODULE:ATTR in bench/apps
+    request: Request = Request()
+    all_cores: bool = False
+    static: bool = False      # needs the static directory; /static/ may be served natively
+
+    @property
+    def app_key(self):
+        """Names the app's in-process floor: the same app and request share one."""
+        return self.key.removesuffix("-allcores")
+
+    def workers(self, ncpu):
+        return ncpu if self.all_cores else 1
+
+    def plan(self, static_dir, ncpu, idle_connections=0):
+        return Plan(
+            app=self.app,
+            workers=self.workers(ncpu),
+            static_dir=static_dir if self.static else None,
+            websocket=self.kind == "ws",
+            long_keepalive=self.kind == "idle",
+            hold_connections=idle_connections if self.kind == "idle" else 0,
+        )
+
+
+ALL = [
+    Workload("raw", "raw ASGI, small JSON (1 worker)", "http", "raw_json:app"),
+    Workload("fastapi-get", "FastAPI GET / (1 worker)", "http", "fastapi_app:app"),
+    Workload("fastapi-post", "FastAPI POST, pydantic body (1 worker)", "http", "fastapi_app:app",
+             Request("POST", "/items", POST_BODY)),
+    Workload("static-10k", "static file 10 KiB (1 worker)", "http", "static_files:app",
+             Request("GET", "/static/10k.bin"), static=True),
+    Workload("static-1m", "static file 1 MiB (1 worker)", "http", "static_files:app",
+             Request("GET", "/static/1m.bin"), static=True),
+    Workload("idle", "idle keep-alive connections (1 worker)", "idle", "raw_json:app"),
+    Workload("ws", "WebSocket echo (1 worker)", "ws", "ws_echo:app"),
+    Workload("raw-allcores", "raw ASGI, small JSON (all cores)", "http", "raw_json:app",
+             all_cores=True),
+    Workload("fastapi-get-allcores", "FastAPI GET / (all cores)", "http", "fastapi_app:app",
+             all_cores=True),
+]
+BY_KEY = {w.key: w for w in ALL}
+QUICK = ["raw", "fastapi-get", "static-10k", "idle", "ws"]
+
+
+def make_static_dir(scratch):
+    """Create SCRATCH/www/static/ with the static files; return that directory.
+
+    The parent www/ is nginx's root, so /static/NAME maps to a real file.
+    Random bytes, so no layer can compress them.
+    """
+    static_dir = os.path.join(scratch, "www", "static")
+    os.makedirs(static_dir, exist_ok=True)
+    for name, size in STATIC_FILES.items():
+        with open(os.path.join(static_dir, name), "wb") as f:
+            f.write(os.urandom(size))
+    # nginx's worker and granian read these; keep them world-readable.
+    for path in (scratch, os.path.join(scratch, "www"), static_dir):
+        os.chmod(path, 0o755)
+    return static_dir
