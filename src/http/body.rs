@@ -4,7 +4,6 @@
 
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
-use std::io::Read;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -14,7 +13,26 @@ use super::access_log::Entry;
 use super::server::ServerCtx;
 use crate::worker::exchange::{Exchange, ResponseEvent};
 
-const FILE_CHUNK: usize = 64 * 1024;
+const FILE_CHUNK: usize = 256 * 1024;
+
+/// Reads up to `len` bytes into a fresh buffer without zero-filling it first.
+fn read_chunk(file: &std::fs::File, len: usize) -> std::io::Result<Bytes> {
+    use std::os::fd::AsRawFd;
+    let mut buf = bytes::BytesMut::with_capacity(len);
+    loop {
+        // SAFETY: the kernel writes at most `len` bytes into the buffer's spare capacity.
+        let n = unsafe { libc::read(file.as_raw_fd(), buf.as_mut_ptr().cast(), len) };
+        if n >= 0 {
+            // SAFETY: those `n` bytes are now initialized.
+            unsafe { buf.set_len(n as usize) };
+            return Ok(buf.freeze());
+        }
+        let err = std::io::Error::last_os_error();
+        if err.kind() != std::io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
 
 pub enum Kind {
     Empty,
@@ -82,14 +100,11 @@ impl http_body::Body for ResponseBody {
                     return this.end();
                 }
                 // Page-cache reads are as quick as a memcpy; like nginx without aio, read inline.
-                let want = (*remaining).min(FILE_CHUNK as u64) as usize;
-                let mut buf = vec![0u8; want];
-                match file.read(&mut buf) {
-                    Ok(0) => Poll::Ready(Some(Err(std::io::Error::other("file shrank while being sent")))),
-                    Ok(n) => {
-                        *remaining -= n as u64;
-                        buf.truncate(n);
-                        this.data(Bytes::from(buf))
+                match read_chunk(file, (*remaining).min(FILE_CHUNK as u64) as usize) {
+                    Ok(chunk) if chunk.is_empty() => Poll::Ready(Some(Err(std::io::Error::other("file shrank while being sent")))),
+                    Ok(chunk) => {
+                        *remaining -= chunk.len() as u64;
+                        this.data(chunk)
                     }
                     Err(e) => Poll::Ready(Some(Err(e))),
                 }
