@@ -46,6 +46,10 @@ fn main(py: Python<'_>) -> PyResult<i32> {
             return Ok(2);
         }
     };
+    // Python's own SIGINT handler would raise KeyboardInterrupt once we return;
+    // the master handles Ctrl-C itself (tokio installs its handler next).
+    let signal = py.import("signal")?;
+    signal.call_method1("signal", (signal.getattr("SIGINT")?, signal.getattr("SIG_IGN")?))?;
     // The master holds no Python state: release the interpreter for good.
     Ok(py.detach(|| master::run(config, python)))
 }

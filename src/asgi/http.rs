@@ -29,11 +29,32 @@ pub struct HttpCycle {
     ex: Arc<Exchange>,
     ctx: Arc<AsgiContext>,
     phase: Phase,
+    /// The app's content-length, held to account: a body that disagrees
+    /// would desynchronize the connection for the next request.
+    declared_len: Option<u64>,
+    body_len: u64,
 }
 
 impl HttpCycle {
     pub fn new(ex: Arc<Exchange>, ctx: Arc<AsgiContext>) -> Self {
-        HttpCycle { ex, ctx, phase: Phase::Start }
+        HttpCycle { ex, ctx, phase: Phase::Start, declared_len: None, body_len: 0 }
+    }
+
+    /// Counts body bytes against the declared content-length (HEAD responses carry none).
+    fn check_length(&mut self, chunk: usize, last: bool) -> PyResult<()> {
+        self.body_len += chunk as u64;
+        let Some(declared) = self.declared_len else { return Ok(()) };
+        if self.ex.head.method == http::Method::HEAD && self.body_len == 0 {
+            return Ok(());
+        }
+        if self.body_len > declared || (last && self.body_len < declared) {
+            return Err(PyRuntimeError::new_err(format!(
+                "Response content-length is {declared} but the app sent {} bytes{}",
+                self.body_len,
+                if last { "" } else { " so far" }
+            )));
+        }
+        Ok(())
     }
 
     fn emit(&self, event: ResponseEvent) {
@@ -172,10 +193,19 @@ impl HttpCycle {
                 let code: u16 = status.extract().map_err(|_| PyTypeError::new_err("'status' must be an int"))?;
                 let status = StatusCode::from_u16(code).ok().filter(|s| s.as_u16() >= 100).ok_or_else(|| PyValueError::new_err(format!("invalid HTTP status {code}")))?;
                 let headers = headers_from(py, msg.get_item(intern!(py, "headers"))?)?;
+                let mut lengths = headers.iter().filter(|(n, _)| n == http::header::CONTENT_LENGTH);
+                if let Some((_, v)) = lengths.next() {
+                    let n = v.to_str().ok().and_then(|v| v.trim().parse::<u64>().ok());
+                    if n.is_none() || lengths.next().is_some() {
+                        return Err(PyValueError::new_err("response headers need at most one content-length, a number"));
+                    }
+                    self.declared_len = n;
+                }
                 self.phase = Phase::Head { status, headers };
             }
             (Phase::Head { .. }, "http.response.body") => {
                 let (body, more) = body_of(msg)?;
+                self.check_length(body.len(), !more)?;
                 let Phase::Head { status, headers } = std::mem::replace(&mut self.phase, Phase::Streaming) else { unreachable!() };
                 if disconnected {
                     self.phase = Phase::Complete;
@@ -209,6 +239,11 @@ impl HttpCycle {
                 }
                 let (body, more) = body_of(msg)?;
                 let len = body.len();
+                if let Err(e) = self.check_length(len, !more) {
+                    self.phase = Phase::Complete;
+                    self.emit(ResponseEvent::Abort);
+                    return Err(e);
+                }
                 if !body.is_empty() {
                     self.emit(ResponseEvent::Chunk(body));
                 }
@@ -275,6 +310,11 @@ impl RequestDone {
                 crate::error!("Exception in ASGI application while serving {}\n{}", what(), format_exception(py, &exc));
             }
             cycle.fail(StatusCode::INTERNAL_SERVER_ERROR);
+            return Ok(());
+        }
+        if cycle.ex.lock().disconnected {
+            // The client left before an answer; the app had nobody to answer.
+            cycle.phase = Phase::Complete;
             return Ok(());
         }
         match cycle.phase {

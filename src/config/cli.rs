@@ -26,7 +26,7 @@ Signals (to the master):
 Every option can also be set in the environment: --workers 4 is FERROGATE_WORKERS=4.";
 
 #[derive(Parser, Debug)]
-#[command(name = "ferrogate", version, about = ABOUT, after_help = AFTER_HELP, max_term_width = 100)]
+#[command(name = "ferrogate", version, about = ABOUT, after_help = AFTER_HELP, max_term_width = 100, allow_negative_numbers = true)]
 pub struct Cli {
     /// The application, as MODULE:ATTRIBUTE (e.g. main:app, or pkg.api:create_app with --factory).
     #[arg(value_name = "APP", env = "FERROGATE_APP")]
@@ -108,6 +108,68 @@ pub struct Cli {
     #[arg(long, value_name = "DIR", env = "FERROGATE_RELOAD_DIR", value_delimiter = ',', help_heading = "Workers")]
     pub reload_dir: Vec<PathBuf>,
 
+    /// Also reload when a file matching this pattern changes (repeatable; default *.py).
+    #[arg(long, value_name = "GLOB", env = "FERROGATE_RELOAD_INCLUDE", help_heading = "Workers")]
+    pub reload_include: Vec<String>,
+
+    /// Never reload for files matching this pattern (repeatable; e.g. *_test.py).
+    #[arg(long, value_name = "GLOB", env = "FERROGATE_RELOAD_EXCLUDE", help_heading = "Workers")]
+    pub reload_exclude: Vec<String>,
+
+    /// Seconds between checks for changed files under --reload.
+    #[arg(long, default_value_t = 0.5, value_name = "SECONDS", env = "FERROGATE_RELOAD_DELAY", help_heading = "Workers")]
+    pub reload_delay: f64,
+
+    /// Event loop for the app: auto picks uvloop when it is installed.
+    #[arg(long = "loop", value_enum, default_value = "auto", env = "FERROGATE_LOOP", help_heading = "Application")]
+    pub event_loop: LoopChoice,
+
+    /// ASGI interface of the app; only ASGI 3 is served (auto and asgi3 mean the same).
+    #[arg(long, default_value = "auto", value_parser = ["auto", "asgi3", "asgi2", "wsgi"], env = "FERROGATE_INTERFACE", help_heading = "Application")]
+    pub interface: String,
+
+    /// Accepted for uvicorn compatibility and ignored: ferrogate's HTTP parser is in Rust.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "h11", "httptools"], env = "FERROGATE_HTTP", help_heading = "HTTP")]
+    pub http: String,
+
+    /// Same as --max-header-size (uvicorn's name for the h11 limit).
+    #[arg(long, value_name = "BYTES", help_heading = "HTTP", hide_short_help = true)]
+    pub h11_max_incomplete_event_size: Option<usize>,
+
+    /// WebSocket support: none hands upgrade requests to the app as plain HTTP; the others mean on.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "none", "websockets", "websockets-sansio", "wsproto"], env = "FERROGATE_WS", help_heading = "WebSocket")]
+    pub ws: String,
+
+    /// Messages received but not yet read by the app, per WebSocket, before the server stops reading.
+    #[arg(long, default_value_t = 32, value_name = "N", env = "FERROGATE_WS_MAX_QUEUE", help_heading = "WebSocket")]
+    pub ws_max_queue: usize,
+
+    /// Accepted for uvicorn compatibility and ignored: ferrogate logs lines of its own format (see --access-log-format).
+    #[arg(long, value_name = "FILE", env = "FERROGATE_LOG_CONFIG", help_heading = "Logging")]
+    pub log_config: Option<PathBuf>,
+
+    /// Accepted for uvicorn compatibility; ferrogate's logs have no colors.
+    #[arg(long, overrides_with = "no_use_colors", help_heading = "Logging", hide_short_help = true)]
+    pub use_colors: bool,
+    #[arg(long, help_heading = "Logging", hide = true)]
+    pub no_use_colors: bool,
+
+    /// uvicorn's TLS options are refused rather than ignored: HTTPS is not built in yet.
+    #[arg(long, value_name = "FILE", help_heading = "TLS", hide_short_help = true)]
+    pub ssl_keyfile: Option<String>,
+    #[arg(long, value_name = "FILE", help_heading = "TLS", hide = true)]
+    pub ssl_certfile: Option<String>,
+    #[arg(long, value_name = "PASSWORD", help_heading = "TLS", hide = true)]
+    pub ssl_keyfile_password: Option<String>,
+    #[arg(long, value_name = "N", help_heading = "TLS", hide = true)]
+    pub ssl_version: Option<String>,
+    #[arg(long, value_name = "N", help_heading = "TLS", hide = true)]
+    pub ssl_cert_reqs: Option<String>,
+    #[arg(long, value_name = "FILE", help_heading = "TLS", hide = true)]
+    pub ssl_ca_certs: Option<String>,
+    #[arg(long, value_name = "CIPHERS", help_heading = "TLS", hide = true)]
+    pub ssl_ciphers: Option<String>,
+
     /// Close idle keep-alive connections after this many seconds.
     #[arg(long, default_value_t = 5, value_name = "SECONDS", env = "FERROGATE_TIMEOUT_KEEP_ALIVE", help_heading = "HTTP")]
     pub timeout_keep_alive: u64,
@@ -125,7 +187,7 @@ pub struct Cli {
     pub max_headers: usize,
 
     /// Add a header to every response, as NAME:VALUE (repeatable).
-    #[arg(long, value_name = "NAME:VALUE", env = "FERROGATE_HEADER", value_delimiter = ',', help_heading = "HTTP")]
+    #[arg(long, value_name = "NAME:VALUE", env = "FERROGATE_HEADER", help_heading = "HTTP")]
     pub header: Vec<String>,
 
     /// Send `server: ferrogate` in responses.
@@ -256,7 +318,31 @@ impl Cli {
             .map_err(|e| format!("--forwarded-allow-ips: {e}"))?;
         crate::http::access_log::Format::parse(&self.access_log_format)
             .map_err(|e| format!("--access-log-format: {e}"))?;
-        if self.max_header_size < 8192 {
+        let tls_flag = [
+            ("--ssl-keyfile", self.ssl_keyfile.is_some()),
+            ("--ssl-certfile", self.ssl_certfile.is_some()),
+            ("--ssl-keyfile-password", self.ssl_keyfile_password.is_some()),
+            ("--ssl-version", self.ssl_version.is_some()),
+            ("--ssl-cert-reqs", self.ssl_cert_reqs.is_some()),
+            ("--ssl-ca-certs", self.ssl_ca_certs.is_some()),
+            ("--ssl-ciphers", self.ssl_ciphers.is_some()),
+        ]
+        .into_iter()
+        .find(|(_, given)| *given);
+        if let Some((flag, _)) = tls_flag {
+            return Err(format!(
+                "{flag}: HTTPS is not built into ferrogate yet; terminate TLS in a proxy in front of it for now \
+                 (serving plain HTTP when TLS was asked for would be worse than not starting)"
+            ));
+        }
+        if matches!(self.interface.as_str(), "asgi2" | "wsgi") {
+            return Err(format!("--interface {}: only ASGI 3 applications are served for now", self.interface));
+        }
+        if self.log_config.is_some() {
+            eprintln!("warning: --log-config is ignored: ferrogate writes its own log lines (see --access-log-format and --log-level)");
+        }
+        let max_header_size = self.h11_max_incomplete_event_size.unwrap_or(self.max_header_size);
+        if max_header_size < 8192 {
             return Err("--max-header-size must be at least 8192 bytes".into());
         }
         let positive = |v: f64| if v > 0.0 { Some(v) } else { None };
@@ -269,6 +355,7 @@ impl Cli {
                 app_dir: self.app_dir,
                 lifespan: self.lifespan,
                 root_path: self.root_path,
+                event_loop: self.event_loop,
             },
             bind,
             backlog: self.backlog,
@@ -280,11 +367,14 @@ impl Cli {
                 max_requests_jitter: self.max_requests_jitter,
                 reload: self.reload,
                 reload_dirs,
+                reload_include: if self.reload_include.is_empty() { vec!["*.py".into()] } else { self.reload_include },
+                reload_exclude: self.reload_exclude,
+                reload_delay: self.reload_delay.max(0.05),
             },
             http: HttpConfig {
                 keep_alive_timeout: self.timeout_keep_alive.max(1),
                 limit_concurrency: self.limit_concurrency,
-                max_header_size: self.max_header_size,
+                max_header_size,
                 max_headers: self.max_headers,
                 server_header: self.server_header && !self.no_server_header,
                 date_header: self.date_header && !self.no_date_header,
@@ -292,7 +382,9 @@ impl Cli {
             },
             proxy: ProxyConfig { enabled: self.proxy_headers && !self.no_proxy_headers, trusted },
             ws: WsConfig {
+                enabled: self.ws != "none",
                 max_size: self.ws_max_size,
+                max_queue: self.ws_max_queue.max(1),
                 ping_interval: positive(self.ws_ping_interval),
                 ping_timeout: positive(self.ws_ping_timeout),
                 per_message_deflate: self.ws_per_message_deflate,

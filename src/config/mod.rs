@@ -35,6 +35,16 @@ pub struct AppConfig {
     pub app_dir: PathBuf,
     pub lifespan: LifespanMode,
     pub root_path: String,
+    pub event_loop: LoopChoice,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LoopChoice {
+    /// uvloop when installed, else asyncio.
+    Auto,
+    Asyncio,
+    Uvloop,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -69,6 +79,10 @@ pub struct WorkersConfig {
     pub max_requests_jitter: u64,
     pub reload: bool,
     pub reload_dirs: Vec<PathBuf>,
+    /// File-name patterns (`*` wildcards) that trigger a reload, and those that never do.
+    pub reload_include: Vec<String>,
+    pub reload_exclude: Vec<String>,
+    pub reload_delay: f64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -135,7 +149,11 @@ impl TrustedPeers {
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct WsConfig {
+    /// False with --ws none: upgrade requests reach the app as plain HTTP.
+    pub enabled: bool,
     pub max_size: usize,
+    /// Messages buffered for the app before the server stops reading.
+    pub max_queue: usize,
     pub ping_interval: Option<f64>,
     pub ping_timeout: Option<f64>,
     pub per_message_deflate: bool,

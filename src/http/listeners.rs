@@ -13,7 +13,8 @@ use crate::config::{BindSpec, Config};
 
 pub struct Bound {
     pub spec: BindSpec,
-    pub socket: Socket,
+    /// None once closed at shutdown.
+    socket: Option<Socket>,
     /// A unix socket file we created and must remove on exit.
     pub created_path: Option<PathBuf>,
 }
@@ -21,11 +22,19 @@ pub struct Bound {
 impl Bound {
     /// The URL a person can open, with the real port when 0 was asked for.
     pub fn url(&self) -> String {
-        match (&self.spec, self.socket.local_addr().ok().and_then(|a| a.as_socket())) {
+        match (&self.spec, self.socket.as_ref().and_then(|s| s.local_addr().ok()).and_then(|a| a.as_socket())) {
             (BindSpec::Fd { fd }, Some(addr)) => format!("http://{addr} (fd {fd})"),
             (_, Some(addr)) => format!("http://{addr}"),
             (spec, None) => Config::describe_bind(spec),
         }
+    }
+
+    pub fn raw_fd(&self) -> Option<RawFd> {
+        self.socket.as_ref().map(|s| s.as_raw_fd())
+    }
+
+    pub fn close(&mut self) {
+        self.socket = None;
     }
 }
 
@@ -59,7 +68,7 @@ fn bind(spec: &BindSpec, backlog: u32) -> Result<Bound, String> {
                 format!("cannot listen on {what}: {e}{hint}")
             })?;
             socket.listen(backlog).map_err(|e| format!("cannot listen on {what}: {e}"))?;
-            Ok(Bound { spec: spec.clone(), socket, created_path: None })
+            Ok(Bound { spec: spec.clone(), socket: Some(socket), created_path: None })
         }
         BindSpec::Unix { path, mode } => {
             let what = Config::describe_bind(spec);
@@ -79,7 +88,7 @@ fn bind(spec: &BindSpec, backlog: u32) -> Result<Bound, String> {
                     .map_err(|e| format!("cannot set mode {mode:o} on {}: {e}", path.display()))?;
             }
             socket.listen(backlog).map_err(|e| format!("cannot listen on {what}: {e}"))?;
-            Ok(Bound { spec: spec.clone(), socket, created_path: Some(path.clone()) })
+            Ok(Bound { spec: spec.clone(), socket: Some(socket), created_path: Some(path.clone()) })
         }
         BindSpec::Fd { fd } => {
             let raw: RawFd = *fd;
@@ -91,7 +100,7 @@ fn bind(spec: &BindSpec, backlog: u32) -> Result<Bound, String> {
             }
             let socket = unsafe { Socket::from_raw_fd(raw) };
             let _ = socket.set_cloexec(true);
-            Ok(Bound { spec: spec.clone(), socket, created_path: None })
+            Ok(Bound { spec: spec.clone(), socket: Some(socket), created_path: None })
         }
     }
 }
@@ -129,8 +138,4 @@ pub fn adopt(fd: RawFd) -> std::io::Result<Inherited> {
     } else {
         Inherited::Unix(std::os::unix::net::UnixListener::from(owned))
     })
-}
-
-pub fn raw(bound: &Bound) -> RawFd {
-    bound.socket.as_raw_fd()
 }

@@ -26,10 +26,53 @@ pub struct ServerCtx {
     /// Requests served since the worker started, for --limit-max-requests.
     pub served: AtomicU64,
     pub extra_headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    /// Turns true when the worker starts draining.
+    pub stop: watch::Receiver<bool>,
+    /// Connections and WebSocket sessions still open: a stop waits for them.
+    pub open: Arc<OpenCount>,
+}
+
+/// A count of open connections that a stop can wait on.
+#[derive(Default)]
+pub struct OpenCount {
+    count: AtomicUsize,
+    zero: Notify,
+}
+
+/// One open connection or WebSocket session; dropping it closes the count.
+pub struct OpenGuard(Arc<OpenCount>);
+
+impl OpenCount {
+    pub fn enter(self: &Arc<Self>) -> OpenGuard {
+        self.count.fetch_add(1, Ordering::AcqRel);
+        OpenGuard(self.clone())
+    }
+
+    pub fn current(&self) -> usize {
+        self.count.load(Ordering::Acquire)
+    }
+
+    async fn all_closed(&self) {
+        loop {
+            let notified = self.zero.notified();
+            if self.current() == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.zero.notify_waiters();
+        }
+    }
 }
 
 impl ServerCtx {
-    pub fn new(config: Arc<Config>, bridge: Arc<Bridge>) -> Self {
+    pub fn new(config: Arc<Config>, bridge: Arc<Bridge>, stop: watch::Receiver<bool>) -> Self {
         let access_log = config.log.access_log.then(|| Format::parse(&config.log.access_log_format).expect("validated by the master"));
         let mut extra_headers = Vec::new();
         if config.http.server_header {
@@ -40,7 +83,16 @@ impl ServerCtx {
                 extra_headers.push((n, v));
             }
         }
-        ServerCtx { config, bridge, access_log, active: AtomicUsize::new(0), served: AtomicU64::new(0), extra_headers }
+        ServerCtx {
+            config,
+            bridge,
+            access_log,
+            active: AtomicUsize::new(0),
+            served: AtomicU64::new(0),
+            extra_headers,
+            stop,
+            open: Arc::new(OpenCount::default()),
+        }
     }
 
     pub fn log_access(&self, entry: &Entry, status: u16, bytes: u64) {
@@ -61,7 +113,8 @@ pub struct ConnInfo {
 /// Accepts on every inherited listener until `stop` turns true, then lets open
 /// connections finish their current request (closing idle keep-alive ones at once)
 /// for at most the graceful timeout.
-pub async fn serve(listeners: Vec<Inherited>, ctx: Arc<ServerCtx>, mut stop: watch::Receiver<bool>) {
+pub async fn serve(listeners: Vec<Inherited>, ctx: Arc<ServerCtx>) {
+    let mut stop = ctx.stop.clone();
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -72,19 +125,19 @@ pub async fn serve(listeners: Vec<Inherited>, ctx: Arc<ServerCtx>, mut stop: wat
         .max_headers(ctx.config.http.max_headers)
         .auto_date_header(ctx.config.http.date_header)
         .writev(true);
-    let conns = Arc::new(Connections { builder, open: AtomicUsize::new(0), all_closed: Notify::new(), stop: stop.clone() });
+    let builder = Arc::new(builder);
 
     let mut accept_tasks = tokio::task::JoinSet::new();
     for listener in listeners {
-        let (ctx, conns) = (ctx.clone(), conns.clone());
+        let (ctx, builder) = (ctx.clone(), builder.clone());
         accept_tasks.spawn(async move {
             match listener {
                 Inherited::Tcp(l) => match tokio::net::TcpListener::from_std(l) {
-                    Ok(l) => accept_tcp(l, ctx, conns).await,
+                    Ok(l) => accept_tcp(l, ctx, builder).await,
                     Err(e) => crate::error!("cannot use an inherited TCP listener: {e}"),
                 },
                 Inherited::Unix(l) => match tokio::net::UnixListener::from_std(l) {
-                    Ok(l) => accept_unix(l, ctx, conns).await,
+                    Ok(l) => accept_unix(l, ctx, builder).await,
                     Err(e) => crate::error!("cannot use an inherited unix listener: {e}"),
                 },
             }
@@ -94,21 +147,12 @@ pub async fn serve(listeners: Vec<Inherited>, ctx: Arc<ServerCtx>, mut stop: wat
     stopped(&mut stop).await;
     // The accept loops see the same signal and drop their listener handles.
     while accept_tasks.join_next().await.is_some() {}
-    let open = conns.open.load(Ordering::Acquire);
+    let open = ctx.open.current();
     if open > 0 {
         crate::debug!("waiting for {open} connection(s) to finish");
     }
     let timeout = Duration::from_secs(ctx.config.workers.graceful_timeout);
-    let drained = async {
-        loop {
-            let notified = conns.all_closed.notified();
-            if conns.open.load(Ordering::Acquire) == 0 {
-                return;
-            }
-            notified.await;
-        }
-    };
-    if tokio::time::timeout(timeout, drained).await.is_err() {
+    if tokio::time::timeout(timeout, ctx.open.all_closed()).await.is_err() {
         crate::warn!("graceful timeout ({}s) reached; closing the connections still open", timeout.as_secs());
     }
 }
@@ -125,24 +169,16 @@ pub async fn stopped(stop: &mut watch::Receiver<bool>) {
     }
 }
 
-/// The open connections of a worker, so that a stop can wait for them.
-struct Connections {
-    builder: http1::Builder,
-    open: AtomicUsize,
-    all_closed: Notify,
-    stop: watch::Receiver<bool>,
-}
-
-async fn accept_tcp(listener: tokio::net::TcpListener, ctx: Arc<ServerCtx>, conns: Arc<Connections>) {
+async fn accept_tcp(listener: tokio::net::TcpListener, ctx: Arc<ServerCtx>, builder: Arc<http1::Builder>) {
     let local = listener.local_addr().ok();
-    let mut stop = conns.stop.clone();
+    let mut stop = ctx.stop.clone();
     loop {
         tokio::select! {
             _ = stopped(&mut stop) => return,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
-                    spawn_connection(stream, ConnInfo { peer: Some(peer), local }, &ctx, &conns);
+                    spawn_connection(stream, ConnInfo { peer: Some(peer), local }, &ctx, &builder);
                 }
                 Err(e) => accept_failed(e).await,
             },
@@ -150,13 +186,13 @@ async fn accept_tcp(listener: tokio::net::TcpListener, ctx: Arc<ServerCtx>, conn
     }
 }
 
-async fn accept_unix(listener: tokio::net::UnixListener, ctx: Arc<ServerCtx>, conns: Arc<Connections>) {
-    let mut stop = conns.stop.clone();
+async fn accept_unix(listener: tokio::net::UnixListener, ctx: Arc<ServerCtx>, builder: Arc<http1::Builder>) {
+    let mut stop = ctx.stop.clone();
     loop {
         tokio::select! {
             _ = stopped(&mut stop) => return,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => spawn_connection(stream, ConnInfo { peer: None, local: None }, &ctx, &conns),
+                Ok((stream, _)) => spawn_connection(stream, ConnInfo { peer: None, local: None }, &ctx, &builder),
                 Err(e) => accept_failed(e).await,
             },
         }
@@ -169,30 +205,45 @@ async fn accept_failed(e: std::io::Error) {
     tokio::time::sleep(Duration::from_millis(100)).await;
 }
 
-fn spawn_connection<S>(stream: S, info: ConnInfo, ctx: &Arc<ServerCtx>, conns: &Arc<Connections>)
+fn spawn_connection<S>(stream: S, info: ConnInfo, ctx: &Arc<ServerCtx>, builder: &Arc<http1::Builder>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let ctx = ctx.clone();
-    let conns = conns.clone();
-    conns.open.fetch_add(1, Ordering::AcqRel);
+    let builder = builder.clone();
+    let open = ctx.open.enter();
     tokio::spawn(async move {
-        let service = service_fn(move |req| super::service::handle(req, ctx.clone(), info));
-        let mut conn = std::pin::pin!(conns.builder.serve_connection(TokioIo::new(stream), service).with_upgrades());
-        let mut stop = conns.stop.clone();
+        let first_request = Arc::new(Notify::new());
+        let service = {
+            let (ctx, first_request) = (ctx.clone(), first_request.clone());
+            service_fn(move |req| {
+                // Without waiters this only stores a permit: a couple of atomic operations.
+                first_request.notify_one();
+                super::service::handle(req, ctx.clone(), info)
+            })
+        };
+        let mut conn = std::pin::pin!(builder.serve_connection(TokioIo::new(stream), service).with_upgrades());
+        let mut stop = ctx.stop.clone();
         let result = tokio::select! {
             result = conn.as_mut() => result,
             _ = stopped(&mut stop) => {
-                // Finish the request in progress, then close; an idle connection closes now.
-                conn.as_mut().graceful_shutdown();
-                conn.await
+                // A connection accepted just before the stop has its first request
+                // on the way: closing it as "idle" would fail that request. Give
+                // it a moment to arrive, then finish what is in flight and close.
+                let grace = Duration::from_secs(ctx.config.http.keep_alive_timeout.min(2));
+                let arrived = tokio::time::timeout(grace, first_request.notified());
+                tokio::select! {
+                    result = conn.as_mut() => result,
+                    _ = arrived => {
+                        conn.as_mut().graceful_shutdown();
+                        conn.await
+                    }
+                }
             }
         };
         if let Err(e) = result {
             crate::debug!("connection closed with an error: {e}");
         }
-        if conns.open.fetch_sub(1, Ordering::AcqRel) == 1 {
-            conns.all_closed.notify_waiters();
-        }
+        drop(open);
     });
 }

@@ -19,7 +19,10 @@ use crate::worker::exchange::{Body, Exchange, RequestHead, ResponseEvent, Scheme
 
 pub async fn handle(mut req: Request<Incoming>, ctx: Arc<ServerCtx>, conn: ConnInfo) -> Result<Response<ResponseBody>, Infallible> {
     ctx.served.fetch_add(1, Ordering::Relaxed);
-    let upgrade = handshake::detect(req.method(), req.headers(), ctx.config.ws.per_message_deflate);
+    let upgrade = match ctx.config.ws.enabled {
+        true => handshake::detect(req.method(), req.headers(), ctx.config.ws.per_message_deflate),
+        false => None,
+    };
     let on_upgrade = matches!(upgrade, Some(Ok(_))).then(|| hyper::upgrade::on(&mut req));
     let (parts, body) = req.into_parts();
     let entry = ctx.access_log.as_ref().map(|_| Entry {
@@ -39,9 +42,10 @@ pub async fn handle(mut req: Request<Incoming>, ctx: Arc<ServerCtx>, conn: ConnI
         None => None,
         Some(Ok(up)) => Some(up),
         Some(Err(reason)) => {
-            let mut r = plain(StatusCode::BAD_REQUEST, reason, true, log(entry));
-            if reason.starts_with("Upgrade Required") {
-                *r.status_mut() = StatusCode::UPGRADE_REQUIRED;
+            let version_mismatch = reason.starts_with("Upgrade Required");
+            let status = if version_mismatch { StatusCode::UPGRADE_REQUIRED } else { StatusCode::BAD_REQUEST };
+            let mut r = plain(status, reason, true, log(entry));
+            if version_mismatch {
                 r.headers_mut().insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
             }
             return Ok(r);
@@ -86,10 +90,12 @@ pub async fn handle(mut req: Request<Incoming>, ctx: Arc<ServerCtx>, conn: ConnI
             guard.disarm();
             let upgrade = ex.head.websocket.clone().expect("accept only comes for websockets");
             let response = switching_protocols(&upgrade, subprotocol, headers, log(entry));
-            let (on_upgrade, ws) = (on_upgrade.expect("checked"), ctx.config.ws.clone());
+            let (on_upgrade, ws, stop) = (on_upgrade.expect("checked"), ctx.config.ws.clone(), ctx.stop.clone());
+            let open = ctx.open.enter();
             tokio::spawn(async move {
+                let _open = open;
                 match on_upgrade.await {
-                    Ok(io) => websocket::session::run(hyper_util::rt::TokioIo::new(io), ex, responses, ws, upgrade.deflate).await,
+                    Ok(io) => websocket::session::run(hyper_util::rt::TokioIo::new(io), ex, responses, ws, upgrade.deflate, stop).await,
                     Err(e) => {
                         crate::debug!("WebSocket upgrade failed: {e}");
                         ex.ws_closed(1006, String::new());
@@ -192,10 +198,16 @@ pub fn plain(status: StatusCode, message: &str, close: bool, log: Option<(Arc<Se
 /// Feeds the request body to the app one chunk at a time, reading the next
 /// only once the app has taken the last: an upload never piles up in memory.
 async fn read_body(mut body: Incoming, ex: Arc<Exchange>, eager: bool, failed: oneshot::Sender<()>) {
+    // Once the response is complete the app will never read the rest: dropping
+    // the body lets hyper discard it (or close the connection) instead of waiting.
+    let answered = |ex: &Exchange| ex.lock().response_complete;
     if !eager {
         ex.wants_more.notified().await;
     }
     loop {
+        if answered(&ex) {
+            return;
+        }
         match body.frame().await {
             Some(Ok(frame)) => {
                 let Ok(data) = frame.into_data() else { continue };

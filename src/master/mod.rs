@@ -106,7 +106,7 @@ impl Master {
     async fn serve(&mut self, mut events: mpsc::UnboundedReceiver<Event>) -> i32 {
         crate::info!("Starting ferrogate {} (master pid {})", env!("CARGO_PKG_VERSION"), std::process::id());
         for l in &self.listeners {
-            crate::info!("Listening at: {} ", l.url());
+            crate::info!("Listening at: {}", l.url());
         }
         crate::info!("Using {} worker{} for {}", self.target, if self.target == 1 { "" } else { "s" }, self.config.app.target);
 
@@ -125,11 +125,13 @@ impl Master {
                 return code;
             }
         }
-        let mut watcher = self.config.workers.reload.then(|| watch::Watcher::new(&self.config.workers.reload_dirs));
-        if let Some(w) = &watcher {
-            crate::info!("Will reload on changes to .py files under {}", w.describe());
+        let w = &self.config.workers;
+        let mut watcher = w.reload.then(|| watch::Watcher::new(&w.reload_dirs, &w.reload_include, &w.reload_exclude));
+        if let Some(watcher) = &watcher {
+            crate::info!("Will reload on changes to {} under {}", w.reload_include.join(", "), watcher.describe());
         }
         let mut tick = tokio::time::interval(Duration::from_millis(500));
+        let mut reload_tick = tokio::time::interval(Duration::from_secs_f64(w.reload_delay));
 
         let code = loop {
             tokio::select! {
@@ -145,13 +147,11 @@ impl Master {
                 Some(event) = events.recv() => {
                     if let Some(code) = self.on_event(event) { break code; }
                 }
-                _ = tick.tick() => {
-                    self.check_liveness();
-                    if let Some(w) = watcher.as_mut() {
-                        if let Some(changed) = w.changed() {
-                            crate::info!("Detected a change in {}; reloading", changed.display());
-                            self.begin_reload("--reload");
-                        }
+                _ = tick.tick() => self.check_liveness(),
+                _ = reload_tick.tick(), if watcher.is_some() => {
+                    if let Some(changed) = watcher.as_mut().and_then(|w| w.changed()) {
+                        crate::info!("Detected a change in {}; reloading", changed.display());
+                        self.begin_reload("--reload");
                     }
                 }
             }
@@ -161,7 +161,7 @@ impl Master {
     }
 
     fn listener_fds(&self) -> Vec<RawFd> {
-        self.listeners.iter().map(listeners::raw).collect()
+        self.listeners.iter().filter_map(Bound::raw_fd).collect()
     }
 
     fn live_count(&self) -> usize {
@@ -369,7 +369,12 @@ impl Master {
         for id in ids {
             self.stop_worker(id);
         }
-        // Closing our copies now means the kernel refuses new connections as soon as the last worker lets go.
+        // Close our copies of the listeners: once the workers have let go of theirs
+        // (they do as they start draining), new connections are refused at once
+        // instead of waiting in a queue nobody will accept from.
+        for l in &mut self.listeners {
+            l.close();
+        }
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         while !self.workers.is_empty() {
             tokio::select! {

@@ -63,8 +63,6 @@ pub enum WsMessage {
     Binary(Bytes),
 }
 
-/// WebSocket messages queued for the app before the reader pauses.
-pub const WS_INBOX_LIMIT: usize = 16;
 
 /// How the response body begins.
 pub enum Body {
@@ -155,15 +153,15 @@ impl Exchange {
         let mut s = self.lock();
         s.response_complete = true;
         self.wake_if_waiting(&s);
+        // A body reader still waiting for the app to ask for more must give up now.
+        self.wants_more.notify_one();
     }
 
-    /// I/O side: a WebSocket message for the app. Returns true when the inbox is full
-    /// and the reader should wait for `wants_more`.
-    pub fn push_ws(self: &Arc<Self>, msg: WsMessage) -> bool {
+    /// I/O side: a WebSocket message for the app.
+    pub fn push_ws(self: &Arc<Self>, msg: WsMessage) {
         let mut s = self.lock();
         s.ws_inbox.push_back(msg);
         self.wake_if_waiting(&s);
-        s.ws_inbox.len() >= WS_INBOX_LIMIT
     }
 
     pub fn ws_closed(self: &Arc<Self>, code: u16, reason: String) {

@@ -14,7 +14,7 @@ use std::os::fd::FromRawFd;
 use std::sync::Arc;
 
 use crate::asgi::{AsgiContext, format_exception, lifespan};
-use crate::config::Config;
+use crate::config::{Config, LoopChoice};
 use crate::http::listeners;
 use crate::http::server::{self, ServerCtx};
 use crate::ipc::{self, CONTROL_FD, EXIT_BOOT_ERROR, FIRST_LISTENER_FD, ToWorker};
@@ -37,7 +37,10 @@ pub fn run(py: Python<'_>) -> PyResult<i32> {
         Ok(app) => app,
         Err(message) => return Ok(boot_failed(&mut control, message)),
     };
-    let event_loop = new_event_loop(py)?;
+    let event_loop = match new_event_loop(py, config.app.event_loop) {
+        Ok(l) => l,
+        Err(message) => return Ok(boot_failed(&mut control, message)),
+    };
     let state = PyDict::new(py);
     let lifespan = match lifespan::startup(py, &event_loop, &app, &state, config.app.lifespan) {
         Ok(running) => running,
@@ -89,12 +92,12 @@ fn serve_io(config: Arc<Config>, bridge: Arc<Bridge>, listeners: Vec<listeners::
         }
     };
     runtime.block_on(async {
-        let ctx = Arc::new(ServerCtx::new(config, bridge.clone()));
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let ctx = Arc::new(ServerCtx::new(config, bridge.clone(), stop_rx));
         let outbox = bridge.clone();
         tokio::spawn(async move { outbox.deliver_outbox().await });
         tokio::spawn(control::run(control, ctx.clone(), stop_tx));
-        server::serve(listeners, ctx, stop_rx).await;
+        server::serve(listeners, ctx).await;
     });
     bridge.push(Event::Stop);
 }
@@ -175,15 +178,26 @@ fn import_app<'py>(py: Python<'py>, config: &Config) -> Result<Bound<'py, PyAny>
     Ok(app)
 }
 
-/// uvloop when installed, else asyncio's default loop.
-fn new_event_loop(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
-    let asyncio = py.import("asyncio")?;
-    let event_loop = match py.import("uvloop") {
-        Ok(uvloop) => uvloop.call_method0("new_event_loop")?,
-        Err(_) => asyncio.call_method0("new_event_loop")?,
+/// uvloop when installed (or asked for), else asyncio's default loop.
+fn new_event_loop(py: Python<'_>, choice: LoopChoice) -> Result<Bound<'_, PyAny>, String> {
+    let make = || -> PyResult<Bound<'_, PyAny>> {
+        let asyncio = py.import("asyncio")?;
+        let uvloop = match choice {
+            LoopChoice::Asyncio => None,
+            LoopChoice::Auto => py.import("uvloop").ok(),
+            LoopChoice::Uvloop => Some(py.import("uvloop")?),
+        };
+        let event_loop = match uvloop {
+            Some(uvloop) => uvloop.call_method0("new_event_loop")?,
+            None => asyncio.call_method0("new_event_loop")?,
+        };
+        asyncio.call_method1("set_event_loop", (&event_loop,))?;
+        Ok(event_loop)
     };
-    asyncio.call_method1("set_event_loop", (&event_loop,))?;
-    Ok(event_loop)
+    make().map_err(|e| match choice {
+        LoopChoice::Uvloop => format!("--loop uvloop: cannot use uvloop ({e}); install it with `pip install uvloop`"),
+        _ => format!("cannot create the event loop: {e}"),
+    })
 }
 
 fn loop_name(event_loop: &Bound<'_, PyAny>) -> &'static str {

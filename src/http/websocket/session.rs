@@ -4,7 +4,7 @@ use bytes::{Bytes, BytesMut};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use super::deflate::{Codec, Params};
 use super::frame::{self, Frame, OpCode, Violation};
@@ -36,7 +36,14 @@ enum Flow {
     Done,
 }
 
-pub async fn run<IO>(io: IO, ex: Arc<Exchange>, mut app: mpsc::UnboundedReceiver<ResponseEvent>, config: WsConfig, deflate: Option<Params>)
+pub async fn run<IO>(
+    io: IO,
+    ex: Arc<Exchange>,
+    mut app: mpsc::UnboundedReceiver<ResponseEvent>,
+    config: WsConfig,
+    deflate: Option<Params>,
+    mut stop: watch::Receiver<bool>,
+)
 where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
@@ -44,6 +51,7 @@ where
     let mut s = Session { ex: &ex, writer, codec: deflate.map(Codec::new), max_size: config.max_size, partial: None, out: BytesMut::new() };
     let mut buf = BytesMut::with_capacity(8 * 1024);
     let mut paused = false;
+    let max_queue = config.max_queue;
     let ping_every = config.ping_interval.map(Duration::from_secs_f64);
     let pong_within = Duration::from_secs_f64(config.ping_timeout.unwrap_or(20.0));
     let mut ping_timer = tokio::time::interval(ping_every.unwrap_or(Duration::from_secs(3600)));
@@ -64,7 +72,7 @@ where
                         Ok(Flow::Done) => return,
                         Err(v) => return s.fail(v).await,
                     }
-                    if s.ex.lock().ws_inbox.len() >= crate::worker::exchange::WS_INBOX_LIMIT {
+                    if s.ex.lock().ws_inbox.len() >= max_queue {
                         paused = true;
                         break;
                     }
@@ -96,6 +104,10 @@ where
                     return;
                 }
             },
+            // The worker is stopping (shutdown or reload): 1012 tells the client to reconnect.
+            _ = crate::http::server::stopped(&mut stop) => {
+                return s.fail(Violation { code: 1012, reason: "server restarting" }).await;
+            }
             _ = ping_timer.tick(), if ping_every.is_some() => {
                 if awaiting_pong.is_some_and(|since| since.elapsed() >= pong_within) {
                     return s.fail(Violation { code: 1011, reason: "keepalive ping timeout" }).await;
