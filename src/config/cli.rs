@@ -341,7 +341,7 @@ impl Cli {
         if self.log_config.is_some() {
             eprintln!("warning: --log-config is ignored: ferrogate writes its own log lines (see --access-log-format and --log-level)");
         }
-        let max_header_size = self.h11_max_incomplete_event_size.unwrap_or(self.max_header_size);
+        let max_header_size = self.h11_max_incomplete_event_size.unwrap_or(usize::MAX).min(self.max_header_size);
         if max_header_size < 8192 {
             return Err("--max-header-size must be at least 8192 bytes".into());
         }
