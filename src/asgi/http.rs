@@ -165,19 +165,7 @@ fn body_of(msg: &Bound<'_, PyDict>) -> PyResult<(Bytes, bool)> {
 #[pymethods]
 impl HttpCycle {
     fn receive(&mut self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        let mut s = self.ex.lock();
-        if let Some(msg) = next_message(py, &self.ex, &mut s)? {
-            return Ready::new(py, msg);
-        }
-        if s.receive_waiter.is_some() {
-            return Err(PyRuntimeError::new_err("receive() called again while a previous receive() is still pending"));
-        }
-        let future = self.ctx.new_future(py)?;
-        s.receive_waiter = Some(future.clone().unbind());
-        if !s.body_complete {
-            self.ex.wants_more.notify_one();
-        }
-        Ok(future.unbind())
+        super::receive(py, &self.ctx, &self.ex, next_message)
     }
 
     fn send(&mut self, py: Python<'_>, message: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {

@@ -98,16 +98,7 @@ impl WsCycle {
             self.phase = Phase::Handshake;
             return Ready::new(py, dict(py, intern!(py, "websocket.connect"))?.into_any().unbind());
         }
-        let mut s = self.ex.lock();
-        if let Some(msg) = next_message(py, &self.ex, &mut s)? {
-            return Ready::new(py, msg);
-        }
-        if s.receive_waiter.is_some() {
-            return Err(PyRuntimeError::new_err("receive() called again while a previous receive() is still pending"));
-        }
-        let future = self.ctx.new_future(py)?;
-        s.receive_waiter = Some(future.clone().unbind());
-        Ok(future.unbind())
+        super::receive(py, &self.ctx, &self.ex, next_message)
     }
 
     fn send<'py>(&mut self, py: Python<'py>, message: &Bound<'py, PyAny>) -> PyResult<Py<PyAny>> {
