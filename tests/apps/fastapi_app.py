@@ -89,3 +89,40 @@ async def ws(websocket: WebSocket):
             await websocket.send_text(f"echo: {data}")
     except WebSocketDisconnect:
         pass
+
+
+BROWSER_PAGE = """<!doctype html>
+<html><head><title>pending</title></head><body><pre id="log"></pre><script>
+const log = (line) => { document.getElementById("log").textContent += line + "\\n"; };
+const ws = new WebSocket(`ws://${location.host}/browser-ws`, ["chat"]);
+ws.onopen = () => { log("open " + ws.protocol + " " + ws.extensions); ws.send("hello from the browser"); };
+ws.onmessage = (e) => {
+  log("got " + e.data);
+  if (e.data.startsWith("echo:")) ws.send("x".repeat(50000));
+  else ws.close(4000, "done");
+};
+ws.onclose = (e) => { log("closed " + e.code); document.title = "finished"; };
+ws.onerror = () => log("error");
+</script></body></html>"""
+
+
+@app.get("/browser")
+async def browser_page():
+    from fastapi.responses import HTMLResponse
+    return HTMLResponse(BROWSER_PAGE)
+
+
+@app.websocket("/browser-ws")
+async def browser_ws(websocket: WebSocket):
+    await websocket.accept(subprotocol="chat")
+    first = await websocket.receive_text()
+    await websocket.send_text(f"echo: {first}")
+    big = await websocket.receive_text()
+    await websocket.send_text(f"big {len(big)}")
+    try:
+        await websocket.receive_text()
+    except WebSocketDisconnect as e:
+        marker = os.environ.get("FG_BROWSER_MARKER")
+        if marker:
+            with open(marker, "w") as f:
+                f.write(str(e.code))
