@@ -49,12 +49,16 @@ pub struct ResponseBody {
     status: u16,
     exchange: Option<Arc<Exchange>>,
     log: Option<(Arc<ServerCtx>, Entry)>,
+    /// The app failed mid-stream: the error is returned on the next poll, once
+    /// hyper has flushed what it already took, so the client sees a truncated
+    /// response rather than nothing at all.
+    failing: bool,
 }
 
 impl ResponseBody {
     pub fn new(kind: Kind, status: u16, exchange: Option<Arc<Exchange>>, log: Option<(Arc<ServerCtx>, Entry)>) -> Self {
         let finished = matches!(kind, Kind::Empty | Kind::Full(None));
-        ResponseBody { kind, finished, bytes: 0, status, exchange, log }
+        ResponseBody { kind, finished, bytes: 0, status, exchange, log, failing: false }
     }
 
     pub fn empty() -> Self {
@@ -87,12 +91,17 @@ impl http_body::Body for ResponseBody {
                 Some(d) if !d.is_empty() => this.data(d),
                 _ => this.end(),
             },
+            Kind::Stream(_) if this.failing => {
+                Poll::Ready(Some(Err(std::io::Error::other("the application failed while streaming the response"))))
+            }
             Kind::Stream(rx) => match rx.poll_recv(cx) {
                 Poll::Pending => Poll::Pending,
                 Poll::Ready(Some(ResponseEvent::Chunk(d))) => this.data(d),
                 Poll::Ready(Some(ResponseEvent::End)) => this.end(),
                 Poll::Ready(_) => {
-                    Poll::Ready(Some(Err(std::io::Error::other("the application failed while streaming the response"))))
+                    this.failing = true;
+                    cx.waker().wake_by_ref();
+                    Poll::Pending
                 }
             },
             Kind::File { file, remaining } => {
