@@ -138,6 +138,12 @@ def test_forwarded_allow_ips_env_var_as_uvicorn(server_factory):
     assert scope["client"][0] == "127.0.0.1", "127.0.0.1 is not trusted once FORWARDED_ALLOW_IPS says otherwise"
 
 
+def test_forwarded_allow_ips_ferrogate_env_var_wins(server_factory):
+    srv = server_factory("basic:app", env={"FORWARDED_ALLOW_IPS": "10.9.9.9", "FERROGATE_FORWARDED_ALLOW_IPS": "127.0.0.1"})
+    scope = json_of(srv.get("/scope", headers={"x-forwarded-for": "203.0.113.9"}))
+    assert scope["client"][0] == "203.0.113.9"
+
+
 def test_env_file(server_factory, tmp_path):
     env_file = tmp_path / "app.env"
     env_file.write_text(

@@ -70,7 +70,8 @@ fn common<'py>(py: Python<'py>, ctx: &AsgiContext, head: &RequestHead, kind: &Bo
     scope.set_item(intern!(py, "headers"), headers)?;
     scope.set_item(intern!(py, "server"), address(py, head.server)?)?;
     scope.set_item(intern!(py, "client"), address(py, head.client)?)?;
-    scope.set_item(intern!(py, "state"), ctx.state.bind(py).copy()?)?;
+    let state = ctx.state.bind(py);
+    scope.set_item(intern!(py, "state"), if state.is_empty() { PyDict::new(py) } else { state.copy()? })?;
     Ok(scope)
 }
 

@@ -209,9 +209,10 @@ pub struct Cli {
     pub no_proxy_headers: bool,
 
     /// Comma-separated addresses or networks whose X-Forwarded-* headers are trusted; * trusts all.
-    /// Unix-socket peers are always trusted.
-    #[arg(long, default_value = "127.0.0.1,::1", value_name = "IPS", env = "FORWARDED_ALLOW_IPS", help_heading = "Proxy")]
-    pub forwarded_allow_ips: String,
+    /// Unix-socket peers are always trusted. Also read from FORWARDED_ALLOW_IPS, as uvicorn does.
+    /// [default: 127.0.0.1,::1]
+    #[arg(long, value_name = "IPS", env = "FERROGATE_FORWARDED_ALLOW_IPS", help_heading = "Proxy")]
+    pub forwarded_allow_ips: Option<String>,
 
     /// Largest WebSocket message accepted, in bytes.
     #[arg(long, default_value_t = 16 * 1024 * 1024, value_name = "BYTES", env = "FERROGATE_WS_MAX_SIZE", help_heading = "WebSocket")]
@@ -314,7 +315,12 @@ impl Cli {
                 .map_err(|_| format!("--header '{h}': the value has characters a header cannot carry"))?;
             default_headers.push((name.trim().to_ascii_lowercase(), value.trim().to_string()));
         }
-        let trusted = TrustedPeers::parse(&self.forwarded_allow_ips)
+        let allow_ips = self
+            .forwarded_allow_ips
+            .clone()
+            .or_else(|| std::env::var("FORWARDED_ALLOW_IPS").ok())
+            .unwrap_or_else(|| "127.0.0.1,::1".into());
+        let trusted = TrustedPeers::parse(&allow_ips)
             .map_err(|e| format!("--forwarded-allow-ips: {e}"))?;
         crate::http::access_log::Format::parse(&self.access_log_format)
             .map_err(|e| format!("--access-log-format: {e}"))?;

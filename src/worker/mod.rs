@@ -47,6 +47,11 @@ pub fn run(py: Python<'_>) -> PyResult<i32> {
         Err(lifespan::StartupFailed(message)) => return Ok(boot_failed(&mut control, message)),
     };
 
+    // Everything the app allocated while importing and starting up lives as long
+    // as the worker: take it out of the collector's sight, so that the
+    // collections that per-request garbage triggers do not walk it every time.
+    py.import("gc")?.call_method0("freeze")?;
+
     let bridge = Bridge::new()?;
     bridge.defer_rings_to(py, &event_loop)?;
     let ctx = Arc::new(AsgiContext {
