@@ -204,7 +204,20 @@ class Server:
         return running
 
 
-class Ferrogate(Server):
+class SingleCommandServer(Server):
+    """A server that is one command line (its own master and workers, if any)."""
+
+    def command(self, plan, port):
+        raise NotImplementedError
+
+    def start(self, plan):
+        return self._start_single(plan, lambda port: self.command(plan, port))
+
+    def describe(self, plan):
+        return [shlex.join([self.name] + self.command(plan, "PORT")[1:])]
+
+
+class Ferrogate(SingleCommandServer):
     name = "ferrogate"
 
     def available(self):
@@ -219,14 +232,8 @@ class Ferrogate(Server):
             cmd += ["--timeout-keep-alive", "300"]
         return cmd
 
-    def start(self, plan):
-        return self._start_single(plan, lambda port: self.command(plan, port))
 
-    def describe(self, plan):
-        return [shlex.join(["ferrogate"] + self.command(plan, "PORT")[1:])]
-
-
-class Granian(Server):
+class Granian(SingleCommandServer):
     name = "granian"
     serves_static = True
 
@@ -246,14 +253,8 @@ class Granian(Server):
             cmd += ["--backpressure", str(plan.hold_connections + 100)]
         return cmd + [plan.app]
 
-    def start(self, plan):
-        return self._start_single(plan, lambda port: self.command(plan, port))
 
-    def describe(self, plan):
-        return [shlex.join(["granian"] + self.command(plan, "PORT")[1:])]
-
-
-class Uvicorn(Server):
+class Uvicorn(SingleCommandServer):
     name = "uvicorn"
 
     def command(self, plan, port):
@@ -266,12 +267,6 @@ class Uvicorn(Server):
         if plan.long_keepalive:
             cmd += ["--timeout-keep-alive", "300"]
         return cmd
-
-    def start(self, plan):
-        return self._start_single(plan, lambda port: self.command(plan, port))
-
-    def describe(self, plan):
-        return [shlex.join(["uvicorn"] + self.command(plan, "PORT")[1:])]
 
 
 class ClassicStack(Server):
