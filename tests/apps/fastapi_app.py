@@ -92,17 +92,13 @@ async def ws(websocket: WebSocket):
 
 
 BROWSER_PAGE = """<!doctype html>
-<html><head><title>pending</title></head><body><pre id="log"></pre><script>
-const log = (line) => { document.getElementById("log").textContent += line + "\\n"; };
+<html><head><title>ferrogate browser test</title></head><body><script>
 const ws = new WebSocket(`ws://${location.host}/browser-ws`, ["chat"]);
-ws.onopen = () => { log("open " + ws.protocol + " " + ws.extensions); ws.send("hello from the browser"); };
+ws.onopen = () => ws.send("opened " + ws.protocol + " " + ws.extensions);
 ws.onmessage = (e) => {
-  log("got " + e.data);
   if (e.data.startsWith("echo:")) ws.send("x".repeat(50000));
-  else ws.close(4000, "done");
+  else if (e.data === "big 50000") ws.close(4000, "done");
 };
-ws.onclose = (e) => { log("closed " + e.code); document.title = "finished"; };
-ws.onerror = () => log("error");
 </script></body></html>"""
 
 
@@ -114,15 +110,21 @@ async def browser_page():
 
 @app.websocket("/browser-ws")
 async def browser_ws(websocket: WebSocket):
+    """Records what the browser did, one line per step, in $FG_BROWSER_MARKER."""
+    marker = os.environ["FG_BROWSER_MARKER"]
+
+    def record(line):
+        with open(marker, "a") as f:
+            f.write(line + "\n")
+
     await websocket.accept(subprotocol="chat")
-    first = await websocket.receive_text()
-    await websocket.send_text(f"echo: {first}")
+    opened = await websocket.receive_text()
+    record(opened)
+    await websocket.send_text(f"echo: {opened}")
     big = await websocket.receive_text()
+    record(f"big {len(big)}")
     await websocket.send_text(f"big {len(big)}")
     try:
         await websocket.receive_text()
     except WebSocketDisconnect as e:
-        marker = os.environ.get("FG_BROWSER_MARKER")
-        if marker:
-            with open(marker, "w") as f:
-                f.write(str(e.code))
+        record(f"closed {e.code}")
