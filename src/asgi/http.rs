@@ -57,19 +57,19 @@ impl HttpCycle {
         Ok(())
     }
 
-    fn emit(&self, event: ResponseEvent) {
-        Python::attach(|py| self.ex.emit(py, event));
+    fn emit(&self, py: Python<'_>, event: ResponseEvent) {
+        self.ex.emit(py, event);
     }
 
     /// Sends a plain-text error response if nothing has gone out yet, else cuts the connection.
-    fn fail(&mut self, status: StatusCode) {
+    fn fail(&mut self, py: Python<'_>, status: StatusCode) {
         match std::mem::replace(&mut self.phase, Phase::Complete) {
             Phase::Start | Phase::Head { .. } => {
                 let body = Bytes::from(format!("{}\n", status.canonical_reason().unwrap_or("Error")));
                 let headers = vec![(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"))];
-                self.emit(ResponseEvent::Start { status, headers, body: Body::Full(body) });
+                self.emit(py, ResponseEvent::Start { status, headers, body: Body::Full(body) });
             }
-            Phase::Streaming => self.emit(ResponseEvent::Abort),
+            Phase::Streaming => self.emit(py, ResponseEvent::Abort),
             Phase::Complete => {}
         }
     }
@@ -201,13 +201,13 @@ impl HttpCycle {
                 }
                 let len = body.len();
                 if more {
-                    self.emit(ResponseEvent::Start { status, headers, body: Body::Streaming });
+                    self.emit(py, ResponseEvent::Start { status, headers, body: Body::Streaming });
                     if !body.is_empty() {
-                        self.emit(ResponseEvent::Chunk(body));
+                        self.emit(py, ResponseEvent::Chunk(body));
                     }
                 } else {
                     self.phase = Phase::Complete;
-                    self.emit(ResponseEvent::Start { status, headers, body: Body::Full(body) });
+                    self.emit(py, ResponseEvent::Start { status, headers, body: Body::Full(body) });
                 }
                 return self.after_body(py, len, more);
             }
@@ -218,7 +218,7 @@ impl HttpCycle {
                     return Err(PyValueError::new_err(format!("http.response.pathsend needs an absolute path, got {}", path.display())));
                 }
                 let Phase::Head { status, headers } = std::mem::replace(&mut self.phase, Phase::Complete) else { unreachable!() };
-                self.emit(ResponseEvent::Start { status, headers, body: Body::File(path) });
+                self.emit(py, ResponseEvent::Start { status, headers, body: Body::File(path) });
             }
             (Phase::Streaming, "http.response.body") => {
                 if disconnected {
@@ -229,15 +229,15 @@ impl HttpCycle {
                 let len = body.len();
                 if let Err(e) = self.check_length(len, !more) {
                     self.phase = Phase::Complete;
-                    self.emit(ResponseEvent::Abort);
+                    self.emit(py, ResponseEvent::Abort);
                     return Err(e);
                 }
                 if !body.is_empty() {
-                    self.emit(ResponseEvent::Chunk(body));
+                    self.emit(py, ResponseEvent::Chunk(body));
                 }
                 if !more {
                     self.phase = Phase::Complete;
-                    self.emit(ResponseEvent::End);
+                    self.emit(py, ResponseEvent::End);
                 }
                 return self.after_body(py, len, more);
             }
@@ -283,7 +283,7 @@ impl RequestDone {
         let mut cycle = self.cycle.bind(py).borrow_mut();
         // exception() raises CancelledError for a cancelled task: a task that never finished its work.
         let Ok(exc) = task.call_method0(intern!(py, "exception")) else {
-            cycle.fail(StatusCode::INTERNAL_SERVER_ERROR);
+            cycle.fail(py, StatusCode::INTERNAL_SERVER_ERROR);
             return Ok(());
         };
         let what = || {
@@ -297,7 +297,10 @@ impl RequestDone {
             } else {
                 crate::error!("Exception in ASGI application while serving {}\n{}", what(), format_exception(py, &exc));
             }
-            cycle.fail(StatusCode::INTERNAL_SERVER_ERROR);
+            cycle.fail(py, StatusCode::INTERNAL_SERVER_ERROR);
+            return Ok(());
+        }
+        if matches!(cycle.phase, Phase::Complete) {
             return Ok(());
         }
         if cycle.ex.lock().disconnected {
@@ -309,11 +312,11 @@ impl RequestDone {
             Phase::Complete => {}
             Phase::Start => {
                 crate::error!("ASGI callable returned without starting a response ({})", what());
-                cycle.fail(StatusCode::INTERNAL_SERVER_ERROR);
+                cycle.fail(py, StatusCode::INTERNAL_SERVER_ERROR);
             }
             _ => {
                 crate::error!("ASGI callable returned without completing the response ({})", what());
-                cycle.fail(StatusCode::INTERNAL_SERVER_ERROR);
+                cycle.fail(py, StatusCode::INTERNAL_SERVER_ERROR);
             }
         }
         Ok(())

@@ -36,14 +36,14 @@ impl WsCycle {
         WsCycle { ex, ctx, phase: Phase::Connecting }
     }
 
-    fn emit(&self, event: ResponseEvent) {
-        Python::attach(|py| self.ex.emit(py, event));
+    fn emit(&self, py: Python<'_>, event: ResponseEvent) {
+        self.ex.emit(py, event);
     }
 
-    fn deny(&mut self, status: StatusCode) {
+    fn deny(&mut self, py: Python<'_>, status: StatusCode) {
         let body = Bytes::from(format!("{}\n", status.canonical_reason().unwrap_or("Error")));
         let headers = vec![(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"))];
-        self.emit(ResponseEvent::Start { status, headers, body: Body::Full(body) });
+        self.emit(py, ResponseEvent::Start { status, headers, body: Body::Full(body) });
         self.phase = Phase::Closed;
     }
 }
@@ -111,10 +111,10 @@ impl WsCycle {
             (Phase::Connecting | Phase::Handshake, "websocket.accept") => {
                 let subprotocol: Option<String> = get(intern!(py, "subprotocol"))?.map(|s| s.extract()).transpose()?;
                 let headers = headers_from(py, get(intern!(py, "headers"))?)?;
-                self.emit(ResponseEvent::Accept { subprotocol, headers });
+                self.emit(py, ResponseEvent::Accept { subprotocol, headers });
                 self.phase = Phase::Open;
             }
-            (Phase::Connecting | Phase::Handshake, "websocket.close") => self.deny(StatusCode::FORBIDDEN),
+            (Phase::Connecting | Phase::Handshake, "websocket.close") => self.deny(py, StatusCode::FORBIDDEN),
             (Phase::Connecting | Phase::Handshake, "websocket.http.response.start") => {
                 let code: u16 = get(intern!(py, "status"))?.ok_or_else(|| PyValueError::new_err("websocket.http.response.start has no 'status'"))?.extract()?;
                 let status = StatusCode::from_u16(code).map_err(|_| PyValueError::new_err(format!("invalid HTTP status {code}")))?;
@@ -128,7 +128,7 @@ impl WsCycle {
                 let more = get(intern!(py, "more_body"))?.map(|m| m.is_truthy()).transpose()?.unwrap_or(false);
                 if !more {
                     let Phase::Denying { status, headers, body } = std::mem::replace(&mut self.phase, Phase::Closed) else { unreachable!() };
-                    self.emit(ResponseEvent::Start { status, headers, body: Body::Full(Bytes::from(body)) });
+                    self.emit(py, ResponseEvent::Start { status, headers, body: Body::Full(Bytes::from(body)) });
                 }
             }
             (Phase::Open, "websocket.send") if closed => return Err(ClientDisconnected::new_err("the WebSocket is closed")),
@@ -136,12 +136,12 @@ impl WsCycle {
                 let len = if let Some(text) = get(intern!(py, "text"))? {
                     let text: String = text.extract().map_err(|_| PyTypeError::new_err("'text' must be a str"))?;
                     let len = text.len();
-                    self.emit(ResponseEvent::Text(text));
+                    self.emit(py, ResponseEvent::Text(text));
                     len
                 } else if let Some(bytes) = get(intern!(py, "bytes"))? {
                     let bytes = Bytes::copy_from_slice(bytes.cast::<PyBytes>().map_err(|_| PyTypeError::new_err("'bytes' must be bytes"))?.as_bytes());
                     let len = bytes.len();
-                    self.emit(ResponseEvent::Binary(bytes));
+                    self.emit(py, ResponseEvent::Binary(bytes));
                     len
                 } else {
                     return Err(PyValueError::new_err("websocket.send needs 'text' or 'bytes'"));
@@ -157,7 +157,7 @@ impl WsCycle {
             (Phase::Open, "websocket.close") => {
                 let code: u16 = get(intern!(py, "code"))?.map(|c| c.extract()).transpose()?.unwrap_or(1000);
                 let reason: String = get(intern!(py, "reason"))?.map(|r| r.extract()).transpose()?.unwrap_or_default();
-                self.emit(ResponseEvent::Close { code, reason });
+                self.emit(py, ResponseEvent::Close { code, reason });
                 self.phase = Phase::Closed;
             }
             (Phase::Closed, _) if closed => return Err(ClientDisconnected::new_err("the WebSocket is closed")),
@@ -193,11 +193,11 @@ impl WsDone {
                 if !failed {
                     crate::debug!("WebSocket {path}: the app returned without accepting; answering 403");
                 }
-                cycle.deny(if failed { StatusCode::INTERNAL_SERVER_ERROR } else { StatusCode::FORBIDDEN });
+                cycle.deny(py, if failed { StatusCode::INTERNAL_SERVER_ERROR } else { StatusCode::FORBIDDEN });
             }
             Phase::Open => {
                 let (code, reason) = if failed { (1011, "server error") } else { (1000, "") };
-                cycle.emit(ResponseEvent::Close { code, reason: reason.into() });
+                cycle.emit(py, ResponseEvent::Close { code, reason: reason.into() });
                 cycle.phase = Phase::Closed;
             }
             Phase::Closed => {}

@@ -13,7 +13,6 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
 use tokio::sync::{Notify, mpsc};
 
 use super::bridge::{Bridge, Event};
@@ -63,7 +62,6 @@ pub enum WsMessage {
     Binary(Bytes),
 }
 
-
 /// How the response body begins.
 pub enum Body {
     /// The whole body, known at start: sent with a content-length.
@@ -93,7 +91,6 @@ pub struct Shared {
 
 pub struct Exchange {
     pub head: RequestHead,
-    pub received_at: Instant,
     shared: Mutex<Shared>,
     pub response: mpsc::UnboundedSender<ResponseEvent>,
     /// Rung by the app side when it has consumed what was buffered (body, messages) and wants more.
@@ -106,7 +103,6 @@ impl Exchange {
         let (tx, rx) = mpsc::unbounded_channel();
         let ex = Arc::new(Exchange {
             head,
-            received_at: Instant::now(),
             shared: Mutex::new(Shared::default()),
             response: tx,
             wants_more: Notify::new(),
