@@ -219,6 +219,7 @@ class SingleCommandServer(Server):
 
 class Ferrogate(SingleCommandServer):
     name = "ferrogate"
+    serves_static = True
 
     def available(self):
         if not os.path.exists(self.exe("ferrogate")):
@@ -230,6 +231,8 @@ class Ferrogate(SingleCommandServer):
                "--workers", str(plan.workers), "--no-access-log"]
         if plan.long_keepalive:
             cmd += ["--timeout-keep-alive", "300"]
+        if plan.static_dir:
+            cmd += ["--static", f"/static={plan.static_dir}"]
         return cmd
 
 

@@ -196,6 +196,16 @@ pub struct Cli {
     #[arg(long, help_heading = "HTTP", hide = true)]
     pub no_server_header: bool,
 
+    /// Serve the files under DIR at URL_PATH, e.g. /static=./static (repeatable). The server
+    /// answers these itself, without Python: GET and HEAD, ETag and Last-Modified with 304s,
+    /// byte ranges; hidden files (.env, .git) and paths leaving DIR are never served.
+    #[arg(long = "static", value_name = "URL_PATH=DIR", env = "FERROGATE_STATIC", value_delimiter = ',', help_heading = "Static files")]
+    pub static_mounts: Vec<String>,
+
+    /// Let browsers cache static files for this long (Cache-Control: public, max-age=SECONDS).
+    #[arg(long, value_name = "SECONDS", env = "FERROGATE_STATIC_MAX_AGE", help_heading = "Static files")]
+    pub static_max_age: Option<u64>,
+
     /// Send a `date` header in responses.
     #[arg(long, overrides_with = "no_date_header", default_value_t = true, env = "FERROGATE_DATE_HEADER", help_heading = "HTTP", action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
     pub date_header: bool,
@@ -351,6 +361,14 @@ impl Cli {
         if max_header_size < 8192 {
             return Err("--max-header-size must be at least 8192 bytes".into());
         }
+        let mut mounts: Vec<StaticMount> = Vec::new();
+        for spec in &self.static_mounts {
+            let mount = StaticMount::parse(spec).map_err(|e| format!("--static {e}"))?;
+            if mounts.iter().any(|m| m.prefix == mount.prefix) {
+                return Err(format!("--static: {} is mounted twice; give each URL path one directory", mount.prefix));
+            }
+            mounts.push(mount);
+        }
         let positive = |v: f64| if v > 0.0 { Some(v) } else { None };
         let reload_dirs = if self.reload_dir.is_empty() { vec![self.app_dir.clone()] } else { self.reload_dir };
 
@@ -395,6 +413,7 @@ impl Cli {
                 ping_timeout: positive(self.ws_ping_timeout),
                 per_message_deflate: self.ws_per_message_deflate,
             },
+            statics: StaticConfig { mounts, max_age: self.static_max_age },
             log: LogConfig {
                 level: self.log_level,
                 access_log: self.access_log && !self.no_access_log,

@@ -23,6 +23,7 @@ pub struct Config {
     pub http: HttpConfig,
     pub proxy: ProxyConfig,
     pub ws: WsConfig,
+    pub statics: StaticConfig,
     pub log: LogConfig,
 }
 
@@ -157,6 +158,51 @@ pub struct WsConfig {
     pub ping_interval: Option<f64>,
     pub ping_timeout: Option<f64>,
     pub per_message_deflate: bool,
+}
+
+/// Directories served by the server itself, never reaching the app.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct StaticConfig {
+    pub mounts: Vec<StaticMount>,
+    /// `Cache-Control: public, max-age=N` on files served (None: no such header).
+    pub max_age: Option<u64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StaticMount {
+    /// URL path prefix without a trailing slash, e.g. "/static".
+    pub prefix: String,
+    /// Absolute path of the directory, resolved once in the master.
+    pub dir: PathBuf,
+}
+
+impl StaticMount {
+    /// Parses one `--static URL_PATH=DIR` value and checks the directory exists.
+    pub fn parse(spec: &str) -> Result<Self, String> {
+        let (prefix, dir) = spec
+            .split_once('=')
+            .ok_or_else(|| format!("'{spec}' must be URL_PATH=DIR, e.g. /static=./static"))?;
+        let prefix = prefix.trim().trim_end_matches('/');
+        if !prefix.starts_with('/') && !prefix.is_empty() {
+            return Err(format!("'{spec}': the URL path must start with '/', e.g. /static={dir}"));
+        }
+        if prefix.is_empty() {
+            return Err(format!(
+                "'{spec}': mounting files at '/' would hide the whole app; mount them under a path such as /static"
+            ));
+        }
+        if prefix.contains(['?', '#', '%']) || prefix.split('/').any(|s| s == "." || s == "..") {
+            return Err(format!("'{spec}': the URL path must be a plain path such as /static or /assets/img"));
+        }
+        let dir = std::path::Path::new(dir.trim());
+        let resolved = dir.canonicalize().map_err(|e| {
+            format!("'{spec}': cannot use the directory {}: {e}; create it or fix the path", dir.display())
+        })?;
+        if !resolved.is_dir() {
+            return Err(format!("'{spec}': {} is not a directory", dir.display()));
+        }
+        Ok(StaticMount { prefix: prefix.to_string(), dir: resolved })
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -15,13 +15,13 @@ use crate::worker::exchange::{Exchange, ResponseEvent};
 
 const FILE_CHUNK: usize = 256 * 1024;
 
-/// Reads up to `len` bytes into a fresh buffer without zero-filling it first.
-fn read_chunk(file: &std::fs::File, len: usize) -> std::io::Result<Bytes> {
+/// Reads up to `len` bytes at `offset` into a fresh buffer without zero-filling it first.
+fn read_chunk(file: &std::fs::File, offset: u64, len: usize) -> std::io::Result<Bytes> {
     use std::os::fd::AsRawFd;
     let mut buf = bytes::BytesMut::with_capacity(len);
     loop {
         // SAFETY: the kernel writes at most `len` bytes into the buffer's spare capacity.
-        let n = unsafe { libc::read(file.as_raw_fd(), buf.as_mut_ptr().cast(), len) };
+        let n = unsafe { libc::pread(file.as_raw_fd(), buf.as_mut_ptr().cast(), len, offset as libc::off_t) };
         if n >= 0 {
             // SAFETY: those `n` bytes are now initialized.
             unsafe { buf.set_len(n as usize) };
@@ -38,7 +38,8 @@ pub enum Kind {
     Empty,
     Full(Option<Bytes>),
     Stream(mpsc::UnboundedReceiver<ResponseEvent>),
-    File { file: std::fs::File, remaining: u64 },
+    /// `remaining` bytes from `offset` on: a whole file, or one byte range of it.
+    File { file: std::fs::File, offset: u64, remaining: u64 },
 }
 
 pub struct ResponseBody {
@@ -104,15 +105,16 @@ impl http_body::Body for ResponseBody {
                     Poll::Pending
                 }
             },
-            Kind::File { file, remaining } => {
+            Kind::File { file, offset, remaining } => {
                 if *remaining == 0 {
                     return this.end();
                 }
                 // Page-cache reads are as quick as a memcpy; like nginx without aio, read inline.
-                match read_chunk(file, (*remaining).min(FILE_CHUNK as u64) as usize) {
+                match read_chunk(file, *offset, (*remaining).min(FILE_CHUNK as u64) as usize) {
                     Ok(chunk) if chunk.is_empty() => Poll::Ready(Some(Err(std::io::Error::other("file shrank while being sent")))),
                     Ok(chunk) => {
                         *remaining -= chunk.len() as u64;
+                        *offset += chunk.len() as u64;
                         this.data(chunk)
                     }
                     Err(e) => Poll::Ready(Some(Err(e))),

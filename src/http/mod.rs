@@ -7,4 +7,5 @@ pub mod listeners;
 pub mod proxy;
 pub mod server;
 pub mod service;
+pub mod static_files;
 pub mod websocket;

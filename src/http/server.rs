@@ -13,6 +13,7 @@ use tokio::sync::watch;
 
 use super::access_log::{Entry, Format};
 use super::listeners::Inherited;
+use super::static_files::StaticFiles;
 use crate::config::Config;
 use crate::worker::bridge::Bridge;
 
@@ -26,6 +27,8 @@ pub struct ServerCtx {
     /// Requests served since the worker started, for --limit-max-requests.
     pub served: AtomicU64,
     pub extra_headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    /// --static mounts, answered before the app.
+    pub static_files: Option<StaticFiles>,
     /// Turns true when the worker starts draining.
     pub stop: watch::Receiver<bool>,
     /// Connections and WebSocket sessions still open: a stop waits for them.
@@ -72,7 +75,7 @@ impl Drop for OpenGuard {
 }
 
 impl ServerCtx {
-    pub fn new(config: Arc<Config>, bridge: Arc<Bridge>, stop: watch::Receiver<bool>) -> Self {
+    pub fn new(config: Arc<Config>, bridge: Arc<Bridge>, static_files: Option<StaticFiles>, stop: watch::Receiver<bool>) -> Self {
         let access_log = config.log.access_log.then(|| Format::parse(&config.log.access_log_format).expect("validated by the master"));
         let mut extra_headers = Vec::new();
         if config.http.server_header {
@@ -90,6 +93,7 @@ impl ServerCtx {
             active: AtomicUsize::new(0),
             served: AtomicU64::new(0),
             extra_headers,
+            static_files,
             stop,
             open: Arc::new(OpenCount::default()),
         }

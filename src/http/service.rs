@@ -38,6 +38,20 @@ pub async fn handle(mut req: Request<Incoming>, ctx: Arc<ServerCtx>, conn: ConnI
     if let Some(reason) = bad_framing(&parts.headers) {
         return Ok(plain(StatusCode::BAD_REQUEST, reason, true, log(entry)));
     }
+    let mut client = conn.peer;
+    let mut scheme = Scheme::Http;
+    super::proxy::apply(&ctx.config.proxy, conn.peer, &parts.headers, &mut client, &mut scheme);
+    let mut entry = entry;
+    if let Some(e) = entry.as_mut() {
+        e.remote = client.or(conn.peer);
+    }
+    if let Some(reply) = ctx.static_files.as_ref().and_then(|files| files.serve(&parts.method, &parts.uri, &parts.headers)) {
+        let (head, kind) = reply.into_parts();
+        let status = head.status.as_u16();
+        let mut response = Response::from_parts(head, ResponseBody::new(kind, status, None, log(entry)));
+        add_extra_headers(&ctx, response.headers_mut());
+        return Ok(response);
+    }
     let websocket = match upgrade {
         None => None,
         Some(Ok(up)) => Some(up),
@@ -55,14 +69,6 @@ pub async fn handle(mut req: Request<Incoming>, ctx: Arc<ServerCtx>, conn: ConnI
         Some(a) => a,
         None => return Ok(plain(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable: the server is at its concurrency limit", true, log(entry))),
     };
-
-    let mut client = conn.peer;
-    let mut scheme = Scheme::Http;
-    super::proxy::apply(&ctx.config.proxy, conn.peer, &parts.headers, &mut client, &mut scheme);
-    let mut entry = entry;
-    if let Some(e) = entry.as_mut() {
-        e.remote = client.or(conn.peer);
-    }
 
     let expects_continue = parts.headers.get(header::EXPECT).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
     let head = RequestHead { method: parts.method, uri: parts.uri, version: parts.version, headers: parts.headers, client, server: conn.local, scheme, websocket };
@@ -115,11 +121,7 @@ pub async fn handle(mut req: Request<Incoming>, ctx: Arc<ServerCtx>, conn: ConnI
     for (name, value) in headers {
         map.append(name, value);
     }
-    for (name, value) in &ctx.extra_headers {
-        if !map.contains_key(name) {
-            map.insert(name.clone(), value.clone());
-        }
-    }
+    add_extra_headers(&ctx, map);
     let kind = match body {
         Body::Full(bytes) => Kind::Full(Some(bytes)),
         Body::Streaming => Kind::Stream(responses),
@@ -128,7 +130,7 @@ pub async fn handle(mut req: Request<Incoming>, ctx: Arc<ServerCtx>, conn: ConnI
                 if !map.contains_key(header::CONTENT_LENGTH) {
                     map.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
                 }
-                Kind::File { file, remaining: len }
+                Kind::File { file, offset: 0, remaining: len }
             }
             Err(e) => {
                 crate::error!("http.response.pathsend: cannot send {}: {e}", path.display());
@@ -138,6 +140,15 @@ pub async fn handle(mut req: Request<Incoming>, ctx: Arc<ServerCtx>, conn: ConnI
     };
     *response.body_mut() = ResponseBody::new(kind, status.as_u16(), Some(ex), log(entry));
     Ok(response)
+}
+
+/// `server:` and --header values, unless the response set them itself.
+fn add_extra_headers(ctx: &ServerCtx, map: &mut http::HeaderMap) {
+    for (name, value) in &ctx.extra_headers {
+        if !map.contains_key(name) {
+            map.insert(name.clone(), value.clone());
+        }
+    }
 }
 
 /// The 101 that completes a WebSocket handshake the app accepted.

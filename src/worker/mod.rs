@@ -16,6 +16,7 @@ use std::sync::Arc;
 use crate::asgi::{AsgiContext, format_exception, lifespan};
 use crate::config::{Config, LoopChoice};
 use crate::http::listeners;
+use crate::http::static_files::StaticFiles;
 use crate::http::server::{self, ServerCtx};
 use crate::ipc::{self, CONTROL_FD, EXIT_BOOT_ERROR, FIRST_LISTENER_FD, ToWorker};
 use bridge::{Bridge, Event};
@@ -32,6 +33,10 @@ pub fn run(py: Python<'_>) -> PyResult<i32> {
     };
     crate::log::set_level(config.log.level);
     prepare_interpreter(py)?;
+    let static_files = match StaticFiles::open(&config.statics) {
+        Ok(files) => files,
+        Err(message) => return Ok(boot_failed(&mut control, message)),
+    };
 
     let app = match import_app(py, &config) {
         Ok(app) => app,
@@ -70,7 +75,9 @@ pub fn run(py: Python<'_>) -> PyResult<i32> {
     }
     let io_thread = {
         let (config, bridge) = (config.clone(), bridge.clone());
-        std::thread::Builder::new().name("ferrogate-io".into()).spawn(move || serve_io(config, bridge, inherited, control))?
+        std::thread::Builder::new()
+            .name("ferrogate-io".into())
+            .spawn(move || serve_io(config, bridge, static_files, inherited, control))?
     };
     crate::info!("Worker ready: serving {} with {}", config.app.target, loop_name(&event_loop));
 
@@ -87,7 +94,7 @@ pub fn run(py: Python<'_>) -> PyResult<i32> {
 
 /// The I/O thread: HTTP on the inherited listeners plus the control socket.
 /// It ends once the server has drained, and stops the event loop on its way out.
-fn serve_io(config: Arc<Config>, bridge: Arc<Bridge>, listeners: Vec<listeners::Inherited>, control: std::os::unix::net::UnixStream) {
+fn serve_io(config: Arc<Config>, bridge: Arc<Bridge>, static_files: Option<StaticFiles>, listeners: Vec<listeners::Inherited>, control: std::os::unix::net::UnixStream) {
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -98,7 +105,7 @@ fn serve_io(config: Arc<Config>, bridge: Arc<Bridge>, listeners: Vec<listeners::
     };
     runtime.block_on(async {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let ctx = Arc::new(ServerCtx::new(config, bridge.clone(), stop_rx));
+        let ctx = Arc::new(ServerCtx::new(config, bridge.clone(), static_files, stop_rx));
         let outbox = bridge.clone();
         tokio::spawn(async move { outbox.deliver_outbox().await });
         tokio::spawn(control::run(control, ctx.clone(), stop_tx));
