@@ -223,7 +223,10 @@ where
             service_fn(move |req| {
                 // Without waiters this only stores a permit: a couple of atomic operations.
                 first_request.notify_one();
-                super::service::handle(req, ctx.clone(), info)
+                // Boxed: hyper keeps the slot for the in-flight future allocated for the
+                // connection's lifetime, so an idle keep-alive connection would otherwise
+                // hold this future's 1.4 KiB; boxed, it holds a pointer.
+                Box::pin(super::service::handle(req, ctx.clone(), info))
             })
         };
         let mut conn = std::pin::pin!(builder.serve_connection(TokioIo::new(stream), service).with_upgrades());
