@@ -178,7 +178,7 @@ def test_client_disconnect_during_body_reaches_app(srv, tmp_path):
     with socket.create_connection(srv.address) as s:
         s.sendall(f"POST /disconnect?path={out} HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n".encode()
                   + b"x" * 10)
-    wait_until(out.exists, 10, message="the app never got http.disconnect after the client left mid-body")
+    wait_until(lambda: out.exists() and out.read_text(), 10, message="the app never got http.disconnect after the client left mid-body")
     assert "http.disconnect" in out.read_text()
     # The worker is fine afterwards.
     assert srv.get("/hello").status_code == 200
@@ -188,7 +188,7 @@ def test_client_disconnect_before_response_reaches_app(srv, tmp_path):
     out = tmp_path / "seen"
     with socket.create_connection(srv.address) as s:
         s.sendall(f"POST /disconnect?path={out} HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello".encode())
-    wait_until(out.exists, 10, message="the app never got http.disconnect after the client closed the connection")
+    wait_until(lambda: out.exists() and out.read_text(), 10, message="the app never got http.disconnect after the client closed the connection")
     assert out.read_text() == "http.disconnect"
 
 
@@ -198,7 +198,7 @@ def test_receive_after_response_returns_disconnect(srv, tmp_path):
         r = c.get("/after-response", params={"path": str(out)})
         assert r.text == "done"
         # The connection stays open (keep-alive); the app must still get http.disconnect.
-        wait_until(out.exists, 10, message="receive() after the response completed never returned")
+        wait_until(lambda: out.exists() and out.read_text(), 10, message="receive() after the response completed never returned")
         assert out.read_text() == "http.disconnect"
         assert c.get("/hello").status_code == 200
 
@@ -210,7 +210,7 @@ def test_send_raises_after_client_disconnects_mid_stream(srv, tmp_path):
         got = 0
         while got < 300_000:
             got += len(s.recv(65536))
-    wait_until(out.exists, 15, message="the app's send() never failed after the client went away")
+    wait_until(lambda: out.exists() and out.read_text(), 15, message="the app's send() never failed after the client went away")
     kind, is_oserror = out.read_text().split("|")
     assert kind != "never failed"
     assert is_oserror == "True", f"send() raised {kind}, expected an OSError (ClientDisconnected)"

@@ -174,7 +174,7 @@ def test_client_disconnect_is_not_logged_as_an_app_error(server_factory, tmp_pat
     with socket.create_connection(srv.address) as s:
         s.sendall(f"POST /disconnect?path={out} HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n".encode()
                   + b"x" * 10)
-    wait_until(out.exists, 10, message="the app never saw the disconnect")
+    wait_until(lambda: out.exists() and out.read_text(), 10, message="the app never saw the disconnect")
     # The same (only) worker serves one more request: by then the first one's epilogue has run.
     assert srv.get("/hello?after=1").status_code == 200
     srv.wait_for_log(r'"GET /hello\?after=1 HTTP/1\.1"', since=mark)

@@ -114,7 +114,7 @@ def test_client_close_code_and_reason_reach_the_app(srv, tmp_path):
         ws.send("x")
         ws.recv(timeout=10)
         ws.close(code=4002, reason="client bye")
-    wait_until(out.exists, 10, message="the app never received websocket.disconnect")
+    wait_until(lambda: out.exists() and out.read_text(), 10, message="the app never received websocket.disconnect")
     assert out.read_text() == "4002|client bye"
 
 
@@ -125,7 +125,7 @@ def test_abrupt_client_disconnect_reaches_the_app(srv, tmp_path):
         ws.recv(timeout=10)
         ws.socket.shutdown(socket.SHUT_RDWR)
         ws.socket.close()
-    wait_until(out.exists, 10, message="the app never received websocket.disconnect after the TCP connection dropped")
+    wait_until(lambda: out.exists() and out.read_text(), 10, message="the app never received websocket.disconnect after the TCP connection dropped")
     code = out.read_text().split("|")[0]
     assert code in ("1006", "1005", "1000"), out.read_text()
 

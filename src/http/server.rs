@@ -1,17 +1,14 @@
 //! Accepting connections and serving HTTP/1.1 on them, on the worker's I/O thread.
 
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use tokio::sync::Notify;
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 
 use super::access_log::{Entry, Format};
+use super::h1::conn::{self, Transport};
 use super::listeners::Inherited;
 use super::static_files::StaticFiles;
 use crate::config::Config;
@@ -119,29 +116,17 @@ pub struct ConnInfo {
 /// for at most the graceful timeout.
 pub async fn serve(listeners: Vec<Inherited>, ctx: Arc<ServerCtx>) {
     let mut stop = ctx.stop.clone();
-    let mut builder = http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .keep_alive(true)
-        .header_read_timeout(Duration::from_secs(ctx.config.http.keep_alive_timeout))
-        .max_header_size(ctx.config.http.max_header_size)
-        .max_buf_size(ctx.config.http.max_header_size.max(8192) + 8192)
-        .max_headers(ctx.config.http.max_headers)
-        .auto_date_header(ctx.config.http.date_header)
-        .writev(true);
-    let builder = Arc::new(builder);
-
     let mut accept_tasks = tokio::task::JoinSet::new();
     for listener in listeners {
-        let (ctx, builder) = (ctx.clone(), builder.clone());
+        let ctx = ctx.clone();
         accept_tasks.spawn(async move {
             match listener {
                 Inherited::Tcp(l) => match tokio::net::TcpListener::from_std(l) {
-                    Ok(l) => accept_tcp(l, ctx, builder).await,
+                    Ok(l) => accept_tcp(l, ctx).await,
                     Err(e) => crate::error!("cannot use an inherited TCP listener: {e}"),
                 },
                 Inherited::Unix(l) => match tokio::net::UnixListener::from_std(l) {
-                    Ok(l) => accept_unix(l, ctx, builder).await,
+                    Ok(l) => accept_unix(l, ctx).await,
                     Err(e) => crate::error!("cannot use an inherited unix listener: {e}"),
                 },
             }
@@ -173,7 +158,7 @@ pub async fn stopped(stop: &mut watch::Receiver<bool>) {
     }
 }
 
-async fn accept_tcp(listener: tokio::net::TcpListener, ctx: Arc<ServerCtx>, builder: Arc<http1::Builder>) {
+async fn accept_tcp(listener: tokio::net::TcpListener, ctx: Arc<ServerCtx>) {
     let local = listener.local_addr().ok();
     let mut stop = ctx.stop.clone();
     loop {
@@ -182,7 +167,7 @@ async fn accept_tcp(listener: tokio::net::TcpListener, ctx: Arc<ServerCtx>, buil
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
-                    spawn_connection(stream, ConnInfo { peer: Some(peer), local }, &ctx, &builder);
+                    spawn_connection(stream, ConnInfo { peer: Some(peer), local }, &ctx);
                 }
                 Err(e) => accept_failed(e).await,
             },
@@ -190,13 +175,13 @@ async fn accept_tcp(listener: tokio::net::TcpListener, ctx: Arc<ServerCtx>, buil
     }
 }
 
-async fn accept_unix(listener: tokio::net::UnixListener, ctx: Arc<ServerCtx>, builder: Arc<http1::Builder>) {
+async fn accept_unix(listener: tokio::net::UnixListener, ctx: Arc<ServerCtx>) {
     let mut stop = ctx.stop.clone();
     loop {
         tokio::select! {
             _ = stopped(&mut stop) => return,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => spawn_connection(stream, ConnInfo { peer: None, local: None }, &ctx, &builder),
+                Ok((stream, _)) => spawn_connection(stream, ConnInfo { peer: None, local: None }, &ctx),
                 Err(e) => accept_failed(e).await,
             },
         }
@@ -209,48 +194,11 @@ async fn accept_failed(e: std::io::Error) {
     tokio::time::sleep(Duration::from_millis(100)).await;
 }
 
-fn spawn_connection<S>(stream: S, info: ConnInfo, ctx: &Arc<ServerCtx>, builder: &Arc<http1::Builder>)
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
+fn spawn_connection<S: Transport>(stream: S, info: ConnInfo, ctx: &Arc<ServerCtx>) {
     let ctx = ctx.clone();
-    let builder = builder.clone();
     let open = ctx.open.enter();
     tokio::spawn(async move {
-        let first_request = Arc::new(Notify::new());
-        let service = {
-            let (ctx, first_request) = (ctx.clone(), first_request.clone());
-            service_fn(move |req| {
-                // Without waiters this only stores a permit: a couple of atomic operations.
-                first_request.notify_one();
-                // Boxed: hyper keeps the slot for the in-flight future allocated for the
-                // connection's lifetime, so an idle keep-alive connection would otherwise
-                // hold this future's 1.4 KiB; boxed, it holds a pointer.
-                Box::pin(super::service::handle(req, ctx.clone(), info))
-            })
-        };
-        let mut conn = std::pin::pin!(builder.serve_connection(TokioIo::new(stream), service).with_upgrades());
-        let mut stop = ctx.stop.clone();
-        let result = tokio::select! {
-            result = conn.as_mut() => result,
-            _ = stopped(&mut stop) => {
-                // A connection accepted just before the stop has its first request
-                // on the way: closing it as "idle" would fail that request. Give
-                // it a moment to arrive, then finish what is in flight and close.
-                let grace = Duration::from_secs(ctx.config.http.keep_alive_timeout.min(2));
-                let arrived = tokio::time::timeout(grace, first_request.notified());
-                tokio::select! {
-                    result = conn.as_mut() => result,
-                    _ = arrived => {
-                        conn.as_mut().graceful_shutdown();
-                        conn.await
-                    }
-                }
-            }
-        };
-        if let Err(e) = result {
-            crate::debug!("connection closed with an error: {e}");
-        }
+        conn::serve(stream, ctx, info).await;
         drop(open);
     });
 }

@@ -1,14 +1,13 @@
-//! One request through the pipeline: framing checks, limits, proxy headers,
-//! then the app, whose answer comes back as a response hyper can write.
+//! One request through the pipeline: proxy headers, static files, the
+//! WebSocket handshake, limits, then the app, whose answer comes back as a
+//! response for the connection to write.
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, header};
-use http_body_util::BodyExt;
-use hyper::body::Incoming;
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use tokio::sync::oneshot;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
 
 use super::access_log::Entry;
 use super::body::{Kind, ResponseBody};
@@ -17,15 +16,58 @@ use super::websocket::{self, handshake::{self, Upgrade}};
 use crate::worker::bridge::Event;
 use crate::worker::exchange::{Body, Exchange, RequestHead, ResponseEvent, Scheme};
 
-pub async fn handle(mut req: Request<Incoming>, ctx: Arc<ServerCtx>, conn: ConnInfo) -> Result<Response<ResponseBody>, Infallible> {
+/// What the pipeline made of a request head.
+pub enum Dispatched {
+    /// Answered without the app: an error, a static file.
+    Answer(Response<ResponseBody>),
+    /// The app has it; the connection feeds it the body and awaits its reply.
+    App(AppCall),
+}
+
+/// A request the app is handling.
+pub struct AppCall {
+    pub ex: Arc<Exchange>,
+    /// Taken by `reply`.
+    responses: Option<mpsc::UnboundedReceiver<ResponseEvent>>,
+    ctx: Arc<ServerCtx>,
+    entry: Option<Entry>,
+    guard: DisconnectGuard,
+    _active: Active,
+}
+
+/// The app's first answer.
+pub enum Reply {
+    Response(Response<ResponseBody>),
+    /// A 101 to write, then the socket goes to the WebSocket session.
+    Upgrade(Response<ResponseBody>, WebSocketStart),
+}
+
+/// What the WebSocket session needs once the 101 is on the wire.
+pub struct WebSocketStart {
+    ex: Arc<Exchange>,
+    responses: mpsc::UnboundedReceiver<ResponseEvent>,
+    upgrade: Upgrade,
+    ctx: Arc<ServerCtx>,
+}
+
+impl WebSocketStart {
+    pub async fn run<IO: AsyncRead + AsyncWrite + Unpin>(self, io: IO, leftover: bytes::BytesMut) {
+        let WebSocketStart { ex, responses, upgrade, ctx } = self;
+        websocket::session::run(io, leftover, ex, responses, ctx.config.ws.clone(), upgrade.deflate, ctx.stop.clone()).await;
+    }
+}
+
+/// Runs the pipeline stages on a parsed head: framing, proxy headers, static
+/// files, the WebSocket handshake, limits; what is left goes to the app.
+/// `body_empty`: the request has no body at all.
+pub fn dispatch(req: Request<()>, body_empty: bool, ctx: &Arc<ServerCtx>, conn: ConnInfo) -> Dispatched {
     ctx.served.fetch_add(1, Ordering::Relaxed);
     let upgrade = match ctx.config.ws.enabled {
         true => handshake::detect(req.method(), req.headers(), ctx.config.ws.per_message_deflate),
         false => None,
     };
-    let on_upgrade = matches!(upgrade, Some(Ok(_))).then(|| hyper::upgrade::on(&mut req));
-    let (parts, body) = req.into_parts();
-    let entry = ctx.access_log.as_ref().map(|_| Entry {
+    let (parts, ()) = req.into_parts();
+    let mut entry = ctx.access_log.as_ref().map(|_| Entry {
         remote: conn.peer,
         method: parts.method.clone(),
         uri: parts.uri.clone(),
@@ -35,13 +77,9 @@ pub async fn handle(mut req: Request<Incoming>, ctx: Arc<ServerCtx>, conn: ConnI
     });
     let log = |entry: Option<Entry>| entry.map(|e| (ctx.clone(), e));
 
-    if let Some(reason) = bad_framing(&parts.headers) {
-        return Ok(plain(StatusCode::BAD_REQUEST, reason, true, log(entry)));
-    }
     let mut client = conn.peer;
     let mut scheme = Scheme::Http;
     super::proxy::apply(&ctx.config.proxy, conn.peer, &parts.headers, &mut client, &mut scheme);
-    let mut entry = entry;
     if let Some(e) = entry.as_mut() {
         e.remote = client.or(conn.peer);
     }
@@ -49,8 +87,8 @@ pub async fn handle(mut req: Request<Incoming>, ctx: Arc<ServerCtx>, conn: ConnI
         let (head, kind) = reply.into_parts();
         let status = head.status.as_u16();
         let mut response = Response::from_parts(head, ResponseBody::new(kind, status, None, log(entry)));
-        add_extra_headers(&ctx, response.headers_mut());
-        return Ok(response);
+        add_extra_headers(ctx, response.headers_mut());
+        return Dispatched::Answer(response);
     }
     let websocket = match upgrade {
         None => None,
@@ -62,84 +100,79 @@ pub async fn handle(mut req: Request<Incoming>, ctx: Arc<ServerCtx>, conn: ConnI
             if version_mismatch {
                 r.headers_mut().insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
             }
-            return Ok(r);
+            return Dispatched::Answer(r);
         }
     };
-    let _active = match Active::enter(&ctx) {
-        Some(a) => a,
-        None => return Ok(plain(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable: the server is at its concurrency limit", true, log(entry))),
+    let Some(active) = Active::enter(ctx) else {
+        return Dispatched::Answer(plain(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable: the server is at its concurrency limit", true, log(entry)));
     };
 
-    let expects_continue = parts.headers.get(header::EXPECT).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
     let head = RequestHead { method: parts.method, uri: parts.uri, version: parts.version, headers: parts.headers, client, server: conn.local, scheme, websocket };
-    let (ex, mut responses) = Exchange::new(head, ctx.bridge.clone());
-    let guard = DisconnectGuard(Some(ex.clone()));
-
-    let (body_failed_tx, mut body_failed) = oneshot::channel();
-    if http_body::Body::is_end_stream(&body) {
+    let (ex, responses) = Exchange::new(head, ctx.bridge.clone());
+    if body_empty {
         ex.push_body(Bytes::new(), true);
-    } else {
-        // Without `Expect: 100-continue` the body is usually already here: read its first chunk now.
-        tokio::spawn(read_body(body, ex.clone(), !expects_continue, body_failed_tx));
     }
     ctx.bridge.push(Event::Request(ex.clone()));
+    let guard = DisconnectGuard(Some(ex.clone()));
+    Dispatched::App(AppCall { ex, responses: Some(responses), ctx: ctx.clone(), entry, guard, _active: active })
+}
 
-    let first = tokio::select! {
-        first = responses.recv() => first,
-        Ok(()) = &mut body_failed => {
-            return Ok(plain(StatusCode::BAD_REQUEST, "Bad Request: malformed request body", true, log(entry)));
+impl AppCall {
+    /// Waits for the app's response head (or its WebSocket accept). Cancel-safe
+    /// until it returns; call it once.
+    pub async fn reply(&mut self) -> Reply {
+        let ctx = self.ctx.clone();
+        let log = |entry: Option<Entry>| entry.map(|e| (ctx.clone(), e));
+        let Some(responses) = self.responses.as_mut() else {
+            return Reply::Response(plain(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error", true, log(self.entry.take())));
+        };
+        let (status, headers, body) = match responses.recv().await {
+            Some(ResponseEvent::Start { status, headers, body }) => (status, headers, body),
+            Some(ResponseEvent::Accept { subprotocol, headers }) if self.ex.head.websocket.is_some() => {
+                self.guard.disarm();
+                let upgrade = self.ex.head.websocket.clone().expect("checked");
+                let response = switching_protocols(&upgrade, subprotocol, headers, log(self.entry.take()));
+                let responses = self.responses.take().expect("present");
+                let start = WebSocketStart { ex: self.ex.clone(), responses, upgrade, ctx: self.ctx.clone() };
+                return Reply::Upgrade(response, start);
+            }
+            // The app side dropped its end without a word: only possible if the worker is stopping.
+            _ => return Reply::Response(plain(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable", true, log(self.entry.take()))),
+        };
+        self.guard.disarm();
+
+        let mut response = Response::new(ResponseBody::empty());
+        *response.status_mut() = status;
+        let map = response.headers_mut();
+        for (name, value) in headers {
+            map.append(name, value);
         }
-    };
-    let (status, headers, body) = match first {
-        Some(ResponseEvent::Start { status, headers, body }) => (status, headers, body),
-        Some(ResponseEvent::Accept { subprotocol, headers }) if on_upgrade.is_some() => {
-            guard.disarm();
-            let upgrade = ex.head.websocket.clone().expect("accept only comes for websockets");
-            let response = switching_protocols(&upgrade, subprotocol, headers, log(entry));
-            let (on_upgrade, ws, stop) = (on_upgrade.expect("checked"), ctx.config.ws.clone(), ctx.stop.clone());
-            let open = ctx.open.enter();
-            tokio::spawn(async move {
-                let _open = open;
-                match on_upgrade.await {
-                    Ok(io) => websocket::session::run(hyper_util::rt::TokioIo::new(io), ex, responses, ws, upgrade.deflate, stop).await,
-                    Err(e) => {
-                        crate::debug!("WebSocket upgrade failed: {e}");
-                        ex.ws_closed(1006, String::new());
+        add_extra_headers(&ctx, map);
+        let kind = match body {
+            Body::Full(bytes) => Kind::Full(Some(bytes)),
+            Body::Streaming => Kind::Stream(self.responses.take().expect("present")),
+            Body::File(path) => match open_file(&path) {
+                Ok((file, len)) => {
+                    if !map.contains_key(header::CONTENT_LENGTH) {
+                        map.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
                     }
+                    Kind::File { file, offset: 0, remaining: len }
                 }
-            });
-            return Ok(response);
-        }
-        // The app side dropped its end without a word: only possible if the worker is stopping.
-        _ => return Ok(plain(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable", true, log(entry))),
-    };
-    guard.disarm();
-
-    let mut response = Response::new(ResponseBody::empty());
-    *response.status_mut() = status;
-    let map = response.headers_mut();
-    for (name, value) in headers {
-        map.append(name, value);
+                Err(e) => {
+                    crate::error!("http.response.pathsend: cannot send {}: {e}", path.display());
+                    return Reply::Response(plain(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error", false, log(self.entry.take())));
+                }
+            },
+        };
+        *response.body_mut() = ResponseBody::new(kind, status.as_u16(), Some(self.ex.clone()), log(self.entry.take()));
+        Reply::Response(response)
     }
-    add_extra_headers(&ctx, map);
-    let kind = match body {
-        Body::Full(bytes) => Kind::Full(Some(bytes)),
-        Body::Streaming => Kind::Stream(responses),
-        Body::File(path) => match open_file(&path) {
-            Ok((file, len)) => {
-                if !map.contains_key(header::CONTENT_LENGTH) {
-                    map.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-                }
-                Kind::File { file, offset: 0, remaining: len }
-            }
-            Err(e) => {
-                crate::error!("http.response.pathsend: cannot send {}: {e}", path.display());
-                return Ok(plain(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error", false, log(entry)));
-            }
-        },
-    };
-    *response.body_mut() = ResponseBody::new(kind, status.as_u16(), Some(ex), log(entry));
-    Ok(response)
+
+    /// The request body was malformed before the app answered: a 400, logged.
+    pub fn bad_body(&mut self) -> Response<ResponseBody> {
+        let log = self.entry.take().map(|e| (self.ctx.clone(), e));
+        plain(StatusCode::BAD_REQUEST, "Bad Request: malformed request body", true, log)
+    }
 }
 
 /// `server:` and --header values, unless the response set them itself.
@@ -182,17 +215,6 @@ fn open_file(path: &std::path::Path) -> std::io::Result<(std::fs::File, u64)> {
     Ok((file, meta.len()))
 }
 
-/// Request framing hyper lets through. (Content-Length together with
-/// Transfer-Encoding never gets here: hyper drops the Content-Length, reads the
-/// body as chunked and closes the connection after the response, as RFC 9112
-/// section 6.1 allows, so no second request can be smuggled behind it.)
-fn bad_framing(headers: &http::HeaderMap) -> Option<&'static str> {
-    if headers.get_all(header::TRANSFER_ENCODING).iter().count() > 1 {
-        return Some("Bad Request: Transfer-Encoding given more than once");
-    }
-    None
-}
-
 /// A response ferrogate writes itself, never reaching the app.
 pub fn plain(status: StatusCode, message: &str, close: bool, log: Option<(Arc<ServerCtx>, Entry)>) -> Response<ResponseBody> {
     let body = Bytes::from(format!("{message}\n"));
@@ -206,48 +228,11 @@ pub fn plain(status: StatusCode, message: &str, close: bool, log: Option<(Arc<Se
     response
 }
 
-/// Feeds the request body to the app one chunk at a time, reading the next
-/// only once the app has taken the last: an upload never piles up in memory.
-async fn read_body(mut body: Incoming, ex: Arc<Exchange>, eager: bool, failed: oneshot::Sender<()>) {
-    // Once the response is complete the app will never read the rest: dropping
-    // the body lets hyper discard it (or close the connection) instead of waiting.
-    let answered = |ex: &Exchange| ex.lock().response_complete;
-    if !eager {
-        ex.wants_more.notified().await;
-    }
-    loop {
-        if answered(&ex) {
-            return;
-        }
-        match body.frame().await {
-            Some(Ok(frame)) => {
-                let Ok(data) = frame.into_data() else { continue };
-                let last = http_body::Body::is_end_stream(&body);
-                ex.push_body(data, last);
-                if last {
-                    return;
-                }
-                ex.wants_more.notified().await;
-            }
-            Some(Err(e)) => {
-                crate::debug!("request body failed: {e}");
-                let _ = failed.send(());
-                ex.mark_disconnected();
-                return;
-            }
-            None => {
-                ex.push_body(Bytes::new(), true);
-                return;
-            }
-        }
-    }
-}
-
 /// Tells the app the client is gone if hyper drops the request before a response started.
 struct DisconnectGuard(Option<Arc<Exchange>>);
 
 impl DisconnectGuard {
-    fn disarm(mut self) {
+    fn disarm(&mut self) {
         self.0 = None;
     }
 }
@@ -261,12 +246,12 @@ impl Drop for DisconnectGuard {
 }
 
 /// A slot in --limit-concurrency, released on drop.
-struct Active<'a>(&'a ServerCtx);
+struct Active(Arc<ServerCtx>);
 
-impl<'a> Active<'a> {
-    fn enter(ctx: &'a ServerCtx) -> Option<Self> {
+impl Active {
+    fn enter(ctx: &Arc<ServerCtx>) -> Option<Self> {
         let now = ctx.active.fetch_add(1, Ordering::AcqRel) + 1;
-        let slot = Active(ctx);
+        let slot = Active(ctx.clone());
         match ctx.config.http.limit_concurrency {
             Some(limit) if now > limit => None,
             _ => Some(slot),
@@ -274,9 +259,8 @@ impl<'a> Active<'a> {
     }
 }
 
-impl Drop for Active<'_> {
+impl Drop for Active {
     fn drop(&mut self) {
         self.0.active.fetch_sub(1, Ordering::AcqRel);
     }
 }
-

@@ -36,8 +36,10 @@ enum Flow {
     Done,
 }
 
+/// `leftover`: bytes the client sent after its opening request, already read.
 pub async fn run<IO>(
     io: IO,
+    leftover: BytesMut,
     ex: Arc<Exchange>,
     mut app: mpsc::UnboundedReceiver<ResponseEvent>,
     config: WsConfig,
@@ -49,7 +51,8 @@ where
 {
     let (mut reader, writer) = tokio::io::split(io);
     let mut s = Session { ex: &ex, writer, codec: deflate.map(Codec::new), max_size: config.max_size, partial: None, out: BytesMut::new() };
-    let mut buf = BytesMut::with_capacity(8 * 1024);
+    let mut buf = leftover;
+    buf.reserve(8 * 1024);
     let mut paused = false;
     let max_queue = config.max_queue;
     let ping_every = config.ping_interval.map(Duration::from_secs_f64);

@@ -1,0 +1,534 @@
+//! One HTTP/1.1 connection, from its first byte to its close.
+//!
+//! Between requests a connection holds no buffer at all: it waits for the
+//! socket to become readable, and only then takes a read buffer. Everything a
+//! request needs lives in a box that is freed when its response is written.
+//! That is what keeps an idle keep-alive connection to a few hundred bytes.
+
+use bytes::{Bytes, BytesMut};
+use http::{Method, Response, StatusCode, Version, header};
+use http_body::Body as _;
+use std::io::IoSlice;
+use std::pin::{Pin, pin};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::Instant;
+
+use super::decode::{Decoded, Decoder};
+use super::encode::{self, BodyFraming};
+use super::parse::{self, Framing, Head, Limits, Refusal};
+use crate::http::body::ResponseBody;
+use crate::http::server::{ConnInfo, ServerCtx, stopped};
+use crate::http::service::{self, Dispatched, Reply};
+use crate::worker::exchange::Exchange;
+
+/// A socket a connection can run on.
+pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static {
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>>;
+}
+
+impl Transport for tokio::net::TcpStream {
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        tokio::net::TcpStream::poll_read_ready(self, cx)
+    }
+}
+
+impl Transport for tokio::net::UnixStream {
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        tokio::net::UnixStream::poll_read_ready(self, cx)
+    }
+}
+
+/// First read for a request head; grows up to --max-header-size.
+const HEAD_READ: usize = 4096;
+/// Reads while a request body streams in.
+const BODY_READ: usize = 64 * 1024;
+/// Bytes read ahead (pipelined requests) while a response is in progress.
+const READ_AHEAD: usize = 64 * 1024;
+/// An unread request body up to this size is read and dropped to keep the connection.
+const DRAIN_LIMIT: u64 = 256 * 1024;
+const DRAIN_TIME: Duration = Duration::from_secs(2);
+/// How long a refused request's connection reads and drops input before closing,
+/// so the client reads our error instead of a reset.
+const LINGER: Duration = Duration::from_secs(1);
+/// A connection accepted just before a stop gets this long for its first request.
+const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(2);
+
+pub async fn serve<IO: Transport>(io: IO, ctx: Arc<ServerCtx>, info: ConnInfo) {
+    let mut conn = Conn { io, buf: BytesMut::new(), ctx, info, served: 0, stop: None };
+    conn.stop = Some(conn.ctx.stop.clone());
+    loop {
+        let head = match conn.next_head().await {
+            Next::Head(head) => head,
+            Next::Close => break,
+            Next::Refuse(refusal) => {
+                let response = service::plain(refusal.status, refusal.reason, true, None);
+                let _ = conn.write_simple(response, Version::HTTP_11).await;
+                conn.linger().await;
+                break;
+            }
+        };
+        conn.served += 1;
+        // Boxed: its state is large and lives only while this request does.
+        match Box::pin(conn.exchange(head)).await {
+            After::KeepAlive => continue,
+            After::Close => break,
+            After::Linger => {
+                conn.linger().await;
+                break;
+            }
+        }
+    }
+    let _ = conn.io.shutdown().await;
+}
+
+enum Next {
+    Head(Head),
+    Close,
+    Refuse(Refusal),
+}
+
+enum After {
+    KeepAlive,
+    Close,
+    /// Close, after reading and dropping what the client still sends.
+    Linger,
+}
+
+struct Conn<IO> {
+    io: IO,
+    buf: BytesMut,
+    ctx: Arc<ServerCtx>,
+    info: ConnInfo,
+    served: u64,
+    /// None once the worker started stopping (the signal was seen).
+    stop: Option<tokio::sync::watch::Receiver<bool>>,
+}
+
+impl<IO: Transport> Conn<IO> {
+    fn stopping(&self) -> bool {
+        self.stop.as_ref().is_none_or(|s| *s.borrow())
+    }
+
+    /// Waits for the next request head, for at most --timeout-keep-alive.
+    async fn next_head(&mut self) -> Next {
+        let http = &self.ctx.config.http;
+        let limits = Limits { max_head: http.max_header_size, max_headers: http.max_headers };
+        let mut deadline = Instant::now() + Duration::from_secs(http.keep_alive_timeout);
+        loop {
+            if !self.buf.is_empty() {
+                match parse::parse(&mut self.buf, &limits) {
+                    Ok(Some(head)) => return Next::Head(head),
+                    Ok(None) => {}
+                    Err(refusal) => return Next::Refuse(refusal),
+                }
+            } else {
+                // Nothing pending: give the buffer back while the connection idles.
+                self.buf = BytesMut::new();
+                if self.served > 0 && self.stopping() {
+                    return Next::Close;
+                }
+            }
+            let stop = async {
+                match self.stop.as_mut() {
+                    Some(s) => stopped(s).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let io = &self.io;
+            tokio::select! {
+                ready = std::future::poll_fn(|cx| io.poll_read_ready(cx)) => {
+                    if ready.is_err() {
+                        return Next::Close;
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline) => return Next::Close,
+                _ = stop => {
+                    self.stop = None;
+                    if self.buf.is_empty() {
+                        if self.served > 0 {
+                            return Next::Close;
+                        }
+                        // A first request may be on its way: finish it, then close.
+                        deadline = deadline.min(Instant::now() + FIRST_REQUEST_GRACE);
+                    }
+                    continue;
+                }
+            }
+            let want = if self.buf.is_empty() { HEAD_READ } else { self.buf.len().max(HEAD_READ) };
+            self.buf.reserve(want);
+            match self.io.read_buf(&mut self.buf).await {
+                Ok(0) | Err(_) => return Next::Close,
+                Ok(_) => {}
+            }
+        }
+    }
+
+    /// One request: dispatch it, feed its body, write its response.
+    async fn exchange(&mut self, head: Head) -> After {
+        let version = head.request.version();
+        let is_head = head.request.method() == Method::HEAD;
+        let mut keep_alive = head.keep_alive && !self.stopping();
+        let mut pump = Pump::new(head.framing, head.expect_continue);
+        let call = service::dispatch(head.request, head.framing == Framing::Length(0), &self.ctx, self.info);
+        let mut call = match call {
+            Dispatched::Answer(response) => {
+                let ok = self.write(response, version, is_head, &mut keep_alive).await;
+                return self.after_response(ok, keep_alive, &mut pump).await;
+            }
+            Dispatched::App(call) => call,
+        };
+
+        // Phase 1: until the app answers, feed it the body and watch for the client leaving.
+        let ex = call.ex.clone();
+        let reply = {
+            let (mut rd, mut wr) = tokio::io::split(&mut self.io);
+            let mut reply = pin!(call.reply());
+            loop {
+                tokio::select! {
+                    biased;
+                    r = &mut reply => break Some(r),
+                    event = pump.next(&mut rd, &mut self.buf, &ex) => match event {
+                        PumpEvent::SendContinue => {
+                            if wr.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await.is_err() {
+                                return After::Close;
+                            }
+                        }
+                        // Gone before the answer: dropping `call` tells the app.
+                        PumpEvent::Eof => return After::Close,
+                        PumpEvent::Malformed => break None,
+                    },
+                }
+            }
+        };
+        let reply = match reply {
+            Some(r) => r,
+            None => {
+                call.ex.mark_disconnected();
+                let response = call.bad_body();
+                let _ = self.write_simple(response, version).await;
+                return After::Linger;
+            }
+        };
+        drop(call); // releases the --limit-concurrency slot, as the response starts
+        match reply {
+            Reply::Response(response) => {
+                let ok = self.write_while_pumping(response, version, is_head, &mut keep_alive, &mut pump, &ex).await;
+                self.after_response(ok, keep_alive, &mut pump).await
+            }
+            Reply::Upgrade(response, start) => {
+                let mut no_keep_alive = false;
+                if !self.write(response, version, false, &mut no_keep_alive).await {
+                    return After::Close;
+                }
+                let leftover = std::mem::take(&mut self.buf);
+                start.run(&mut self.io, leftover).await;
+                After::Close
+            }
+        }
+    }
+
+    /// Writes the response while still feeding the app any body it asks for.
+    async fn write_while_pumping(&mut self, response: Response<ResponseBody>, version: Version, is_head: bool, keep_alive: &mut bool, pump: &mut Pump, ex: &Arc<Exchange>) -> bool {
+        let (mut rd, mut wr) = tokio::io::split(&mut self.io);
+        let date = self.ctx.config.http.date_header;
+        let mut write = pin!(write_response(&mut wr, response, version, is_head, keep_alive, date));
+        loop {
+            tokio::select! {
+                biased;
+                ok = &mut write => return ok,
+                event = pump.next(&mut rd, &mut self.buf, ex), if !pump.stalled => match event {
+                    // Too late for a 100 once the final response has started.
+                    PumpEvent::SendContinue => {}
+                    // The client left (dropping the body tells the app), or sent garbage.
+                    PumpEvent::Eof | PumpEvent::Malformed => return false,
+                },
+            }
+        }
+    }
+
+    async fn write(&mut self, response: Response<ResponseBody>, version: Version, is_head: bool, keep_alive: &mut bool) -> bool {
+        let date = self.ctx.config.http.date_header;
+        write_response(&mut self.io, response, version, is_head, keep_alive, date).await
+    }
+
+    /// An error answer; the connection closes after it.
+    async fn write_simple(&mut self, response: Response<ResponseBody>, version: Version) -> bool {
+        let mut keep_alive = false;
+        self.write(response, version, false, &mut keep_alive).await
+    }
+
+    /// After a response: keep the connection if the request body was read to its
+    /// end (or is small enough to read and drop now).
+    async fn after_response(&mut self, written: bool, keep_alive: bool, pump: &mut Pump) -> After {
+        if !written {
+            return After::Close;
+        }
+        if !pump.decoder.is_done() {
+            let small = match pump.decoder {
+                Decoder::Length(n) => n <= DRAIN_LIMIT,
+                Decoder::Chunked(_) => true,
+            };
+            if !keep_alive || !small {
+                return After::Linger;
+            }
+            match tokio::time::timeout(DRAIN_TIME, pump.drain(&mut self.io, &mut self.buf)).await {
+                Ok(true) => {}
+                _ => return After::Linger,
+            }
+        }
+        if keep_alive { After::KeepAlive } else { After::Close }
+    }
+
+    /// Stops writing, then reads and drops input for a moment, so that the
+    /// client sees our response rather than a connection reset.
+    async fn linger(&mut self) {
+        let _ = self.io.shutdown().await;
+        let mut sink = [0u8; 4096];
+        let _ = tokio::time::timeout(LINGER, async {
+            let mut total = 0usize;
+            while let Ok(n) = self.io.read(&mut sink).await {
+                total += n;
+                if n == 0 || total > 1024 * 1024 {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
+}
+
+enum PumpEvent {
+    /// The app wants the body of an `Expect: 100-continue` request: say so first.
+    SendContinue,
+    /// The client closed its side.
+    Eof,
+    /// The body broke its framing.
+    Malformed,
+}
+
+/// Moves the request body from the socket to the app, one chunk per ask.
+struct Pump {
+    decoder: Decoder,
+    /// The app may take a chunk now (the first one is offered at once, as it is
+    /// usually already here, unless the client waits for a 100 Continue).
+    may_push: bool,
+    continue_pending: bool,
+    /// The app has everything, or will never read more.
+    body_delivered: bool,
+    /// Read-ahead is full: stop reading until the response is written.
+    stalled: bool,
+}
+
+impl Pump {
+    fn new(framing: Framing, expect_continue: bool) -> Self {
+        let empty = framing == Framing::Length(0);
+        Pump { decoder: Decoder::new(framing), may_push: !expect_continue, continue_pending: expect_continue && !empty, body_delivered: empty, stalled: false }
+    }
+
+    /// Runs until something needs the connection's attention. Cancel-safe:
+    /// bytes read stay in `buf`, and a chunk is pushed in the same step it is decoded.
+    async fn next<R: AsyncRead + Unpin>(&mut self, rd: &mut R, buf: &mut BytesMut, ex: &Arc<Exchange>) -> PumpEvent {
+        loop {
+            if self.body_delivered {
+                // Nothing more to feed: watch for the client closing, and keep
+                // what it pipelines behind this request.
+                if buf.len() >= READ_AHEAD {
+                    self.stalled = true;
+                    return std::future::pending().await;
+                }
+                buf.reserve(HEAD_READ);
+                match rd.read_buf(buf).await {
+                    Ok(0) | Err(_) => return PumpEvent::Eof,
+                    Ok(_) => continue,
+                }
+            }
+            if !self.may_push {
+                ex.wants_more.notified().await;
+                self.may_push = true;
+                if ex.lock().response_complete {
+                    // The app answered and will never read the rest.
+                    self.body_delivered = true;
+                    continue;
+                }
+                if std::mem::take(&mut self.continue_pending) {
+                    return PumpEvent::SendContinue;
+                }
+            }
+            match self.decoder.decode(buf) {
+                Err(malformed) => {
+                    crate::debug!("malformed request body: {}", malformed.0);
+                    return PumpEvent::Malformed;
+                }
+                Ok(Decoded::Data(chunk)) => {
+                    let last = self.decoder.is_done();
+                    ex.push_body(chunk, last);
+                    self.body_delivered = last;
+                    self.may_push = false;
+                }
+                Ok(Decoded::Done) => {
+                    ex.push_body(Bytes::new(), true);
+                    self.body_delivered = true;
+                }
+                Ok(Decoded::NeedMore) => {
+                    buf.reserve(BODY_READ);
+                    match rd.read_buf(buf).await {
+                        Ok(0) | Err(_) => {
+                            ex.mark_disconnected();
+                            return PumpEvent::Eof;
+                        }
+                        Ok(_) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads and drops the rest of a body nobody will read; true if it ended.
+    async fn drain<R: AsyncRead + Unpin>(&mut self, rd: &mut R, buf: &mut BytesMut) -> bool {
+        let mut dropped = 0u64;
+        loop {
+            match self.decoder.decode(buf) {
+                Err(_) => return false,
+                Ok(Decoded::Done) => return true,
+                Ok(Decoded::Data(chunk)) => {
+                    dropped += chunk.len() as u64;
+                    if dropped > DRAIN_LIMIT {
+                        return false;
+                    }
+                }
+                Ok(Decoded::NeedMore) => {
+                    buf.reserve(BODY_READ);
+                    match rd.read_buf(buf).await {
+                        Ok(0) | Err(_) => return false,
+                        Ok(_) => {}
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Writes a response: head, then the body framed as decided. Returns false if
+/// the connection can no longer be used (write failed, or the body broke off).
+/// `keep_alive` comes in as what the request allows and goes out as what the
+/// response allows.
+async fn write_response<W: AsyncWrite + Unpin>(wr: &mut W, response: Response<ResponseBody>, version: Version, is_head: bool, keep_alive: &mut bool, date: bool) -> bool {
+    let (parts, mut body) = response.into_parts();
+    let framing = encode::framing(parts.status, is_head, version, &parts.headers, body.size_hint().exact());
+    let app_closes = parts.headers.get_all(header::CONNECTION).iter().any(|v| v.as_bytes().split(|&b| b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close")));
+    let upgrade = parts.status == StatusCode::SWITCHING_PROTOCOLS;
+    *keep_alive &= !app_closes && framing != BodyFraming::UntilClose;
+    let connection = match () {
+        _ if upgrade => None,
+        _ if !*keep_alive => Some("close"),
+        _ if version == Version::HTTP_10 => Some("keep-alive"),
+        _ => None,
+    };
+    let mut head = Vec::with_capacity(256);
+    encode::head(&mut head, version, parts.status, &parts.headers, framing, connection, date);
+    drop(parts);
+
+    let sends_body = !is_head && !matches!(framing, BodyFraming::Empty);
+    if !sends_body {
+        // Whatever body there is goes unread (HEAD, 204, 304), as the protocol says.
+        let ok = wr.write_all(&head).await.is_ok();
+        drop(body);
+        return ok;
+    }
+    let mut head = Some(head);
+    let mut sent = 0u64;
+    loop {
+        let frame = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await;
+        let data = match frame {
+            None => break,
+            Some(Err(_)) => {
+                // The body broke off: what went out stays, the framing cannot be completed.
+                if let Some(h) = head.take() {
+                    let _ = wr.write_all(&h).await;
+                }
+                *keep_alive = false;
+                return false;
+            }
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(d) if !d.is_empty() => d,
+                _ => continue,
+            },
+        };
+        if let BodyFraming::Length(n) = framing
+            && sent + data.len() as u64 > n
+        {
+            // More than announced: never put it on the wire as the next "response".
+            *keep_alive = false;
+            return false;
+        }
+        sent += data.len() as u64;
+        let end = body.is_end_stream();
+        let mut size_line = [0u8; 20];
+        let chunked = framing == BodyFraming::Chunked;
+        let size_len = if chunked { chunk_size_line(&mut size_line, data.len()) } else { 0 };
+        let trailer: &[u8] = match (chunked, end) {
+            (true, true) => b"\r\n0\r\n\r\n",
+            (true, false) => b"\r\n",
+            _ => b"",
+        };
+        let head_bytes = head.take();
+        let mut slices = [
+            IoSlice::new(head_bytes.as_deref().unwrap_or_default()),
+            IoSlice::new(&size_line[..size_len]),
+            IoSlice::new(&data),
+            IoSlice::new(trailer),
+        ];
+        if write_all_vectored(wr, &mut slices).await.is_err() {
+            return false;
+        }
+        if end {
+            return finish(body, framing, sent, keep_alive);
+        }
+    }
+    let tail: &[u8] = if framing == BodyFraming::Chunked { b"0\r\n\r\n" } else { b"" };
+    let head_bytes = head.take();
+    let mut slices = [IoSlice::new(head_bytes.as_deref().unwrap_or_default()), IoSlice::new(tail)];
+    if write_all_vectored(wr, &mut slices).await.is_err() {
+        return false;
+    }
+    finish(body, framing, sent, keep_alive)
+}
+
+/// The body ended: a length-framed response must have sent all it announced.
+fn finish(body: ResponseBody, framing: BodyFraming, sent: u64, keep_alive: &mut bool) -> bool {
+    drop(body);
+    match framing {
+        BodyFraming::Length(n) if sent < n => {
+            *keep_alive = false;
+            false
+        }
+        BodyFraming::UntilClose => {
+            *keep_alive = false;
+            true
+        }
+        _ => true,
+    }
+}
+
+fn chunk_size_line(out: &mut [u8; 20], len: usize) -> usize {
+    use std::io::Write;
+    let mut cursor = std::io::Cursor::new(&mut out[..]);
+    let _ = write!(cursor, "{len:x}\r\n");
+    cursor.position() as usize
+}
+
+async fn write_all_vectored<W: AsyncWrite + Unpin>(wr: &mut W, slices: &mut [IoSlice<'_>]) -> std::io::Result<()> {
+    let mut slices: &mut [IoSlice<'_>] = slices;
+    IoSlice::advance_slices(&mut slices, 0);
+    while !slices.is_empty() {
+        let n = wr.write_vectored(slices).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        IoSlice::advance_slices(&mut slices, n);
+    }
+    Ok(())
+}
