@@ -197,8 +197,9 @@ async fn accept_failed(e: std::io::Error) {
 fn spawn_connection<S: Transport>(stream: S, info: ConnInfo, ctx: &Arc<ServerCtx>) {
     let ctx = ctx.clone();
     let open = ctx.open.enter();
-    tokio::spawn(async move {
+    let task = async move {
         conn::serve(stream, ctx, info).await;
         drop(open);
-    });
+    };
+    tokio::spawn(task);
 }

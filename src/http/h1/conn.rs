@@ -56,6 +56,8 @@ const LINGER: Duration = Duration::from_secs(1);
 /// A connection accepted just before a stop gets this long for its first request.
 const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(2);
 
+/// Serves one connection until it closes. Everything but the wait for the
+/// next head is boxed, so the task an idle connection keeps stays small.
 pub async fn serve<IO: Transport>(io: IO, ctx: Arc<ServerCtx>, info: ConnInfo) {
     let mut conn = Conn { io, buf: BytesMut::new(), ctx, info, served: 0, stop: None };
     conn.stop = Some(conn.ctx.stop.clone());
@@ -64,9 +66,7 @@ pub async fn serve<IO: Transport>(io: IO, ctx: Arc<ServerCtx>, info: ConnInfo) {
             Next::Head(head) => head,
             Next::Close => break,
             Next::Refuse(refusal) => {
-                let response = service::plain(refusal.status, refusal.reason, true, None);
-                let _ = conn.write_simple(response, Version::HTTP_11).await;
-                conn.linger().await;
+                Box::pin(conn.refuse(refusal)).await;
                 break;
             }
         };
@@ -76,7 +76,7 @@ pub async fn serve<IO: Transport>(io: IO, ctx: Arc<ServerCtx>, info: ConnInfo) {
             After::KeepAlive => continue,
             After::Close => break,
             After::Linger => {
-                conn.linger().await;
+                Box::pin(conn.linger()).await;
                 break;
             }
         }
@@ -157,9 +157,28 @@ impl<IO: Transport> Conn<IO> {
                     continue;
                 }
             }
-            let want = if self.buf.is_empty() { HEAD_READ } else { self.buf.len().max(HEAD_READ) };
-            self.buf.reserve(want);
-            match self.io.read_buf(&mut self.buf).await {
+            let read = if self.buf.is_empty() {
+                // Readiness can be stale: read onto the stack first, so that a
+                // connection still waiting holds no buffer.
+                let (io, buf) = (&mut self.io, &mut self.buf);
+                std::future::poll_fn(|cx| {
+                    let mut space = [0u8; HEAD_READ];
+                    let mut read = tokio::io::ReadBuf::new(&mut space);
+                    match Pin::new(&mut *io).poll_read(cx, &mut read) {
+                        Poll::Ready(Ok(())) => {
+                            buf.extend_from_slice(read.filled());
+                            Poll::Ready(Ok(read.filled().len()))
+                        }
+                        Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                        Poll::Pending => Poll::Pending,
+                    }
+                })
+                .await
+            } else {
+                self.buf.reserve(self.buf.len().max(HEAD_READ));
+                self.io.read_buf(&mut self.buf).await
+            };
+            match read {
                 Ok(0) | Err(_) => return Next::Close,
                 Ok(_) => {}
             }
@@ -252,6 +271,13 @@ impl<IO: Transport> Conn<IO> {
     async fn write(&mut self, response: Response<ResponseBody>, version: Version, is_head: bool, keep_alive: &mut bool) -> bool {
         let date = self.ctx.config.http.date_header;
         write_response(&mut self.io, response, version, is_head, keep_alive, date).await
+    }
+
+    /// A head we will not serve: say why, then close.
+    async fn refuse(&mut self, refusal: Refusal) {
+        let response = service::plain(refusal.status, refusal.reason, true, None);
+        let _ = self.write_simple(response, Version::HTTP_11).await;
+        self.linger().await;
     }
 
     /// An error answer; the connection closes after it.
