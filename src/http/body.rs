@@ -1,4 +1,4 @@
-//! The response body as hyper pulls it: a whole buffer, a stream of the app's
+//! The response body as the connection pulls it: a whole buffer, a stream of the app's
 //! messages, or a file read without Python. Its drop is the end of the
 //! exchange: that is where the access log line is written and the app told.
 
@@ -44,14 +44,14 @@ pub enum Kind {
 
 pub struct ResponseBody {
     kind: Kind,
-    /// Set once the last byte has been handed to hyper.
+    /// Set once the last byte has been handed to the connection.
     finished: bool,
     bytes: u64,
     status: u16,
     exchange: Option<Arc<Exchange>>,
     log: Option<(Arc<ServerCtx>, Entry)>,
     /// The app failed mid-stream: the error is returned on the next poll, once
-    /// hyper has flushed what it already took, so the client sees a truncated
+    /// the connection has written what it already took, so the client sees a truncated
     /// response rather than nothing at all.
     failing: bool,
 }
@@ -64,6 +64,29 @@ impl ResponseBody {
 
     pub fn empty() -> Self {
         Self::new(Kind::Empty, 0, None, None)
+    }
+
+    /// For a file body: the file, and where its unsent part starts and how long it is,
+    /// so that the connection can hand it to sendfile(2) instead of polling frames.
+    pub fn file_part(&self) -> Option<(&std::fs::File, u64, u64)> {
+        match &self.kind {
+            Kind::File { file, offset, remaining } => Some((file, *offset, *remaining)),
+            _ => None,
+        }
+    }
+
+    /// The connection sent `n` more bytes of the file itself.
+    pub fn file_sent(&mut self, n: u64) {
+        if let Kind::File { offset, remaining, .. } = &mut self.kind {
+            let n = n.min(*remaining);
+            *offset += n;
+            *remaining -= n;
+            self.bytes += n;
+            self.finished = *remaining == 0;
+            if let Some(ex) = &self.exchange {
+                ex.sent(n as usize);
+            }
+        }
     }
 
     fn data(&mut self, data: Bytes) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
@@ -144,7 +167,7 @@ impl http_body::Body for ResponseBody {
 
 impl Drop for ResponseBody {
     fn drop(&mut self) {
-        // hyper drops a HEAD response's body unread; a whole buffer counts as sent.
+        // A HEAD (or 204/304) response body is dropped unread; a whole buffer counts as sent.
         let complete = self.finished || matches!(self.kind, Kind::Full(_));
         if let Some(ex) = &self.exchange {
             if complete {

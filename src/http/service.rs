@@ -228,7 +228,7 @@ pub fn plain(status: StatusCode, message: &str, close: bool, log: Option<(Arc<Se
     response
 }
 
-/// Tells the app the client is gone if hyper drops the request before a response started.
+/// Tells the app the client is gone if the connection drops the request before a response started.
 struct DisconnectGuard(Option<Arc<Exchange>>);
 
 impl DisconnectGuard {

@@ -141,7 +141,7 @@ impl StaticFiles {
         };
         response.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(count));
         if !head && count > 0 {
-            // Read when hyper asks for the body: the descriptor is kept, so a rename
+            // Read when the connection asks for the body: the descriptor is kept, so a rename
             // or replace of the file meanwhile cannot mix two versions in one response.
             *response.body_mut() = Kind::File { file, offset: start, remaining: count };
         }
