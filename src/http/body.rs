@@ -66,29 +66,6 @@ impl ResponseBody {
         Self::new(Kind::Empty, 0, None, None)
     }
 
-    /// For a file body: the file, and where its unsent part starts and how long it is,
-    /// so that the connection can hand it to sendfile(2) instead of polling frames.
-    pub fn file_part(&self) -> Option<(&std::fs::File, u64, u64)> {
-        match &self.kind {
-            Kind::File { file, offset, remaining } => Some((file, *offset, *remaining)),
-            _ => None,
-        }
-    }
-
-    /// The connection sent `n` more bytes of the file itself.
-    pub fn file_sent(&mut self, n: u64) {
-        if let Kind::File { offset, remaining, .. } = &mut self.kind {
-            let n = n.min(*remaining);
-            *offset += n;
-            *remaining -= n;
-            self.bytes += n;
-            self.finished = *remaining == 0;
-            if let Some(ex) = &self.exchange {
-                ex.sent(n as usize);
-            }
-        }
-    }
-
     fn data(&mut self, data: Bytes) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
         self.bytes += data.len() as u64;
         if let Some(ex) = &self.exchange {

@@ -25,63 +25,21 @@ use crate::http::service::{self, Dispatched, Reply};
 use crate::worker::exchange::Exchange;
 
 /// A socket a connection can run on.
-pub trait Transport: Sink + AsyncRead + Send + Sync + 'static {
+pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static {
     fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>>;
 }
 
-/// Where a response is written. A plain socket can take file bodies with
-/// sendfile(2), straight from the page cache; other writers cannot.
-pub trait Sink: AsyncWrite + Unpin {
-    fn can_sendfile(&self) -> bool {
-        false
-    }
-
-    fn poll_sendfile(&mut self, _cx: &mut Context<'_>, _file: &std::fs::File, _offset: u64, _len: usize) -> Poll<std::io::Result<usize>> {
-        Poll::Ready(Err(std::io::ErrorKind::Unsupported.into()))
+impl Transport for tokio::net::TcpStream {
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        tokio::net::TcpStream::poll_read_ready(self, cx)
     }
 }
 
-impl<T: AsyncRead + AsyncWrite> Sink for tokio::io::WriteHalf<T> {}
-
-macro_rules! socket_transport {
-    ($ty:ty) => {
-        impl Transport for $ty {
-            fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-                <$ty>::poll_read_ready(self, cx)
-            }
-        }
-
-        impl Sink for $ty {
-            fn can_sendfile(&self) -> bool {
-                true
-            }
-
-            fn poll_sendfile(&mut self, cx: &mut Context<'_>, file: &std::fs::File, offset: u64, len: usize) -> Poll<std::io::Result<usize>> {
-                use std::os::fd::AsRawFd;
-                loop {
-                    std::task::ready!(self.poll_write_ready(cx))?;
-                    let sent = self.try_io(tokio::io::Interest::WRITABLE, || {
-                        let mut off = offset as libc::off_t;
-                        // SAFETY: both descriptors are open for the duration of the call.
-                        let n = unsafe { libc::sendfile(self.as_raw_fd(), file.as_raw_fd(), &mut off, len) };
-                        if n < 0 { Err(std::io::Error::last_os_error()) } else { Ok(n as usize) }
-                    });
-                    match sent {
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-                        other => return Poll::Ready(other),
-                    }
-                }
-            }
-        }
-    };
+impl Transport for tokio::net::UnixStream {
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        tokio::net::UnixStream::poll_read_ready(self, cx)
+    }
 }
-
-socket_transport!(tokio::net::TcpStream);
-socket_transport!(tokio::net::UnixStream);
-
-/// File bodies at least this long go out with sendfile; smaller ones are one
-/// pread and one writev with the head, which costs fewer system calls.
-const SENDFILE_MIN: u64 = 64 * 1024;
 
 /// First read for a request head; grows up to --max-header-size.
 const HEAD_READ: usize = 4096;
@@ -483,7 +441,7 @@ impl Pump {
 /// the connection can no longer be used (write failed, or the body broke off).
 /// `keep_alive` comes in as what the request allows and goes out as what the
 /// response allows.
-async fn write_response<W: Sink>(wr: &mut W, response: Response<ResponseBody>, version: Version, is_head: bool, keep_alive: &mut bool, date: bool) -> bool {
+async fn write_response<W: AsyncWrite + Unpin>(wr: &mut W, response: Response<ResponseBody>, version: Version, is_head: bool, keep_alive: &mut bool, date: bool) -> bool {
     let (parts, mut body) = response.into_parts();
     let framing = encode::framing(parts.status, is_head, version, &parts.headers, body.size_hint().exact());
     let app_closes = parts.headers.get_all(header::CONNECTION).iter().any(|v| v.as_bytes().split(|&b| b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close")));
@@ -505,12 +463,6 @@ async fn write_response<W: Sink>(wr: &mut W, response: Response<ResponseBody>, v
         let ok = wr.write_all(&head).await.is_ok();
         drop(body);
         return ok;
-    }
-    if let BodyFraming::Length(n) = framing
-        && wr.can_sendfile()
-        && body.file_part().is_some_and(|(_, _, remaining)| remaining == n && n >= SENDFILE_MIN)
-    {
-        return send_file(wr, &head, body).await;
     }
     let mut head = Some(head);
     let mut sent = 0u64;
@@ -569,23 +521,6 @@ async fn write_response<W: Sink>(wr: &mut W, response: Response<ResponseBody>, v
         return false;
     }
     finish(body, framing, sent, keep_alive)
-}
-
-/// The head, then the file body by sendfile(2). A file that shrank underneath
-/// us ends the connection: the length was already announced.
-async fn send_file<W: Sink>(wr: &mut W, head: &[u8], mut body: ResponseBody) -> bool {
-    if wr.write_all(head).await.is_err() {
-        return false;
-    }
-    while let Some((file, offset, remaining)) = body.file_part().filter(|(_, _, r)| *r > 0) {
-        let chunk = remaining.min(1 << 30) as usize;
-        match std::future::poll_fn(|cx| wr.poll_sendfile(cx, file, offset, chunk)).await {
-            Ok(0) | Err(_) => return false,
-            Ok(n) => body.file_sent(n as u64),
-        }
-    }
-    drop(body);
-    true
 }
 
 /// The body ended: a length-framed response must have sent all it announced.
