@@ -179,7 +179,11 @@ impl HttpCycle {
             (Phase::Start, "http.response.start") => {
                 let status = msg.get_item(intern!(py, "status"))?.ok_or_else(|| PyValueError::new_err("http.response.start has no 'status'"))?;
                 let code: u16 = status.extract().map_err(|_| PyTypeError::new_err("'status' must be an int"))?;
-                let status = StatusCode::from_u16(code).ok().filter(|s| s.as_u16() >= 100).ok_or_else(|| PyValueError::new_err(format!("invalid HTTP status {code}")))?;
+                // 1xx are not final responses: one here would leave the client waiting for the real one.
+                let status = StatusCode::from_u16(code)
+                    .ok()
+                    .filter(|s| s.as_u16() >= 200)
+                    .ok_or_else(|| PyValueError::new_err(format!("invalid HTTP status {code} for http.response.start (200-999)")))?;
                 let headers = headers_from(py, msg.get_item(intern!(py, "headers"))?)?;
                 let mut lengths = headers.iter().filter(|(n, _)| n == http::header::CONTENT_LENGTH);
                 if let Some((_, v)) = lengths.next() {

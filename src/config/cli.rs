@@ -174,6 +174,11 @@ pub struct Cli {
     #[arg(long, default_value_t = 5, value_name = "SECONDS", env = "FERROGATE_TIMEOUT_KEEP_ALIVE", help_heading = "HTTP")]
     pub timeout_keep_alive: u64,
 
+    /// Close a connection whose request body stops arriving, or that stops reading the
+    /// response, for this long (nginx's client_body_timeout and send_timeout).
+    #[arg(long, default_value_t = 60, value_name = "SECONDS", env = "FERROGATE_TIMEOUT_IO", help_heading = "HTTP")]
+    pub timeout_io: u64,
+
     /// Answer 503 once a worker is serving this many requests at once.
     #[arg(long, value_name = "N", env = "FERROGATE_LIMIT_CONCURRENCY", help_heading = "HTTP")]
     pub limit_concurrency: Option<usize>,
@@ -397,6 +402,7 @@ impl Cli {
             },
             http: HttpConfig {
                 keep_alive_timeout: self.timeout_keep_alive.max(1),
+                io_timeout: self.timeout_io.max(1),
                 limit_concurrency: self.limit_concurrency,
                 max_header_size,
                 max_headers: self.max_headers,

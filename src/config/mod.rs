@@ -89,6 +89,8 @@ pub struct WorkersConfig {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct HttpConfig {
     pub keep_alive_timeout: u64,
+    /// Seconds a request body may pause, or a response write stall, before the connection closes.
+    pub io_timeout: u64,
     /// Concurrent requests a worker serves before answering 503 (None: unlimited).
     pub limit_concurrency: Option<usize>,
     pub max_header_size: usize,

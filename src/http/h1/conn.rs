@@ -11,7 +11,7 @@ use http_body::Body as _;
 use std::io::IoSlice;
 use std::pin::{Pin, pin};
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::Poll;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
@@ -25,21 +25,10 @@ use crate::http::service::{self, Dispatched, Reply};
 use crate::worker::exchange::Exchange;
 
 /// A socket a connection can run on.
-pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static {
-    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>>;
-}
+pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static {}
 
-impl Transport for tokio::net::TcpStream {
-    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        tokio::net::TcpStream::poll_read_ready(self, cx)
-    }
-}
-
-impl Transport for tokio::net::UnixStream {
-    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        tokio::net::UnixStream::poll_read_ready(self, cx)
-    }
-}
+impl Transport for tokio::net::TcpStream {}
+impl Transport for tokio::net::UnixStream {}
 
 /// First read for a request head; grows up to --max-header-size.
 const HEAD_READ: usize = 4096;
@@ -112,7 +101,7 @@ impl<IO: Transport> Conn<IO> {
         self.stop.as_ref().is_none_or(|s| *s.borrow())
     }
 
-    /// Waits for the next request head, for at most --timeout-keep-alive.
+    /// Waits for the next request head, for at most --timeout-keep-alive in all.
     async fn next_head(&mut self) -> Next {
         let http = &self.ctx.config.http;
         let limits = Limits { max_head: http.max_header_size, max_headers: http.max_headers };
@@ -137,13 +126,14 @@ impl<IO: Transport> Conn<IO> {
                     None => std::future::pending().await,
                 }
             };
-            let io = &self.io;
+            // The read itself races the deadline: a client that stops mid-head,
+            // or never starts, is closed on time whatever the socket's readiness.
+            let read = read_more(&mut self.io, &mut self.buf);
             tokio::select! {
-                ready = std::future::poll_fn(|cx| io.poll_read_ready(cx)) => {
-                    if ready.is_err() {
-                        return Next::Close;
-                    }
-                }
+                read = read => match read {
+                    Ok(0) | Err(_) => return Next::Close,
+                    Ok(_) => {}
+                },
                 _ = tokio::time::sleep_until(deadline) => return Next::Close,
                 _ = stop => {
                     self.stop = None;
@@ -154,33 +144,7 @@ impl<IO: Transport> Conn<IO> {
                         // A first request may be on its way: finish it, then close.
                         deadline = deadline.min(Instant::now() + FIRST_REQUEST_GRACE);
                     }
-                    continue;
                 }
-            }
-            let read = if self.buf.is_empty() {
-                // Readiness can be stale: read onto the stack first, so that a
-                // connection still waiting holds no buffer.
-                let (io, buf) = (&mut self.io, &mut self.buf);
-                std::future::poll_fn(|cx| {
-                    let mut space = [0u8; HEAD_READ];
-                    let mut read = tokio::io::ReadBuf::new(&mut space);
-                    match Pin::new(&mut *io).poll_read(cx, &mut read) {
-                        Poll::Ready(Ok(())) => {
-                            buf.extend_from_slice(read.filled());
-                            Poll::Ready(Ok(read.filled().len()))
-                        }
-                        Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-                        Poll::Pending => Poll::Pending,
-                    }
-                })
-                .await
-            } else {
-                self.buf.reserve(self.buf.len().max(HEAD_READ));
-                self.io.read_buf(&mut self.buf).await
-            };
-            match read {
-                Ok(0) | Err(_) => return Next::Close,
-                Ok(_) => {}
             }
         }
     }
@@ -190,10 +154,12 @@ impl<IO: Transport> Conn<IO> {
         let version = head.request.version();
         let is_head = head.request.method() == Method::HEAD;
         let mut keep_alive = head.keep_alive && !self.stopping();
-        let mut pump = Pump::new(head.framing, head.expect_continue);
+        let io_timeout = Duration::from_secs(self.ctx.config.http.io_timeout);
+        let mut pump = Pump::new(head.framing, head.expect_continue, io_timeout);
         let call = service::dispatch(head.request, head.framing == Framing::Length(0), &self.ctx, self.info);
         let mut call = match call {
             Dispatched::Answer(response) => {
+                keep_alive &= !self.stopping();
                 let ok = self.write(response, version, is_head, &mut keep_alive).await;
                 return self.after_response(ok, keep_alive, &mut pump).await;
             }
@@ -234,6 +200,8 @@ impl<IO: Transport> Conn<IO> {
         drop(call); // releases the --limit-concurrency slot, as the response starts
         match reply {
             Reply::Response(response) => {
+                // The worker began stopping while the app worked: say so in this head.
+                keep_alive &= !self.stopping();
                 let ok = self.write_while_pumping(response, version, is_head, &mut keep_alive, &mut pump, &ex).await;
                 self.after_response(ok, keep_alive, &mut pump).await
             }
@@ -251,9 +219,9 @@ impl<IO: Transport> Conn<IO> {
 
     /// Writes the response while still feeding the app any body it asks for.
     async fn write_while_pumping(&mut self, response: Response<ResponseBody>, version: Version, is_head: bool, keep_alive: &mut bool, pump: &mut Pump, ex: &Arc<Exchange>) -> bool {
+        let opts = self.write_opts(version, is_head);
         let (mut rd, mut wr) = tokio::io::split(&mut self.io);
-        let date = self.ctx.config.http.date_header;
-        let mut write = pin!(write_response(&mut wr, response, version, is_head, keep_alive, date));
+        let mut write = pin!(write_response(&mut wr, response, opts, keep_alive));
         loop {
             tokio::select! {
                 biased;
@@ -269,8 +237,13 @@ impl<IO: Transport> Conn<IO> {
     }
 
     async fn write(&mut self, response: Response<ResponseBody>, version: Version, is_head: bool, keep_alive: &mut bool) -> bool {
-        let date = self.ctx.config.http.date_header;
-        write_response(&mut self.io, response, version, is_head, keep_alive, date).await
+        let opts = self.write_opts(version, is_head);
+        write_response(&mut self.io, response, opts, keep_alive).await
+    }
+
+    fn write_opts(&self, version: Version, is_head: bool) -> WriteOpts {
+        let http = &self.ctx.config.http;
+        WriteOpts { version, is_head, date: http.date_header, io_timeout: Duration::from_secs(http.io_timeout) }
     }
 
     /// A head we will not serve: say why, then close.
@@ -326,6 +299,24 @@ impl<IO: Transport> Conn<IO> {
     }
 }
 
+/// Reads more of a request head. With nothing buffered the bytes land on the
+/// stack first, so that a connection waiting for its next request holds no
+/// buffer at all. Cancel-safe: bytes are only ever moved in a completed poll.
+async fn read_more<IO: AsyncRead + Unpin>(io: &mut IO, buf: &mut BytesMut) -> std::io::Result<usize> {
+    if !buf.is_empty() {
+        buf.reserve(buf.len().max(HEAD_READ));
+        return io.read_buf(buf).await;
+    }
+    std::future::poll_fn(|cx| {
+        let mut space = [0u8; HEAD_READ];
+        let mut read = tokio::io::ReadBuf::new(&mut space);
+        std::task::ready!(Pin::new(&mut *io).poll_read(cx, &mut read))?;
+        buf.extend_from_slice(read.filled());
+        Poll::Ready(Ok(read.filled().len()))
+    })
+    .await
+}
+
 enum PumpEvent {
     /// The app wants the body of an `Expect: 100-continue` request: say so first.
     SendContinue,
@@ -338,6 +329,7 @@ enum PumpEvent {
 /// Moves the request body from the socket to the app, one chunk per ask.
 struct Pump {
     decoder: Decoder,
+    io_timeout: Duration,
     /// The app may take a chunk now (the first one is offered at once, as it is
     /// usually already here, unless the client waits for a 100 Continue).
     may_push: bool,
@@ -349,9 +341,9 @@ struct Pump {
 }
 
 impl Pump {
-    fn new(framing: Framing, expect_continue: bool) -> Self {
+    fn new(framing: Framing, expect_continue: bool, io_timeout: Duration) -> Self {
         let empty = framing == Framing::Length(0);
-        Pump { decoder: Decoder::new(framing), may_push: !expect_continue, continue_pending: expect_continue && !empty, body_delivered: empty, stalled: false }
+        Pump { decoder: Decoder::new(framing), io_timeout, may_push: !expect_continue, continue_pending: expect_continue && !empty, body_delivered: empty, stalled: false }
     }
 
     /// Runs until something needs the connection's attention. Cancel-safe:
@@ -389,6 +381,9 @@ impl Pump {
                     return PumpEvent::Malformed;
                 }
                 Ok(Decoded::Data(chunk)) => {
+                    let Some(chunk) = self.gather(chunk, buf) else {
+                        return PumpEvent::Malformed;
+                    };
                     let last = self.decoder.is_done();
                     ex.push_body(chunk, last);
                     self.body_delivered = last;
@@ -400,16 +395,38 @@ impl Pump {
                 }
                 Ok(Decoded::NeedMore) => {
                     buf.reserve(BODY_READ);
-                    match rd.read_buf(buf).await {
-                        Ok(0) | Err(_) => {
+                    // A client that stops sending mid-body is gone after --timeout-io.
+                    match tokio::time::timeout(self.io_timeout, rd.read_buf(buf)).await {
+                        Ok(Ok(0) | Err(_)) | Err(_) => {
                             ex.mark_disconnected();
                             return PumpEvent::Eof;
                         }
-                        Ok(_) => {}
+                        Ok(Ok(_)) => {}
                     }
                 }
             }
         }
+    }
+
+    /// Joins what else is already buffered onto `first`, up to one read's worth,
+    /// so that a body sent in many small chunks reaches the app in few messages.
+    /// None if the body turned out malformed.
+    fn gather(&mut self, first: Bytes, buf: &mut BytesMut) -> Option<Bytes> {
+        if self.decoder.is_done() || buf.is_empty() || first.len() >= BODY_READ {
+            return Some(first);
+        }
+        let mut joined = BytesMut::from(&first[..]);
+        while joined.len() < BODY_READ {
+            match self.decoder.decode(buf) {
+                Ok(Decoded::Data(more)) => joined.extend_from_slice(&more),
+                Ok(Decoded::NeedMore | Decoded::Done) => break,
+                Err(malformed) => {
+                    crate::debug!("malformed request body: {}", malformed.0);
+                    return None;
+                }
+            }
+        }
+        Some(joined.freeze())
     }
 
     /// Reads and drops the rest of a body nobody will read; true if it ended.
@@ -441,7 +458,17 @@ impl Pump {
 /// the connection can no longer be used (write failed, or the body broke off).
 /// `keep_alive` comes in as what the request allows and goes out as what the
 /// response allows.
-async fn write_response<W: AsyncWrite + Unpin>(wr: &mut W, response: Response<ResponseBody>, version: Version, is_head: bool, keep_alive: &mut bool, date: bool) -> bool {
+#[derive(Clone, Copy)]
+struct WriteOpts {
+    version: Version,
+    is_head: bool,
+    date: bool,
+    /// A write that makes no progress for this long ends the connection.
+    io_timeout: Duration,
+}
+
+async fn write_response<W: AsyncWrite + Unpin>(wr: &mut W, response: Response<ResponseBody>, opts: WriteOpts, keep_alive: &mut bool) -> bool {
+    let WriteOpts { version, is_head, date, io_timeout } = opts;
     let (parts, mut body) = response.into_parts();
     let framing = encode::framing(parts.status, is_head, version, &parts.headers, body.size_hint().exact());
     let app_closes = parts.headers.get_all(header::CONNECTION).iter().any(|v| v.as_bytes().split(|&b| b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close")));
@@ -460,7 +487,7 @@ async fn write_response<W: AsyncWrite + Unpin>(wr: &mut W, response: Response<Re
     let sends_body = !is_head && !matches!(framing, BodyFraming::Empty);
     if !sends_body {
         // Whatever body there is goes unread (HEAD, 204, 304), as the protocol says.
-        let ok = wr.write_all(&head).await.is_ok();
+        let ok = write_all_vectored(wr, &mut [IoSlice::new(&head)], io_timeout).await.is_ok();
         drop(body);
         return ok;
     }
@@ -473,7 +500,7 @@ async fn write_response<W: AsyncWrite + Unpin>(wr: &mut W, response: Response<Re
             Some(Err(_)) => {
                 // The body broke off: what went out stays, the framing cannot be completed.
                 if let Some(h) = head.take() {
-                    let _ = wr.write_all(&h).await;
+                    let _ = write_all_vectored(wr, &mut [IoSlice::new(&h)], io_timeout).await;
                 }
                 *keep_alive = false;
                 return false;
@@ -507,7 +534,7 @@ async fn write_response<W: AsyncWrite + Unpin>(wr: &mut W, response: Response<Re
             IoSlice::new(&data),
             IoSlice::new(trailer),
         ];
-        if write_all_vectored(wr, &mut slices).await.is_err() {
+        if write_all_vectored(wr, &mut slices, io_timeout).await.is_err() {
             return false;
         }
         if end {
@@ -517,7 +544,7 @@ async fn write_response<W: AsyncWrite + Unpin>(wr: &mut W, response: Response<Re
     let tail: &[u8] = if framing == BodyFraming::Chunked { b"0\r\n\r\n" } else { b"" };
     let head_bytes = head.take();
     let mut slices = [IoSlice::new(head_bytes.as_deref().unwrap_or_default()), IoSlice::new(tail)];
-    if write_all_vectored(wr, &mut slices).await.is_err() {
+    if write_all_vectored(wr, &mut slices, io_timeout).await.is_err() {
         return false;
     }
     finish(body, framing, sent, keep_alive)
@@ -546,11 +573,12 @@ fn chunk_size_line(out: &mut [u8; 20], len: usize) -> usize {
     cursor.position() as usize
 }
 
-async fn write_all_vectored<W: AsyncWrite + Unpin>(wr: &mut W, slices: &mut [IoSlice<'_>]) -> std::io::Result<()> {
+/// Writes every slice; each write that takes nothing for `timeout` fails it.
+async fn write_all_vectored<W: AsyncWrite + Unpin>(wr: &mut W, slices: &mut [IoSlice<'_>], timeout: Duration) -> std::io::Result<()> {
     let mut slices: &mut [IoSlice<'_>] = slices;
     IoSlice::advance_slices(&mut slices, 0);
     while !slices.is_empty() {
-        let n = wr.write_vectored(slices).await?;
+        let n = tokio::time::timeout(timeout, wr.write_vectored(slices)).await.map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
         if n == 0 {
             return Err(std::io::ErrorKind::WriteZero.into());
         }

@@ -31,7 +31,8 @@ pub enum Chunk {
     Size,
     Data(u64),
     DataEnd,
-    Trailers,
+    /// With the trailer bytes read so far.
+    Trailers(usize),
     Done,
 }
 
@@ -67,7 +68,7 @@ impl Decoder {
                             return Ok(Decoded::NeedMore);
                         };
                         let size = parse_chunk_size(&line)?;
-                        *state = if size == 0 { Chunk::Trailers } else { Chunk::Data(size) };
+                        *state = if size == 0 { Chunk::Trailers(0) } else { Chunk::Data(size) };
                     }
                     Chunk::Data(remaining) => {
                         if buf.is_empty() {
@@ -87,12 +88,16 @@ impl Decoder {
                         let _ = buf.split_to(2);
                         *state = Chunk::Size;
                     }
-                    Chunk::Trailers => {
-                        let Some(line) = take_line(buf, MAX_TRAILERS, "trailers too long")? else {
+                    Chunk::Trailers(seen) => {
+                        let Some(line) = take_line(buf, MAX_TRAILERS - seen, "trailers too long")? else {
                             return Ok(Decoded::NeedMore);
                         };
                         if line.is_empty() {
                             *state = Chunk::Done;
+                        } else if seen + line.len() + 2 > MAX_TRAILERS {
+                            return Err(Malformed("trailers too long"));
+                        } else {
+                            *state = Chunk::Trailers(seen + line.len() + 2);
                         }
                     }
                 }
@@ -102,8 +107,24 @@ impl Decoder {
 }
 
 /// One CRLF-terminated line, without its CRLF; None if it is not all here yet.
+/// A bare CR or LF, or any other control byte but tab, is malformed: a proxy in
+/// front may end lines differently, and a disagreement is a smuggled request.
 fn take_line(buf: &mut BytesMut, limit: usize, too_long: &'static str) -> Result<Option<BytesMut>, Malformed> {
-    match buf.windows(2).position(|w| w == b"\r\n") {
+    let mut end = None;
+    for (i, &b) in buf.iter().enumerate().take(limit + 2) {
+        match b {
+            b'\r' if buf.get(i + 1) == Some(&b'\n') => {
+                end = Some(i);
+                break;
+            }
+            b'\r' if i + 1 == buf.len() => break, // the LF may be in the next read
+            b'\t' => {}
+            b if b < 0x20 || b == 0x7f => return Err(Malformed("control character in a chunk line")),
+            _ => {}
+        }
+    }
+    match end {
+        Some(end) if end > limit => Err(Malformed(too_long)),
         Some(end) => {
             let mut line = buf.split_to(end + 2);
             line.truncate(end);
@@ -114,10 +135,15 @@ fn take_line(buf: &mut BytesMut, limit: usize, too_long: &'static str) -> Result
     }
 }
 
+/// `1a`, `1a;name=value`, `1a ; ext`: hex digits, optional blanks, optional extensions.
 fn parse_chunk_size(line: &[u8]) -> Result<u64, Malformed> {
-    // Extensions (";name=value") are allowed and ignored.
-    let digits = line.split(|&b| b == b';').next().unwrap_or_default().trim_ascii_end();
-    if digits.is_empty() || digits.len() > 15 || !digits.iter().all(u8::is_ascii_hexdigit) {
+    let digits_end = line.iter().position(|b| !b.is_ascii_hexdigit()).unwrap_or(line.len());
+    let (digits, rest) = line.split_at(digits_end);
+    let rest = rest.trim_ascii_start();
+    if !(rest.is_empty() || rest.starts_with(b";")) || rest.iter().any(|&b| b != b' ' && b != b'\t' && b.is_ascii_whitespace()) {
+        return Err(Malformed("invalid chunk size line"));
+    }
+    if digits.is_empty() || digits.len() > 15 {
         return Err(Malformed("invalid chunk size"));
     }
     u64::from_str_radix(std::str::from_utf8(digits).expect("hex digits"), 16).map_err(|_| Malformed("invalid chunk size"))
@@ -146,7 +172,7 @@ mod tests {
 
     #[test]
     fn chunked_in_any_split() {
-        let wire = b"5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: 1\r\n\r\n";
+        let wire = b"5;ext=1\r\nhello\r\n6 ; e\r\n world\r\n0\r\nX-Trailer: 1\r\n\r\n";
         for cut in 0..wire.len() {
             let (body, done) = decode_all(Framing::Chunked, &[&wire[..cut], &wire[cut..]]).unwrap();
             assert_eq!((body.as_slice(), done), (&b"hello world"[..], true), "cut at {cut}");
@@ -164,9 +190,22 @@ mod tests {
 
     #[test]
     fn malformed_chunks() {
-        for bad in [&b"zz\r\nhello\r\n"[..], b"5\r\nhelloXX", b"-1\r\n", b"\r\n", b"fffffffffffffffff\r\n"] {
+        for bad in [
+            &b"zz\r\nhello\r\n"[..],
+            b"5\r\nhelloXX",
+            b"-1\r\n",
+            b"\r\n",
+            b"fffffffffffffffff\r\n",
+            // A bare LF in an extension: the start of a smuggling attack through a proxy that ends lines at LF.
+            b"2;\nxx\r\n47\r\n",
+            b"2\n\r\nxx\r\n",
+            b"2 x\r\nxx\r\n",
+            b"0\r\nX-T: a\nb\r\n\r\n",
+        ] {
             assert!(decode_all(Framing::Chunked, &[bad]).is_err(), "{}", String::from_utf8_lossy(bad));
         }
         assert!(decode_all(Framing::Chunked, &[&[b'1'; 5000]]).is_err());
+        let many_trailers: Vec<u8> = [&b"0\r\n"[..], &b"X-T: aaaaaaaaaaaaaaaa\r\n".repeat(1000), b"\r\n"].concat();
+        assert!(decode_all(Framing::Chunked, &[&many_trailers]).is_err());
     }
 }

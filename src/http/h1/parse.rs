@@ -130,6 +130,11 @@ pub fn parse(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Head>, Refusa
         }
         headers.append(name, value);
     }
+    // RFC 9112 3.2: exactly one Host in HTTP/1.1; two could make a proxy and the app disagree.
+    let hosts = headers.get_all(header::HOST).iter().count();
+    if hosts > 1 || (hosts == 0 && version == Version::HTTP_11) {
+        return Err(Refusal::bad("Bad Request: an HTTP/1.1 request needs exactly one Host header"));
+    }
     if transfer_encodings > 1 {
         return Err(Refusal::bad("Bad Request: Transfer-Encoding given more than once"));
     }
@@ -200,14 +205,14 @@ mod tests {
     fn keep_alive_follows_the_version_and_connection_header() {
         assert!(!parse_str("GET / HTTP/1.0\r\n\r\n").unwrap().unwrap().keep_alive);
         assert!(parse_str("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").unwrap().unwrap().keep_alive);
-        assert!(!parse_str("GET / HTTP/1.1\r\nConnection: foo, close\r\n\r\n").unwrap().unwrap().keep_alive);
+        assert!(!parse_str("GET / HTTP/1.1\r\nHost: x\r\nConnection: foo, close\r\n\r\n").unwrap().unwrap().keep_alive);
     }
 
     #[test]
     fn framing() {
-        let h = parse_str("POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n").unwrap().unwrap();
+        let h = parse_str("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n").unwrap().unwrap();
         assert_eq!(h.framing, Framing::Length(5));
-        let h = parse_str("POST / HTTP/1.1\r\nTransfer-Encoding: Chunked\r\nExpect: 100-continue\r\n\r\n").unwrap().unwrap();
+        let h = parse_str("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: Chunked\r\nExpect: 100-continue\r\n\r\n").unwrap().unwrap();
         assert_eq!(h.framing, Framing::Chunked);
         assert!(h.expect_continue);
     }
@@ -215,16 +220,23 @@ mod tests {
     #[test]
     fn ambiguous_framing_is_refused() {
         for bad in [
-            "POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
-            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
-            "POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
-            "POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
-            "POST / HTTP/1.1\r\nContent-Length: +5\r\n\r\n",
-            "POST / HTTP/1.1\r\nContent-Length: 5, 5\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: +5\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5, 5\r\n\r\n",
             "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
         ] {
             assert_eq!(parse_str(bad).err().map(|r| r.status), Some(StatusCode::BAD_REQUEST), "{bad}");
         }
+    }
+
+    #[test]
+    fn host_is_required_once_in_http_11() {
+        assert_eq!(parse_str("GET / HTTP/1.1\r\n\r\n").err().unwrap().status, StatusCode::BAD_REQUEST);
+        assert_eq!(parse_str("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n").err().unwrap().status, StatusCode::BAD_REQUEST);
+        assert!(parse_str("GET / HTTP/1.0\r\n\r\n").unwrap().is_some());
     }
 
     #[test]
