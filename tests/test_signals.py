@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from conftest import APPS_DIR, copy_app, json_of, pid_alive, wait_until
+from conftest import APPS_DIR, copy_app, json_of, pid_alive, read_response, wait_until
 
 
 def hold_request(srv, tmp_path, name="held"):
@@ -363,3 +363,65 @@ def test_timeout_spares_a_worker_that_awaits(server_factory):
     assert r.json()["pid"] == pid
     assert srv.worker_pids() == [pid]
     assert "timed out" not in srv.log()
+
+
+class RawKeepAliveLoad:
+    """Clients that reuse each connection for the next request at once, with no
+    liveness check before reuse (as wrk and many proxies do), and reconnect only
+    when a response says `connection: close`. A request that gets no response
+    counts as a failure."""
+
+    def __init__(self, address, threads=4):
+        self.address = address
+        self.stop = threading.Event()
+        self.ok = 0
+        self.failures = []
+        self.lock = threading.Lock()
+        self.threads = [threading.Thread(target=self.run) for _ in range(threads)]
+        for t in self.threads:
+            t.start()
+
+    def run(self):
+        sock = None
+        while not self.stop.is_set():
+            if sock is None:
+                sock = socket.create_connection(self.address, timeout=10)
+            try:
+                sock.sendall(b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
+                reply = read_response(sock, read_until_close=False)
+                if not reply.startswith(b"HTTP/1.1 200"):
+                    raise RuntimeError(f"no response: {reply[:100]!r}")
+                with self.lock:
+                    self.ok += 1
+                if b"connection: close" in reply.lower():
+                    sock.close()
+                    sock = None
+            except Exception as e:  # noqa: BLE001
+                with self.lock:
+                    self.failures.append(repr(e))
+                sock.close()
+                sock = None
+        if sock is not None:
+            sock.close()
+
+    def finish(self):
+        self.stop.set()
+        for t in self.threads:
+            t.join(30)
+
+
+def test_sighup_resets_no_request_on_a_kept_alive_connection(server_factory):
+    srv = server_factory("basic:app", workers=2)
+    load = RawKeepAliveLoad(srv.address)
+    try:
+        wait_until(lambda: load.ok >= 200, 20, message="the load never got going")
+        for _ in range(3):
+            old = srv.worker_pids()
+            srv.signal(signal.SIGHUP)
+            srv.wait_workers(2, timeout=30, exclude=old)
+            n = load.ok
+            wait_until(lambda: load.ok >= n + 200, 20, message="the load stalled after the restart")
+    finally:
+        load.finish()
+    assert load.failures == [], f"{len(load.failures)} of {load.ok + len(load.failures)} requests got no " \
+                                f"response during SIGHUP, e.g. {load.failures[:3]}"

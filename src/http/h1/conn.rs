@@ -42,8 +42,10 @@ const DRAIN_TIME: Duration = Duration::from_secs(2);
 /// How long a refused request's connection reads and drops input before closing,
 /// so the client reads our error instead of a reset.
 const LINGER: Duration = Duration::from_secs(1);
-/// A connection accepted just before a stop gets this long for its first request.
+/// A connection accepted just before a stop gets this long for its first request,
 const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(2);
+/// and a kept-alive one this long for a request the client may already have sent.
+const NEXT_REQUEST_GRACE: Duration = Duration::from_millis(250);
 
 /// Serves one connection until it closes. Everything but the wait for the
 /// next head is boxed, so the task an idle connection keeps stays small.
@@ -106,6 +108,7 @@ impl<IO: Transport> Conn<IO> {
         let http = &self.ctx.config.http;
         let limits = Limits { max_head: http.max_header_size, max_headers: http.max_headers };
         let mut deadline = Instant::now() + Duration::from_secs(http.keep_alive_timeout);
+        let mut stop_seen = false;
         loop {
             if !self.buf.is_empty() {
                 match parse::parse(&mut self.buf, &limits) {
@@ -116,9 +119,15 @@ impl<IO: Transport> Conn<IO> {
             } else {
                 // Nothing pending: give the buffer back while the connection idles.
                 self.buf = BytesMut::new();
-                if self.served > 0 && self.stopping() {
-                    return Next::Close;
-                }
+            }
+            if !stop_seen && self.buf.is_empty() && self.stopping() {
+                // The worker is stopping and this connection is between requests.
+                // Closing at once would reset a request already on the wire (the
+                // client would see an error, not a retryable close), so wait a
+                // moment for one: it is served with `connection: close`.
+                stop_seen = true;
+                let grace = if self.served == 0 { FIRST_REQUEST_GRACE } else { NEXT_REQUEST_GRACE };
+                deadline = deadline.min(Instant::now() + grace);
             }
             let stop = async {
                 match self.stop.as_mut() {
@@ -135,16 +144,7 @@ impl<IO: Transport> Conn<IO> {
                     Ok(_) => {}
                 },
                 _ = tokio::time::sleep_until(deadline) => return Next::Close,
-                _ = stop => {
-                    self.stop = None;
-                    if self.buf.is_empty() {
-                        if self.served > 0 {
-                            return Next::Close;
-                        }
-                        // A first request may be on its way: finish it, then close.
-                        deadline = deadline.min(Instant::now() + FIRST_REQUEST_GRACE);
-                    }
-                }
+                _ = stop => self.stop = None,
             }
         }
     }
