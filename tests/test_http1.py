@@ -134,3 +134,17 @@ def test_a_stop_during_a_request_closes_the_connection_after_it(server_factory):
     assert status == 200
     assert headers.get("connection") == "close", replies[0][:300]
     assert srv.wait_exit() == 0
+
+
+def test_a_client_that_stops_reading_is_dropped_after_timeout_io(srv, tmp_path):
+    # The app streams without end; the client reads nothing. Once the socket
+    # buffers are full, no write progresses: after --timeout-io (1 s here) the
+    # connection closes and the app's send() fails instead of waiting forever.
+    out = tmp_path / "send-error"
+    with socket.create_connection(srv.address) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.sendall(f"GET /stream-until-disconnect?path={out} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        wait_until(lambda: out.exists() and out.read_text(), 15,
+                   message="a client that never reads held the response (and the app) past --timeout-io")
+    assert out.read_text() != "never failed"
+    assert srv.get("/hello").status_code == 200
