@@ -54,20 +54,35 @@ pub struct ResponseBody {
     /// the connection has written what it already took, so the client sees a truncated
     /// response rather than nothing at all.
     failing: bool,
+    /// False while a body the protocol does not send (HEAD) is taken and dropped:
+    /// those bytes are not counted as sent in the access log.
+    counting: bool,
 }
 
 impl ResponseBody {
     pub fn new(kind: Kind, status: u16, exchange: Option<Arc<Exchange>>, log: Option<(Arc<ServerCtx>, Entry)>) -> Self {
         let finished = matches!(kind, Kind::Empty | Kind::Full(None));
-        ResponseBody { kind, finished, bytes: 0, status, exchange, log, failing: false }
+        ResponseBody { kind, finished, bytes: 0, status, exchange, log, failing: false, counting: true }
     }
 
     pub fn empty() -> Self {
         Self::new(Kind::Empty, 0, None, None)
     }
 
+    /// True for a body the app is still streaming.
+    pub fn is_stream(&self) -> bool {
+        matches!(self.kind, Kind::Stream(_))
+    }
+
+    /// What is polled from now on is dropped, not sent (a HEAD response's body).
+    pub fn stop_counting(&mut self) {
+        self.counting = false;
+    }
+
     fn data(&mut self, data: Bytes) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
-        self.bytes += data.len() as u64;
+        if self.counting {
+            self.bytes += data.len() as u64;
+        }
         if let Some(ex) = &self.exchange {
             ex.sent(data.len());
         }

@@ -13,7 +13,8 @@ Routes (GET unless said):
   /body-count                like /body but keeps only counts (for huge uploads)
   /wait-file?path=P[&started=S]  writes its pid to S, waits (asyncio) until file P exists, then reads the body
   /stream-gated?path=P       sends one chunk, waits until file P exists, sends the last one
-  /stream-until-disconnect?path=P  streams until send() raises; writes the exception to P
+  /stream-until-disconnect?path=P[&n=N]  streams (N chunks of 64 KiB at most) until send() raises;
+                             writes the exception, or "never failed", to P
   /disconnect?path=P         reads the body, then awaits receive(); writes the message type it got to P
   /after-response?path=P     sends the response, then awaits receive(); writes the type to P
   /error-before              raises before http.response.start
@@ -209,7 +210,7 @@ async def app(scope, receive, send):
         # Streams until send() fails; writes what send() raised to file P.
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
         try:
-            for _ in range(100000):
+            for _ in range(int(q.get("n", "100000"))):
                 await send({"type": "http.response.body", "body": b"y" * 65536, "more_body": True})
                 await asyncio.sleep(0)
             result = "never failed"

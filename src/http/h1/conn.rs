@@ -486,9 +486,11 @@ async fn write_response<W: AsyncWrite + Unpin>(wr: &mut W, response: Response<Re
 
     let sends_body = !is_head && !matches!(framing, BodyFraming::Empty);
     if !sends_body {
-        // Whatever body there is goes unread (HEAD, 204, 304), as the protocol says.
+        // No body goes on the wire (HEAD, 204, 304), as the protocol says.
         let ok = write_all_vectored(wr, &mut [IoSlice::new(&head)], io_timeout).await.is_ok();
-        drop(body);
+        if ok && !discard(&mut body).await {
+            *keep_alive = false;
+        }
         return ok;
     }
     let mut head = Some(head);
@@ -548,6 +550,27 @@ async fn write_response<W: AsyncWrite + Unpin>(wr: &mut W, response: Response<Re
         return false;
     }
     finish(body, framing, sent, keep_alive)
+}
+
+/// Takes a body the protocol does not send (a HEAD response's) from the app and
+/// drops it, as uvicorn does, so that the app finishes normally instead of being
+/// told the client left. Up to a limit: an endless stream is cut off (the app
+/// then sees a disconnect). True if the body ended within the limit.
+async fn discard(body: &mut ResponseBody) -> bool {
+    const LIMIT: usize = 1024 * 1024;
+    if !body.is_stream() {
+        return true; // a whole buffer or a file: nothing is waiting on it
+    }
+    body.stop_counting();
+    let mut taken = 0;
+    while !body.is_end_stream() && taken <= LIMIT {
+        match std::future::poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await {
+            None => return true,
+            Some(Err(_)) => return false,
+            Some(Ok(frame)) => taken += frame.data_ref().map_or(0, Bytes::len),
+        }
+    }
+    body.is_end_stream()
 }
 
 /// The body ended: a length-framed response must have sent all it announced.
