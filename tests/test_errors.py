@@ -161,6 +161,9 @@ BAD_REQUESTS = {
     "space-before-colon": (b"GET /never HTTP/1.1\r\n" + H + b"X-Y : z\r\n\r\n", 400),
     "nul-in-header-value": (b"GET /never HTTP/1.1\r\n" + H + b"X-A: a\x00b\r\n\r\n", 400),
     "obs-fold": (b"GET /never HTTP/1.1\r\n" + H + b"X-A: a\r\n  continued\r\n\r\n", 400),
+    "bare-lf-line-ends": (b"GET /never HTTP/1.1\nHost: x\n\n", 400),
+    "header-hidden-behind-bare-lf": (
+        b"POST /never HTTP/1.1\r\n" + H + b"X: a\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
     "conflicting-content-lengths": (
         b"POST /never HTTP/1.1\r\n" + H + b"Content-Length: 5\r\nContent-Length: 6\r\n\r\nhelloo", 400),
     "content-length-list": (b"POST /never HTTP/1.1\r\n" + H + b"Content-Length: 5, 6\r\n\r\nhelloo", 400),

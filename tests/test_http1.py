@@ -148,3 +148,16 @@ def test_a_client_that_stops_reading_is_dropped_after_timeout_io(srv, tmp_path):
                    message="a client that never reads held the response (and the app) past --timeout-io")
     assert out.read_text() != "never failed"
     assert srv.get("/hello").status_code == 200
+
+
+def test_a_half_sent_head_does_not_hold_up_a_stop(server_factory):
+    # Keep-alive timeouts behind load balancers are often a minute or more; a client
+    # that sent part of a head must not keep a stopping worker waiting that long.
+    srv = server_factory("basic:app", "--timeout-keep-alive", "60")
+    with socket.create_connection(srv.address) as s:
+        s.sendall(b"GET /hello HTTP/1.1\r\nHo")
+        time.sleep(0.2)
+        started = time.monotonic()
+        srv.signal(signal.SIGTERM)
+        assert srv.wait_exit(timeout=10) == 0
+        assert time.monotonic() - started < 10

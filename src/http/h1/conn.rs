@@ -109,22 +109,26 @@ impl<IO: Transport> Conn<IO> {
         let limits = Limits { max_head: http.max_header_size, max_headers: http.max_headers };
         let mut deadline = Instant::now() + Duration::from_secs(http.keep_alive_timeout);
         let mut stop_seen = false;
+        // A head is only complete once a line ends: re-parse only when a read brought
+        // an LF, so a client dripping one byte at a time costs one scan per byte, not a parse.
+        let mut new_line = true;
         loop {
-            if !self.buf.is_empty() {
+            if self.buf.is_empty() {
+                // Nothing pending: give the buffer back while the connection idles.
+                self.buf = BytesMut::new();
+            } else if new_line {
                 match parse::parse(&mut self.buf, &limits) {
                     Ok(Some(head)) => return Next::Head(head),
                     Ok(None) => {}
                     Err(refusal) => return Next::Refuse(refusal),
                 }
-            } else {
-                // Nothing pending: give the buffer back while the connection idles.
-                self.buf = BytesMut::new();
             }
-            if !stop_seen && self.buf.is_empty() && self.stopping() {
+            if !stop_seen && self.stopping() {
                 // The worker is stopping and this connection is between requests.
                 // Closing at once would reset a request already on the wire (the
                 // client would see an error, not a retryable close), so wait a
-                // moment for one: it is served with `connection: close`.
+                // moment for one, or for the rest of one begun: it is served with
+                // `connection: close`.
                 stop_seen = true;
                 let grace = if self.served == 0 { FIRST_REQUEST_GRACE } else { NEXT_REQUEST_GRACE };
                 deadline = deadline.min(Instant::now() + grace);
@@ -137,11 +141,17 @@ impl<IO: Transport> Conn<IO> {
             };
             // The read itself races the deadline: a client that stops mid-head,
             // or never starts, is closed on time whatever the socket's readiness.
+            let before = self.buf.len();
             let read = read_more(&mut self.io, &mut self.buf);
             tokio::select! {
                 read = read => match read {
                     Ok(0) | Err(_) => return Next::Close,
-                    Ok(_) => {}
+                    Ok(_) => {
+                        new_line = self.buf[before..].contains(&b'\n');
+                        if !new_line && self.buf.len() > limits.max_head {
+                            return Next::Refuse(parse::too_large(&self.buf, &limits));
+                        }
+                    }
                 },
                 _ = tokio::time::sleep_until(deadline) => return Next::Close,
                 _ = stop => self.stop = None,
@@ -177,7 +187,8 @@ impl<IO: Transport> Conn<IO> {
                     r = &mut reply => break Some(r),
                     event = pump.next(&mut rd, &mut self.buf, &ex) => match event {
                         PumpEvent::SendContinue => {
-                            if wr.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await.is_err() {
+                            let mut continue_line = [IoSlice::new(b"HTTP/1.1 100 Continue\r\n\r\n")];
+                            if write_all_vectored(&mut wr, &mut continue_line, io_timeout).await.is_err() {
                                 return After::Close;
                             }
                         }
@@ -268,7 +279,7 @@ impl<IO: Transport> Conn<IO> {
         if !pump.decoder.is_done() {
             let small = match pump.decoder {
                 Decoder::Length(n) => n <= DRAIN_LIMIT,
-                Decoder::Chunked(_) => true,
+                Decoder::Chunked(..) => true,
             };
             if !keep_alive || !small {
                 return After::Linger;
@@ -488,7 +499,7 @@ async fn write_response<W: AsyncWrite + Unpin>(wr: &mut W, response: Response<Re
     if !sends_body {
         // No body goes on the wire (HEAD, 204, 304), as the protocol says.
         let ok = write_all_vectored(wr, &mut [IoSlice::new(&head)], io_timeout).await.is_ok();
-        if ok && !discard(&mut body).await {
+        if ok && !discard(&mut body, io_timeout).await {
             *keep_alive = false;
         }
         return ok;
@@ -556,7 +567,7 @@ async fn write_response<W: AsyncWrite + Unpin>(wr: &mut W, response: Response<Re
 /// drops it, as uvicorn does, so that the app finishes normally instead of being
 /// told the client left. Up to a limit: an endless stream is cut off (the app
 /// then sees a disconnect). True if the body ended within the limit.
-async fn discard(body: &mut ResponseBody) -> bool {
+async fn discard(body: &mut ResponseBody, io_timeout: Duration) -> bool {
     const LIMIT: usize = 1024 * 1024;
     if !body.is_stream() {
         return true; // a whole buffer or a file: nothing is waiting on it
@@ -564,10 +575,11 @@ async fn discard(body: &mut ResponseBody) -> bool {
     body.stop_counting();
     let mut taken = 0;
     while !body.is_end_stream() && taken <= LIMIT {
-        match std::future::poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await {
-            None => return true,
-            Some(Err(_)) => return false,
-            Some(Ok(frame)) => taken += frame.data_ref().map_or(0, Bytes::len),
+        let frame = std::future::poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx));
+        match tokio::time::timeout(io_timeout, frame).await {
+            Ok(None) => return true,
+            Ok(Some(Err(_))) | Err(_) => return false,
+            Ok(Some(Ok(frame))) => taken += frame.data_ref().map_or(0, Bytes::len),
         }
     }
     body.is_end_stream()

@@ -8,6 +8,10 @@ use super::parse::Framing;
 
 const MAX_CHUNK_LINE: usize = 4096;
 const MAX_TRAILERS: usize = 16 * 1024;
+/// Chunk extensions (`;name=value` after a size) allowed over a whole body:
+/// without a cap, 4 KiB of extension per 1-byte chunk would make the server read
+/// thousands of times the body size that an app limits on.
+const MAX_EXTENSIONS: usize = 16 * 1024;
 
 pub enum Decoded {
     Data(Bytes),
@@ -23,7 +27,8 @@ pub struct Malformed(pub &'static str);
 #[derive(Debug, Clone, Copy)]
 pub enum Decoder {
     Length(u64),
-    Chunked(Chunk),
+    /// With the extension bytes read so far.
+    Chunked(Chunk, usize),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -40,12 +45,12 @@ impl Decoder {
     pub fn new(framing: Framing) -> Self {
         match framing {
             Framing::Length(n) => Decoder::Length(n),
-            Framing::Chunked => Decoder::Chunked(Chunk::Size),
+            Framing::Chunked => Decoder::Chunked(Chunk::Size, 0),
         }
     }
 
     pub fn is_done(&self) -> bool {
-        matches!(self, Decoder::Length(0) | Decoder::Chunked(Chunk::Done))
+        matches!(self, Decoder::Length(0) | Decoder::Chunked(Chunk::Done, _))
     }
 
     /// Takes the next piece of body out of `buf`.
@@ -60,7 +65,7 @@ impl Decoder {
                 *remaining -= n as u64;
                 Ok(Decoded::Data(buf.split_to(n).freeze()))
             }
-            Decoder::Chunked(state) => loop {
+            Decoder::Chunked(state, extensions) => loop {
                 match *state {
                     Chunk::Done => return Ok(Decoded::Done),
                     Chunk::Size => {
@@ -68,6 +73,10 @@ impl Decoder {
                             return Ok(Decoded::NeedMore);
                         };
                         let size = parse_chunk_size(&line)?;
+                        *extensions += line.iter().position(|&b| b == b';').map_or(0, |at| line.len() - at);
+                        if *extensions > MAX_EXTENSIONS {
+                            return Err(Malformed("too many chunk extension bytes"));
+                        }
                         *state = if size == 0 { Chunk::Trailers(0) } else { Chunk::Data(size) };
                     }
                     Chunk::Data(remaining) => {
@@ -205,6 +214,8 @@ mod tests {
             assert!(decode_all(Framing::Chunked, &[bad]).is_err(), "{}", String::from_utf8_lossy(bad));
         }
         assert!(decode_all(Framing::Chunked, &[&[b'1'; 5000]]).is_err());
+        let chatty: Vec<u8> = [b"1;".as_slice(), &[b'e'; 4000], b"\r\nx\r\n"].concat().repeat(5);
+        assert!(decode_all(Framing::Chunked, &[&chatty]).is_err());
         let many_trailers: Vec<u8> = [&b"0\r\n"[..], &b"X-T: aaaaaaaaaaaaaaaa\r\n".repeat(1000), b"\r\n"].concat();
         assert!(decode_all(Framing::Chunked, &[&many_trailers]).is_err());
     }

@@ -55,16 +55,13 @@ pub fn parse(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Head>, Refusa
         &mut on_heap
     };
     let mut req = httparse::Request::new(slots);
-    let len = match req.parse(buf) {
+    // Never look past the limit: a head that does not end within it is refused as too large.
+    let window = &buf[..buf.len().min(limits.max_head)];
+    let len = match req.parse(window) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => {
             if buf.len() > limits.max_head {
-                let line = buf.windows(2).position(|w| w == b"\r\n").unwrap_or(buf.len());
-                return Err(if line > MAX_URI.min(limits.max_head) {
-                    Refusal { status: StatusCode::URI_TOO_LONG, reason: "URI Too Long" }
-                } else {
-                    Refusal { status: StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, reason: "Request Header Fields Too Large" }
-                });
+                return Err(too_large(buf, limits));
             }
             return Ok(None);
         }
@@ -73,6 +70,11 @@ pub fn parse(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Head>, Refusa
         }
         Err(_) => return Err(Refusal::bad("Bad Request: malformed request head")),
     };
+    // httparse takes a bare LF as a line end; a proxy in front may not, and
+    // would then frame this request differently (a header hidden inside another).
+    if buf[..len].iter().enumerate().any(|(i, &b)| b == b'\n' && (i == 0 || buf[i - 1] != b'\r')) {
+        return Err(Refusal::bad("Bad Request: a line in the request head ends with a bare LF"));
+    }
     if len > limits.max_head {
         return Err(Refusal { status: StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, reason: "Request Header Fields Too Large" });
     }
@@ -166,6 +168,17 @@ pub fn parse(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Head>, Refusa
     Ok(Some(Head { request, framing, keep_alive, expect_continue: expect_continue && version == Version::HTTP_11 }))
 }
 
+/// The refusal for an unfinished head that outgrew --max-header-size: 414 if
+/// the request line alone is too long, else 431.
+pub fn too_large(buf: &[u8], limits: &Limits) -> Refusal {
+    let line = buf.windows(2).position(|w| w == b"\r\n").unwrap_or(buf.len());
+    if line > MAX_URI.min(limits.max_head) {
+        Refusal { status: StatusCode::URI_TOO_LONG, reason: "URI Too Long" }
+    } else {
+        Refusal { status: StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, reason: "Request Header Fields Too Large" }
+    }
+}
+
 /// Digits only: no sign, no list, no spaces inside (RFC 9110 8.6).
 fn parse_content_length(value: &[u8]) -> Option<u64> {
     if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
@@ -229,6 +242,13 @@ mod tests {
             "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
         ] {
             assert_eq!(parse_str(bad).err().map(|r| r.status), Some(StatusCode::BAD_REQUEST), "{bad}");
+        }
+    }
+
+    #[test]
+    fn bare_lf_line_ends_are_refused() {
+        for bad in ["GET / HTTP/1.1\nHost: x\n\n", "GET / HTTP/1.1\r\nHost: x\r\nX: a\nTransfer-Encoding: chunked\r\n\r\n"] {
+            assert_eq!(parse_str(bad).err().map(|r| r.status), Some(StatusCode::BAD_REQUEST), "{bad:?}");
         }
     }
 
