@@ -17,6 +17,7 @@ const AFTER_HELP: &str = "Examples:
   ferrogate main:app --host 0.0.0.0 --workers 4
   ferrogate main:app --uds /run/app.sock      listen on a unix socket
   ferrogate main:app --reload                 restart on code changes (development)
+  ferrogate main:app --static /static=static  serve ./static at /static, without Python
 
 Signals (to the master):
   TERM, INT   stop accepting, finish in-flight requests, run lifespan shutdown, exit 0
