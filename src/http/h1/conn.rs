@@ -50,8 +50,8 @@ const NEXT_REQUEST_GRACE: Duration = Duration::from_millis(250);
 /// Serves one connection until it closes. Everything but the wait for the
 /// next head is boxed, so the task an idle connection keeps stays small.
 pub async fn serve<IO: Transport>(io: IO, ctx: Arc<ServerCtx>, info: ConnInfo) {
-    let mut conn = Conn { io, buf: BytesMut::new(), ctx, info, served: 0, stop: None };
-    conn.stop = Some(conn.ctx.stop.clone());
+    let stop = Some(ctx.stop.clone());
+    let mut conn = Conn { io, buf: BytesMut::new(), ctx, info, served: 0, stop };
     loop {
         let head = match conn.next_head().await {
             Next::Head(head) => head,
@@ -73,6 +73,11 @@ pub async fn serve<IO: Transport>(io: IO, ctx: Arc<ServerCtx>, info: ConnInfo) {
         }
     }
     let _ = conn.io.shutdown().await;
+}
+
+/// True once the worker started stopping (or the signal was already taken: None).
+fn stop_signalled(stop: &Option<tokio::sync::watch::Receiver<bool>>) -> bool {
+    stop.as_ref().is_none_or(|s| *s.borrow())
 }
 
 enum Next {
@@ -100,7 +105,7 @@ struct Conn<IO> {
 
 impl<IO: Transport> Conn<IO> {
     fn stopping(&self) -> bool {
-        self.stop.as_ref().is_none_or(|s| *s.borrow())
+        stop_signalled(&self.stop)
     }
 
     /// Waits for the next request head, for at most --timeout-keep-alive in all.
@@ -176,10 +181,14 @@ impl<IO: Transport> Conn<IO> {
             Dispatched::App(call) => call,
         };
 
-        // Phase 1: until the app answers, feed it the body and watch for the client leaving.
+        // One split of the socket serves both phases: feeding the body while the
+        // app works, and while its response is written.
+        let opts = self.write_opts(version, is_head);
         let ex = call.ex.clone();
+        let (mut rd, mut wr) = tokio::io::split(&mut self.io);
+
+        // Phase 1: until the app answers, feed it the body and watch for the client leaving.
         let reply = {
-            let (mut rd, mut wr) = tokio::io::split(&mut self.io);
             let mut reply = pin!(call.reply());
             loop {
                 tokio::select! {
@@ -199,50 +208,44 @@ impl<IO: Transport> Conn<IO> {
                 }
             }
         };
-        let reply = match reply {
-            Some(r) => r,
-            None => {
-                call.ex.mark_disconnected();
-                let response = call.bad_body();
-                let _ = self.write_simple(response, version).await;
-                return After::Linger;
-            }
+        let Some(reply) = reply else {
+            call.ex.mark_disconnected();
+            let response = call.bad_body();
+            let _ = write_response(&mut wr, response, WriteOpts { is_head: false, ..opts }, &mut false).await;
+            return After::Linger;
         };
         drop(call); // releases the --limit-concurrency slot, as the response starts
         match reply {
             Reply::Response(response) => {
                 // The worker began stopping while the app worked: say so in this head.
-                keep_alive &= !self.stopping();
-                let ok = self.write_while_pumping(response, version, is_head, &mut keep_alive, &mut pump, &ex).await;
+                keep_alive &= !stop_signalled(&self.stop);
+                // Phase 2: write the response while still feeding the app any body it asks for.
+                let ok = {
+                    let mut write = pin!(write_response(&mut wr, response, opts, &mut keep_alive));
+                    loop {
+                        tokio::select! {
+                            biased;
+                            ok = &mut write => break ok,
+                            event = pump.next(&mut rd, &mut self.buf, &ex), if !pump.stalled => match event {
+                                // Too late for a 100 once the final response has started.
+                                PumpEvent::SendContinue => {}
+                                // The client left (dropping the body tells the app), or sent garbage.
+                                PumpEvent::Eof | PumpEvent::Malformed => break false,
+                            },
+                        }
+                    }
+                };
+                drop((rd, wr));
                 self.after_response(ok, keep_alive, &mut pump).await
             }
             Reply::Upgrade(response, start) => {
-                let mut no_keep_alive = false;
-                if !self.write(response, version, false, &mut no_keep_alive).await {
+                if !write_response(&mut wr, response, WriteOpts { is_head: false, ..opts }, &mut false).await {
                     return After::Close;
                 }
+                drop((rd, wr));
                 let leftover = std::mem::take(&mut self.buf);
                 start.run(&mut self.io, leftover).await;
                 After::Close
-            }
-        }
-    }
-
-    /// Writes the response while still feeding the app any body it asks for.
-    async fn write_while_pumping(&mut self, response: Response<ResponseBody>, version: Version, is_head: bool, keep_alive: &mut bool, pump: &mut Pump, ex: &Arc<Exchange>) -> bool {
-        let opts = self.write_opts(version, is_head);
-        let (mut rd, mut wr) = tokio::io::split(&mut self.io);
-        let mut write = pin!(write_response(&mut wr, response, opts, keep_alive));
-        loop {
-            tokio::select! {
-                biased;
-                ok = &mut write => return ok,
-                event = pump.next(&mut rd, &mut self.buf, ex), if !pump.stalled => match event {
-                    // Too late for a 100 once the final response has started.
-                    PumpEvent::SendContinue => {}
-                    // The client left (dropping the body tells the app), or sent garbage.
-                    PumpEvent::Eof | PumpEvent::Malformed => return false,
-                },
             }
         }
     }
