@@ -106,28 +106,6 @@ pub fn next_message(py: Python<'_>, ex: &Exchange, s: &mut Shared) -> PyResult<O
     Ok(None)
 }
 
-/// Loop side of an `Event::Wake`: hand the app whatever it was waiting for.
-pub fn wake(py: Python<'_>, ex: &Exchange) -> PyResult<()> {
-    let next = if ex.head.websocket.is_some() { super::websocket::next_message } else { next_message };
-    let (receive, send) = {
-        let mut s = ex.lock();
-        let receive = match s.receive_waiter.is_some() {
-            true => next(py, ex, &mut s)?.map(|m| (s.receive_waiter.take().expect("checked"), m)),
-            false => None,
-        };
-        let send_ready = s.send_waiter.is_some() && (s.in_flight <= crate::worker::exchange::SEND_LOW_WATER || s.disconnected);
-        (receive, if send_ready { s.send_waiter.take() } else { None })
-    };
-    // Futures are resolved outside the lock: set_result may run Python code.
-    if let Some((future, msg)) = receive {
-        super::resolve(py, future, msg)?;
-    }
-    if let Some(future) = send {
-        super::resolve(py, future, py.None())?;
-    }
-    Ok(())
-}
-
 pub fn headers_from(py: Python<'_>, raw: Option<Bound<'_, PyAny>>) -> PyResult<Vec<(HeaderName, HeaderValue)>> {
     let mut headers = Vec::new();
     let Some(raw) = raw else { return Ok(headers) };
@@ -165,7 +143,7 @@ fn body_of(msg: &Bound<'_, PyDict>) -> PyResult<(Bytes, bool)> {
 #[pymethods]
 impl HttpCycle {
     fn receive(&mut self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        super::receive(py, &self.ctx, &self.ex, next_message)
+        super::receive::receive(py, &self.ctx, &self.ex, next_message)
     }
 
     fn send(&mut self, py: Python<'_>, message: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {

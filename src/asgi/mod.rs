@@ -4,6 +4,7 @@
 pub mod awaitable;
 pub mod http;
 pub mod lifespan;
+pub mod receive;
 pub mod scope;
 pub mod websocket;
 
@@ -31,21 +32,22 @@ impl AsgiContext {
 /// Picks the next ASGI message for the app out of an exchange, if one is ready.
 pub type NextMessage = fn(Python<'_>, &Exchange, &mut Shared) -> PyResult<Option<Py<PyAny>>>;
 
-/// receive() for every kind of connection: the next message at once if it is
-/// there, else a future that the I/O side's next wake-up resolves.
-pub fn receive(py: Python<'_>, ctx: &AsgiContext, ex: &Exchange, next: NextMessage) -> PyResult<Py<PyAny>> {
-    let mut s = ex.lock();
-    if let Some(msg) = next(py, ex, &mut s)? {
-        return awaitable::Ready::new(py, msg);
+/// Loop side of an `Event::Wake`: hand the app whatever it was waiting for.
+pub fn wake(py: Python<'_>, ex: &Exchange) -> PyResult<()> {
+    let (receivers, send) = {
+        let mut s = ex.lock();
+        let send_ready = s.send_waiter.is_some() && (s.in_flight <= crate::worker::exchange::SEND_LOW_WATER || s.disconnected);
+        (s.take_receive_waiters(), if send_ready { s.send_waiter.take() } else { None })
+    };
+    // Futures are resolved outside the lock: set_result may run Python code.
+    // A woken receive() takes its message itself when its task resumes (receive.rs).
+    for future in receivers {
+        resolve(py, future, py.None())?;
     }
-    if s.receive_waiter.is_some() {
-        return Err(pyo3::exceptions::PyRuntimeError::new_err("receive() called again while a previous receive() is still pending"));
+    if let Some(future) = send {
+        resolve(py, future, py.None())?;
     }
-    let future = ctx.new_future(py)?;
-    s.receive_waiter = Some(future.clone().unbind());
-    // The app is waiting: a reader paused on its behalf may fetch more.
-    ex.wants_more.notify_one();
-    Ok(future.unbind())
+    Ok(())
 }
 
 /// Resolves an asyncio future unless the app already gave up on it (cancelled it).

@@ -98,7 +98,7 @@ impl WsCycle {
             self.phase = Phase::Handshake;
             return Ready::new(py, dict(py, intern!(py, "websocket.connect"))?.into_any().unbind());
         }
-        super::receive(py, &self.ctx, &self.ex, next_message)
+        super::receive::receive(py, &self.ctx, &self.ex, next_message)
     }
 
     fn send<'py>(&mut self, py: Python<'py>, message: &Bound<'py, PyAny>) -> PyResult<Py<PyAny>> {

@@ -25,7 +25,7 @@ impl Dispatcher {
         while let Some(event) = self.bridge.pop() {
             let result = match event {
                 Event::Request(ex) => self.start(py, ex),
-                Event::Wake(ex) => crate::asgi::http::wake(py, &ex),
+                Event::Wake(ex) => crate::asgi::wake(py, &ex),
                 Event::Ping => Ok(()),
                 Event::Stop => self.event_loop.bind(py).call_method0(intern!(py, "stop")).map(drop),
             };

@@ -84,9 +84,29 @@ pub struct Shared {
     pub ws_inbox: VecDeque<WsMessage>,
     /// The WebSocket is closed, with this code and reason (1006: no close frame).
     pub ws_closed: Option<(u16, String)>,
-    /// asyncio futures the app is awaiting in receive() and send().
-    pub receive_waiter: Option<Py<PyAny>>,
+    /// asyncio futures of the receive() calls parked until a message comes
+    /// (several tasks may wait at once; cancelled ones are pruned).
+    receive_waiters: Vec<Py<PyAny>>,
+    /// The asyncio future the app is awaiting in send().
     pub send_waiter: Option<Py<PyAny>>,
+}
+
+impl Shared {
+    /// Loop side: park a receive() on `future` until the I/O side has news.
+    pub fn wait_for_message(&mut self, py: Python<'_>, future: Py<PyAny>) {
+        // Futures of receive() calls the app gave up on (cancelled) are done already.
+        self.receive_waiters.retain(|f| !f.bind(py).call_method0(pyo3::intern!(py, "done")).and_then(|d| d.is_truthy()).unwrap_or(true));
+        self.receive_waiters.push(future);
+    }
+
+    /// Loop side: every parked receive(), to be woken to look again.
+    pub fn take_receive_waiters(&mut self) -> Vec<Py<PyAny>> {
+        std::mem::take(&mut self.receive_waiters)
+    }
+
+    fn someone_waits(&self) -> bool {
+        !self.receive_waiters.is_empty() || self.send_waiter.is_some()
+    }
 }
 
 pub struct Exchange {
@@ -123,7 +143,7 @@ impl Exchange {
 
     /// I/O side: wake the app if it is waiting on this exchange.
     fn wake_if_waiting(self: &Arc<Self>, shared: &Shared) {
-        if shared.receive_waiter.is_some() || shared.send_waiter.is_some() {
+        if shared.someone_waits() {
             self.bridge.push(Event::Wake(self.clone()));
         }
     }
