@@ -18,8 +18,6 @@ from websockets.sync.client import connect
 
 from conftest import assert_same_response, effects, raw_exchange, wait_effect
 
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
-
 
 @pytest.fixture(scope="module")
 def pair(pair_factory):

@@ -6,7 +6,7 @@ import threading
 import httpx
 import pytest
 
-from conftest import json_of, parse_response, read_response, wait_until
+from conftest import APPS_DIR, json_of, parse_response, read_response, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +59,9 @@ def test_exception_after_response_started_closes_the_connection(srv):
     ("/violation/bad-type", "http.response.nonsense"),
     ("/violation/str-header", "bytes"),
     ("/violation/return-early", "without starting a response"),
-    ("/pathsend?path=relative/file.txt", "absolute"),
+    # A relative path is resolved against the working directory (as Starlette's FileResponse expects);
+    # one that names no file is the app's error.
+    ("/pathsend?path=relative/file.txt", "cannot send " + str(APPS_DIR / "relative/file.txt")),
 ])
 def test_protocol_violation_before_start_is_a_logged_500(srv, route, needle):
     pid = worker(srv)

@@ -33,18 +33,21 @@ pub struct HttpCycle {
     /// would desynchronize the connection for the next request.
     declared_len: Option<u64>,
     body_len: u64,
+    /// HEAD, 204 or 304: no body goes on the wire, so a content-length only
+    /// describes the representation (RFC 9110 8.6) and is not checked.
+    bodiless: bool,
 }
 
 impl HttpCycle {
     pub fn new(ex: Arc<Exchange>, ctx: Arc<AsgiContext>) -> Self {
-        HttpCycle { ex, ctx, phase: Phase::Start, declared_len: None, body_len: 0 }
+        HttpCycle { ex, ctx, phase: Phase::Start, declared_len: None, body_len: 0, bodiless: false }
     }
 
     /// Counts body bytes against the declared content-length (HEAD responses carry none).
     fn check_length(&mut self, chunk: usize, last: bool) -> PyResult<()> {
         self.body_len += chunk as u64;
         let Some(declared) = self.declared_len else { return Ok(()) };
-        if self.ex.head.method == http::Method::HEAD && self.body_len == 0 {
+        if self.bodiless {
             return Ok(());
         }
         if self.body_len > declared || (last && self.body_len < declared) {
@@ -171,6 +174,7 @@ impl HttpCycle {
                     }
                     self.declared_len = n;
                 }
+                self.bodiless = self.ex.head.method == http::Method::HEAD || matches!(status, StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED);
                 self.phase = Phase::Head { status, headers };
             }
             (Phase::Head { .. }, "http.response.body") => {
@@ -196,9 +200,11 @@ impl HttpCycle {
             (Phase::Head { .. }, "http.response.pathsend") => {
                 let path = msg.get_item(intern!(py, "path"))?.ok_or_else(|| PyValueError::new_err("http.response.pathsend has no 'path'"))?;
                 let path: PathBuf = path.extract()?;
-                if !path.is_absolute() {
-                    return Err(PyValueError::new_err(format!("http.response.pathsend needs an absolute path, got {}", path.display())));
-                }
+                // The spec asks apps for an absolute path, but Starlette's
+                // FileResponse("index.html") passes what it was given: resolve
+                // it as the app's own open() would, against the working directory.
+                let path = std::path::absolute(&path)
+                    .map_err(|e| PyValueError::new_err(format!("http.response.pathsend: cannot resolve {}: {e}", path.display())))?;
                 let Phase::Head { status, headers } = std::mem::replace(&mut self.phase, Phase::Complete) else { unreachable!() };
                 self.emit(py, ResponseEvent::Start { status, headers, body: Body::File(path) });
             }
@@ -253,6 +259,23 @@ impl HttpCycle {
     }
 }
 
+/// The app let the news that its client left propagate: our ClientDisconnected
+/// (an OSError) from send(), as such or wrapped by a framework (Starlette
+/// raises its ClientDisconnect from it), or Starlette's ClientDisconnect
+/// raised when receive() said `http.disconnect` during a body read.
+fn reports_disconnect(exc: &Bound<'_, PyAny>) -> bool {
+    let py = exc.py();
+    let mut current = Some(exc.clone());
+    for _ in 0..8 {
+        let Some(e) = current.take().filter(|e| !e.is_none()) else { break };
+        if e.is_instance_of::<ClientDisconnected>() || e.get_type().name().is_ok_and(|n| n == "ClientDisconnect") {
+            return true;
+        }
+        current = e.getattr(intern!(py, "__cause__")).ok().filter(|c| !c.is_none()).or_else(|| e.getattr(intern!(py, "__context__")).ok());
+    }
+    false
+}
+
 /// Runs when the app's task for a request ends, however it ends.
 #[pyclass(module = "ferrogate._ferrogate")]
 pub struct RequestDone {
@@ -263,19 +286,27 @@ pub struct RequestDone {
 impl RequestDone {
     fn __call__(&self, py: Python<'_>, task: &Bound<'_, PyAny>) -> PyResult<()> {
         let mut cycle = self.cycle.bind(py).borrow_mut();
-        // exception() raises CancelledError for a cancelled task: a task that never finished its work.
-        let Ok(exc) = task.call_method0(intern!(py, "exception")) else {
-            cycle.fail(py, StatusCode::INTERNAL_SERVER_ERROR);
-            return Ok(());
-        };
+        cycle.ctx.tasks.remove(task)?;
         let what = || {
             let head = &cycle.ex.head;
             format!("{} {}", head.method, head.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"))
         };
+        if task.call_method0(intern!(py, "cancelled"))?.is_truthy()? {
+            // A task that never finished its work: by our stop, or by the app's own doing.
+            if cycle.ctx.tasks.cancelled_by_stop() {
+                crate::info!("{}: cancelled at the graceful-shutdown timeout", what());
+                cycle.fail(py, StatusCode::SERVICE_UNAVAILABLE);
+            } else {
+                crate::error!("ASGI request task was cancelled before completing the response ({})", what());
+                cycle.fail(py, StatusCode::INTERNAL_SERVER_ERROR);
+            }
+            return Ok(());
+        }
+        let exc = task.call_method0(intern!(py, "exception"))?;
         if !exc.is_none() {
             let disconnected = cycle.ex.lock().disconnected;
-            if disconnected && exc.is_instance_of::<pyo3::exceptions::PyOSError>() {
-                crate::debug!("{}: client went away ({exc})", what());
+            if disconnected && reports_disconnect(&exc) {
+                crate::info!("{}: the client went away before the response was complete", what());
             } else {
                 crate::error!("Exception in ASGI application while serving {}\n{}", what(), format_exception(py, &exc));
             }

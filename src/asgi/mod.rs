@@ -6,6 +6,7 @@ pub mod http;
 pub mod lifespan;
 pub mod receive;
 pub mod scope;
+pub mod tasks;
 pub mod websocket;
 
 use pyo3::prelude::*;
@@ -21,6 +22,8 @@ pub struct AsgiContext {
     /// The dict the app filled during lifespan startup; each request gets a shallow copy.
     pub state: Py<PyDict>,
     pub root_path: String,
+    /// The app's request tasks still running.
+    pub tasks: tasks::RequestTasks,
 }
 
 impl AsgiContext {

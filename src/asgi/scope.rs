@@ -64,7 +64,7 @@ fn common<'py>(py: Python<'py>, ctx: &AsgiContext, head: &RequestHead, kind: &Bo
     scope.set_item(intern!(py, "query_string"), PyBytes::new(py, query))?;
 
     let headers = PyList::empty(py);
-    for (name, value) in &head.headers {
+    for (name, value) in head.headers_in_order() {
         headers.append(PyTuple::new(py, [PyBytes::new(py, name.as_str().as_bytes()), PyBytes::new(py, value.as_bytes())])?)?;
     }
     scope.set_item(intern!(py, "headers"), headers)?;

@@ -177,9 +177,10 @@ pub struct WsDone {
 impl WsDone {
     fn __call__(&self, py: Python<'_>, task: &Bound<'_, PyAny>) -> PyResult<()> {
         let mut cycle = self.cycle.bind(py).borrow_mut();
+        cycle.ctx.tasks.remove(task)?;
         let path = cycle.ex.head.uri.path().to_string();
         let failed = if task.call_method0(intern!(py, "cancelled"))?.is_truthy()? {
-            true
+            !cycle.ctx.tasks.cancelled_by_stop()
         } else {
             let exc = task.call_method0(intern!(py, "exception"))?;
             let disconnect = exc.is_instance_of::<pyo3::exceptions::PyOSError>() && cycle.ex.lock().ws_closed.is_some();

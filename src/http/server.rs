@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use tokio::sync::Notify;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use super::access_log::{Entry, Format};
@@ -12,6 +12,7 @@ use super::h1::conn::{self, Transport};
 use super::listeners::Inherited;
 use super::static_files::StaticFiles;
 use crate::config::Config;
+use crate::ipc::{CANCEL_GRACE, StopReason};
 use crate::worker::bridge::Bridge;
 
 /// What every connection of a worker shares.
@@ -26,8 +27,8 @@ pub struct ServerCtx {
     pub extra_headers: Vec<(http::HeaderName, http::HeaderValue)>,
     /// --static mounts, answered before the app.
     pub static_files: Option<StaticFiles>,
-    /// Turns true when the worker starts draining.
-    pub stop: watch::Receiver<bool>,
+    /// Set when the worker starts draining, with why.
+    pub stop: StopSignal,
     /// Connections and WebSocket sessions still open: a stop waits for them.
     pub open: Arc<OpenCount>,
 }
@@ -72,7 +73,7 @@ impl Drop for OpenGuard {
 }
 
 impl ServerCtx {
-    pub fn new(config: Arc<Config>, bridge: Arc<Bridge>, static_files: Option<StaticFiles>, stop: watch::Receiver<bool>) -> Self {
+    pub fn new(config: Arc<Config>, bridge: Arc<Bridge>, static_files: Option<StaticFiles>, stop: StopSignal) -> Self {
         let access_log = config.log.access_log.then(|| Format::parse(&config.log.access_log_format).expect("validated by the master"));
         let mut extra_headers = Vec::new();
         if config.http.server_header {
@@ -111,10 +112,12 @@ pub struct ConnInfo {
     pub local: Option<SocketAddr>,
 }
 
-/// Accepts on every inherited listener until `stop` turns true, then lets open
-/// connections finish their current request (closing idle keep-alive ones at once)
-/// for at most the graceful timeout.
-pub async fn serve(listeners: Vec<Inherited>, ctx: Arc<ServerCtx>) {
+/// Accepts on every inherited listener until the stop signal, then lets open
+/// connections finish their current request (closing idle keep-alive ones at
+/// once) for at most the graceful timeout; requests still in the app then are
+/// cancelled, and their connections get CANCEL_GRACE to carry the answer.
+/// Returns when the drain began.
+pub async fn serve(listeners: Vec<Inherited>, ctx: Arc<ServerCtx>) -> Instant {
     let mut stop = ctx.stop.clone();
     let mut accept_tasks = tokio::task::JoinSet::new();
     for listener in listeners {
@@ -134,6 +137,7 @@ pub async fn serve(listeners: Vec<Inherited>, ctx: Arc<ServerCtx>) {
     }
 
     stopped(&mut stop).await;
+    let began = Instant::now();
     // The accept loops see the same signal and drop their listener handles.
     while accept_tasks.join_next().await.is_some() {}
     let open = ctx.open.current();
@@ -141,19 +145,39 @@ pub async fn serve(listeners: Vec<Inherited>, ctx: Arc<ServerCtx>) {
         crate::debug!("waiting for {open} connection(s) to finish");
     }
     let timeout = Duration::from_secs(ctx.config.workers.graceful_timeout);
-    if tokio::time::timeout(timeout, ctx.open.all_closed()).await.is_err() {
-        crate::warn!("graceful timeout ({}s) reached; closing the connections still open", timeout.as_secs());
+    if tokio::time::timeout(timeout, ctx.open.all_closed()).await.is_ok() {
+        return began;
     }
+    crate::warn!("Graceful timeout ({}s) reached with {} connection(s) open", timeout.as_secs(), ctx.open.current());
+    ctx.bridge.push(crate::worker::bridge::Event::CancelRequests);
+    if tokio::time::timeout(CANCEL_GRACE, ctx.open.all_closed()).await.is_err() {
+        crate::warn!("Closing {} connection(s) still open", ctx.open.current());
+    }
+    began
 }
 
-/// Resolves once `stop` is true (or its sender is gone).
-pub async fn stopped(stop: &mut watch::Receiver<bool>) {
+/// Becomes `Some(reason)` when the worker starts draining.
+pub type StopSignal = watch::Receiver<Option<StopReason>>;
+
+/// Starts the drain, unless it has begun already (the first reason stays).
+pub fn begin_stop(stop: &watch::Sender<Option<StopReason>>, reason: StopReason) {
+    stop.send_if_modified(|current| {
+        let first = current.is_none();
+        if first {
+            *current = Some(reason);
+        }
+        first
+    });
+}
+
+/// Resolves once the drain has begun (or nobody can begin it any more: a shutdown).
+pub async fn stopped(stop: &mut StopSignal) -> StopReason {
     loop {
-        if *stop.borrow_and_update() {
-            return;
+        if let Some(reason) = *stop.borrow_and_update() {
+            return reason;
         }
         if stop.changed().await.is_err() {
-            return;
+            return StopReason::Shutdown;
         }
     }
 }

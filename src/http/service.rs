@@ -66,7 +66,8 @@ pub fn dispatch(req: Request<()>, body_empty: bool, ctx: &Arc<ServerCtx>, conn: 
         true => handshake::detect(req.method(), req.headers(), ctx.config.ws.per_message_deflate),
         false => None,
     };
-    let (parts, ()) = req.into_parts();
+    let (mut parts, ()) = req.into_parts();
+    let received_order = parts.extensions.remove::<super::h1::ReceivedOrder>();
     let mut entry = ctx.access_log.as_ref().map(|_| Entry {
         remote: conn.peer,
         method: parts.method.clone(),
@@ -107,7 +108,7 @@ pub fn dispatch(req: Request<()>, body_empty: bool, ctx: &Arc<ServerCtx>, conn: 
         return Dispatched::Answer(plain(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable: the server is at its concurrency limit", true, log(entry)));
     };
 
-    let head = RequestHead { method: parts.method, uri: parts.uri, version: parts.version, headers: parts.headers, client, server: conn.local, scheme, websocket };
+    let head = RequestHead { method: parts.method, uri: parts.uri, version: parts.version, headers: parts.headers, received_order, client, server: conn.local, scheme, websocket };
     let (ex, responses) = Exchange::new(head, ctx.bridge.clone());
     if body_empty {
         ex.push_body(Bytes::new(), true);

@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 
 use crate::config::Config;
 use crate::http::listeners::{self, Bound};
-use crate::ipc::{self, EXIT_BOOT_ERROR, ToMaster, ToWorker};
+use crate::ipc::{self, EXIT_BOOT_ERROR, StopReason, ToMaster, ToWorker};
 
 /// Crashes within this window that make the master give up instead of respawning.
 const CRASH_WINDOW: Duration = Duration::from_secs(60);
@@ -186,11 +186,15 @@ impl Master {
         Ok(())
     }
 
-    fn stop_worker(&mut self, id: u64) {
-        let grace = Duration::from_secs(self.config.workers.graceful_timeout) + Duration::from_secs(5);
+    fn stop_worker(&mut self, id: u64, reason: StopReason) {
+        // A worker's stop: the drain (graceful timeout), cancelled requests'
+        // cleanup, then lifespan shutdown (graceful timeout again). Past that
+        // it is stuck, and killed.
+        let graceful = Duration::from_secs(self.config.workers.graceful_timeout);
+        let grace = 2 * graceful + ipc::CANCEL_GRACE + Duration::from_secs(5);
         if let Some(w) = self.workers.get_mut(&id) {
             if matches!(w.state, State::Booting | State::Serving) {
-                let _ = w.orders.send(ToWorker::Stop);
+                let _ = w.orders.send(ToWorker::Stop(reason));
                 w.state = State::Stopping { deadline: Instant::now() + grace };
             }
         }
@@ -223,7 +227,7 @@ impl Master {
         self.target -= 1;
         crate::info!("SIGTTOU: lowering the worker count to {}", self.target);
         if let Some(id) = self.workers.iter().rev().find(|(_, w)| matches!(w.state, State::Serving | State::Booting)).map(|(id, _)| *id) {
-            self.stop_worker(id);
+            self.stop_worker(id, StopReason::Restart);
         }
     }
 
@@ -241,7 +245,7 @@ impl Master {
                             crate::info!("Worker {} is serving", w.pid);
                         }
                         if let Some(old) = w.replaces.take() {
-                            self.stop_worker(old);
+                            self.stop_worker(old, StopReason::Restart);
                             self.replace_next();
                         }
                     }
@@ -367,7 +371,7 @@ impl Master {
     async fn shutdown(&mut self, events: &mut mpsc::UnboundedReceiver<Event>, int: &mut tokio::signal::unix::Signal, term: &mut tokio::signal::unix::Signal) {
         let ids: Vec<u64> = self.workers.keys().copied().collect();
         for id in ids {
-            self.stop_worker(id);
+            self.stop_worker(id, StopReason::Shutdown);
         }
         // Close our copies of the listeners: once the workers have let go of theirs
         // (they do as they start draining), new connections are refused at once

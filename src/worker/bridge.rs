@@ -21,6 +21,8 @@ pub enum Event {
     Wake(Arc<Exchange>),
     /// Liveness probe: the loop answers by advancing `ticks`.
     Ping,
+    /// The graceful timeout ran out with requests still in the app: cancel them.
+    CancelRequests,
     /// The I/O side has drained; stop the event loop.
     Stop,
 }

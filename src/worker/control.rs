@@ -8,15 +8,15 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::watch;
 
 use super::bridge::Event;
-use crate::http::server::ServerCtx;
-use crate::ipc::{self, ToMaster, ToWorker};
+use crate::http::server::{ServerCtx, begin_stop};
+use crate::ipc::{self, StopReason, ToMaster, ToWorker};
 
-pub async fn run(control: std::os::unix::net::UnixStream, ctx: Arc<ServerCtx>, stop: watch::Sender<bool>) {
+pub async fn run(control: std::os::unix::net::UnixStream, ctx: Arc<ServerCtx>, stop: watch::Sender<Option<StopReason>>) {
     let control = match control.set_nonblocking(true).and_then(|_| tokio::net::UnixStream::from_std(control)) {
         Ok(c) => c,
         Err(e) => {
             crate::error!("control socket unusable ({e}); stopping");
-            let _ = stop.send(true);
+            begin_stop(&stop, StopReason::Shutdown);
             return;
         }
     };
@@ -27,18 +27,18 @@ pub async fn run(control: std::os::unix::net::UnixStream, ctx: Arc<ServerCtx>, s
         let stop = stop.clone();
         async move {
             let mut lines = BufReader::new(read).lines();
-            loop {
+            let reason = loop {
                 match lines.next_line().await {
                     Ok(Some(line)) => match ipc::decode::<ToWorker>(&line) {
-                        Ok(ToWorker::Stop) => break,
+                        Ok(ToWorker::Stop(reason)) => break reason,
                         Ok(ToWorker::Config(_)) => {}
                         Err(e) => crate::warn!("{e}"),
                     },
                     // The master is gone: nobody will replace us or route to us for long; wind down.
-                    Ok(None) | Err(_) => break,
+                    Ok(None) | Err(_) => break StopReason::Shutdown,
                 }
-            }
-            let _ = stop.send(true);
+            };
+            begin_stop(&stop, reason);
         }
     };
     tokio::spawn(orders);
@@ -53,9 +53,9 @@ pub async fn run(control: std::os::unix::net::UnixStream, ctx: Arc<ServerCtx>, s
         tokio::select! {
             _ = every_second.tick() => {}
             _ = async { match sigterm.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } } => {
-                let _ = stop.send(true);
+                begin_stop(&stop, StopReason::Shutdown);
             }
-            _ = stopping.wait_for(|s| *s) => return,
+            _ = stopping.wait_for(Option::is_some) => return,
         }
         // A heartbeat vouches for the event loop, not for this thread: only send one if the loop drained since the last.
         let ticks = ctx.bridge.ticks.load(Ordering::Relaxed);

@@ -27,6 +27,11 @@ impl Dispatcher {
                 Event::Request(ex) => self.start(py, ex),
                 Event::Wake(ex) => crate::asgi::wake(py, &ex),
                 Event::Ping => Ok(()),
+                Event::CancelRequests => self.ctx.tasks.cancel_all(py).map(|n| {
+                    if n > 0 {
+                        crate::warn!("Cancelling {n} request task(s) still running at the graceful-shutdown timeout");
+                    }
+                }),
                 Event::Stop => self.event_loop.bind(py).call_method0(intern!(py, "stop")).map(drop),
             };
             if let Err(e) = result {
@@ -57,6 +62,8 @@ impl Dispatcher {
         match coro {
             Ok(coro) => {
                 let task = self.ctx.create_task.bind(py).call1((coro,))?;
+                // An eager task (3.12+) may be done already; its callback still runs, from the loop.
+                self.ctx.tasks.add(&task)?;
                 task.call_method1(intern!(py, "add_done_callback"), (done,))?;
             }
             // A non-async callable raised straight away: report it like any app error.

@@ -34,11 +34,24 @@ pub struct RequestHead {
     pub uri: Uri,
     pub version: Version,
     pub headers: HeaderMap,
+    /// `headers` as received, when repeated names were interleaved with others.
+    pub received_order: Option<crate::http::h1::ReceivedOrder>,
     pub client: Option<SocketAddr>,
     pub server: Option<SocketAddr>,
     pub scheme: Scheme,
     /// Set for a valid WebSocket opening request.
     pub websocket: Option<crate::http::websocket::handshake::Upgrade>,
+}
+
+impl RequestHead {
+    /// The headers in the order the client sent them (ASGI's scope["headers"]).
+    pub fn headers_in_order(&self) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
+        let (ordered, grouped) = match &self.received_order {
+            Some(order) => (Some(order.0.iter().map(|(n, v)| (n, v))), None),
+            None => (None, Some(self.headers.iter())),
+        };
+        ordered.into_iter().flatten().chain(grouped.into_iter().flatten())
+    }
 }
 
 /// What the app sent, validated on the loop thread, for the I/O side to write.

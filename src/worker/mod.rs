@@ -12,6 +12,7 @@ use pyo3::types::PyDict;
 use std::io::Read;
 use std::os::fd::FromRawFd;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::asgi::{AsgiContext, format_exception, lifespan};
 use crate::config::{Config, LoopChoice};
@@ -65,8 +66,9 @@ pub fn run(py: Python<'_>) -> PyResult<i32> {
         create_future: event_loop.getattr("create_future")?.unbind(),
         state: state.unbind(),
         root_path: config.app.root_path.clone(),
+        tasks: crate::asgi::tasks::RequestTasks::new(py)?,
     });
-    let dispatcher = dispatch::Dispatcher { bridge: bridge.clone(), ctx, event_loop: event_loop.clone().unbind() };
+    let dispatcher = dispatch::Dispatcher { bridge: bridge.clone(), ctx: ctx.clone(), event_loop: event_loop.clone().unbind() };
     event_loop.call_method1("add_reader", (bridge.fd(), dispatcher))?;
 
     let mut inherited = Vec::new();
@@ -83,7 +85,12 @@ pub fn run(py: Python<'_>) -> PyResult<i32> {
 
     event_loop.call_method0("run_forever")?;
 
-    let _ = py.detach(|| io_thread.join());
+    let drain_began = py.detach(|| io_thread.join()).ok().flatten();
+    let graceful = Duration::from_secs(config.workers.graceful_timeout);
+    let left = drain_began.map_or(graceful, |began| graceful.saturating_sub(began.elapsed()));
+    if let Err(e) = ctx.tasks.finish(py, &event_loop, left) {
+        crate::error!("cannot wait for the app's request tasks: {e}");
+    }
     if let Some(running) = lifespan {
         running.shutdown(py, &event_loop, config.workers.graceful_timeout);
     }
@@ -93,25 +100,27 @@ pub fn run(py: Python<'_>) -> PyResult<i32> {
 }
 
 /// The I/O thread: HTTP on the inherited listeners plus the control socket.
-/// It ends once the server has drained, and stops the event loop on its way out.
-fn serve_io(config: Arc<Config>, bridge: Arc<Bridge>, static_files: Option<StaticFiles>, listeners: Vec<listeners::Inherited>, control: std::os::unix::net::UnixStream) {
+/// It ends once the server has drained, and stops the event loop on its way
+/// out. Returns when the drain began.
+fn serve_io(config: Arc<Config>, bridge: Arc<Bridge>, static_files: Option<StaticFiles>, listeners: Vec<listeners::Inherited>, control: std::os::unix::net::UnixStream) -> Option<Instant> {
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             crate::error!("cannot start the I/O runtime: {e}");
             bridge.push(Event::Stop);
-            return;
+            return None;
         }
     };
-    runtime.block_on(async {
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let drain_began = runtime.block_on(async {
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(None);
         let ctx = Arc::new(ServerCtx::new(config, bridge.clone(), static_files, stop_rx));
         let outbox = bridge.clone();
         tokio::spawn(async move { outbox.deliver_outbox().await });
         tokio::spawn(control::run(control, ctx.clone(), stop_tx));
-        server::serve(listeners, ctx).await;
+        server::serve(listeners, ctx).await
     });
     bridge.push(Event::Stop);
+    Some(drain_began)
 }
 
 /// Hands the reason to the master, which prints it once for all workers.

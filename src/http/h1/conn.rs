@@ -20,7 +20,7 @@ use super::decode::{Decoded, Decoder};
 use super::encode::{self, BodyFraming};
 use super::parse::{self, Framing, Head, Limits, Refusal};
 use crate::http::body::ResponseBody;
-use crate::http::server::{ConnInfo, ServerCtx, stopped};
+use crate::http::server::{ConnInfo, ServerCtx, StopSignal, stopped};
 use crate::http::service::{self, Dispatched, Reply};
 use crate::worker::exchange::Exchange;
 
@@ -76,8 +76,8 @@ pub async fn serve<IO: Transport>(io: IO, ctx: Arc<ServerCtx>, info: ConnInfo) {
 }
 
 /// True once the worker started stopping (or the signal was already taken: None).
-fn stop_signalled(stop: &Option<tokio::sync::watch::Receiver<bool>>) -> bool {
-    stop.as_ref().is_none_or(|s| *s.borrow())
+fn stop_signalled(stop: &Option<StopSignal>) -> bool {
+    stop.as_ref().is_none_or(|s| s.borrow().is_some())
 }
 
 enum Next {
@@ -100,7 +100,7 @@ struct Conn<IO> {
     info: ConnInfo,
     served: u64,
     /// None once the worker started stopping (the signal was seen).
-    stop: Option<tokio::sync::watch::Receiver<bool>>,
+    stop: Option<StopSignal>,
 }
 
 impl<IO: Transport> Conn<IO> {
@@ -140,7 +140,7 @@ impl<IO: Transport> Conn<IO> {
             }
             let stop = async {
                 match self.stop.as_mut() {
-                    Some(s) => stopped(s).await,
+                    Some(s) => drop(stopped(s).await),
                     None => std::future::pending().await,
                 }
             };
@@ -262,7 +262,11 @@ impl<IO: Transport> Conn<IO> {
 
     /// A head we will not serve: say why, then close.
     async fn refuse(&mut self, refusal: Refusal) {
-        let response = service::plain(refusal.status, refusal.reason, true, None);
+        let mut response = service::plain(refusal.status, refusal.reason, true, None);
+        if refusal.status == StatusCode::METHOD_NOT_ALLOWED {
+            // RFC 9110 15.5.6: a 405 lists what is allowed; these are the methods ferrogate hands to apps.
+            response.headers_mut().insert(header::ALLOW, http::HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"));
+        }
         let _ = self.write_simple(response, Version::HTTP_11).await;
         self.linger().await;
     }
@@ -498,8 +502,7 @@ async fn write_response<W: AsyncWrite + Unpin>(wr: &mut W, response: Response<Re
     encode::head(&mut head, version, parts.status, &parts.headers, framing, connection, date);
     drop(parts);
 
-    let sends_body = !is_head && !matches!(framing, BodyFraming::Empty);
-    if !sends_body {
+    if matches!(framing, BodyFraming::Empty | BodyFraming::Announced(_)) {
         // No body goes on the wire (HEAD, 204, 304), as the protocol says.
         let ok = write_all_vectored(wr, &mut [IoSlice::new(&head)], io_timeout).await.is_ok();
         if ok && !discard(&mut body, io_timeout).await {

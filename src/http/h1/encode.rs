@@ -10,6 +10,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 pub enum BodyFraming {
     /// No body may follow (HEAD, 1xx, 204, 304).
     Empty,
+    /// No body follows, but the head announces the length a GET would have
+    /// got (HEAD, and 304 as RFC 9110 8.6 allows).
+    Announced(u64),
     Length(u64),
     Chunked,
     /// HTTP/1.0 with an unknown length: the body ends when the connection closes.
@@ -19,11 +22,14 @@ pub enum BodyFraming {
 /// Decides the body framing: the app's content-length when it gave one, the
 /// body's exact size when known, else chunked (or until-close for HTTP/1.0).
 pub fn framing(status: StatusCode, head_request: bool, version: Version, headers: &HeaderMap, exact_len: Option<u64>) -> BodyFraming {
-    let bodiless = status.is_informational() || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
-    if bodiless {
+    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+    // RFC 9110 8.6: never a Content-Length on 1xx and 204; on 304 the app's is passed through.
+    if status.is_informational() || status == StatusCode::NO_CONTENT {
         return BodyFraming::Empty;
     }
-    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+    if status == StatusCode::NOT_MODIFIED {
+        return declared.map_or(BodyFraming::Empty, BodyFraming::Announced);
+    }
     let framing = match declared.or(exact_len) {
         Some(n) => BodyFraming::Length(n),
         None if version == Version::HTTP_10 => BodyFraming::UntilClose,
@@ -32,7 +38,7 @@ pub fn framing(status: StatusCode, head_request: bool, version: Version, headers
     if head_request {
         // A HEAD response announces the length a GET would have, and sends nothing.
         return match framing {
-            BodyFraming::Length(n) => BodyFraming::Length(n),
+            BodyFraming::Length(n) => BodyFraming::Announced(n),
             _ => BodyFraming::Empty,
         };
     }
@@ -60,7 +66,7 @@ pub fn head(out: &mut Vec<u8>, version: Version, status: StatusCode, headers: &H
         out.extend_from_slice(b"\r\n");
     }
     match framing {
-        BodyFraming::Length(n) => {
+        BodyFraming::Length(n) | BodyFraming::Announced(n) => {
             let _ = write!(out, "content-length: {n}\r\n");
         }
         BodyFraming::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
@@ -132,7 +138,9 @@ mod tests {
         assert_eq!(framing(s, true, Version::HTTP_11, &none, None), BodyFraming::Empty);
         let mut cl = HeaderMap::new();
         cl.insert(header::CONTENT_LENGTH, HeaderValue::from_static("10"));
-        assert_eq!(framing(s, true, Version::HTTP_11, &cl, None), BodyFraming::Length(10));
+        assert_eq!(framing(s, true, Version::HTTP_11, &cl, None), BodyFraming::Announced(10));
+        assert_eq!(framing(StatusCode::NOT_MODIFIED, false, Version::HTTP_11, &cl, Some(0)), BodyFraming::Announced(10));
+        assert_eq!(framing(StatusCode::NO_CONTENT, false, Version::HTTP_11, &cl, Some(0)), BodyFraming::Empty);
     }
 
     #[test]

@@ -8,3 +8,4 @@ pub mod conn;
 mod decode;
 mod encode;
 mod parse;
+pub use parse::ReceivedOrder;

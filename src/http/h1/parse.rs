@@ -22,6 +22,12 @@ pub struct Head {
     pub expect_continue: bool,
 }
 
+/// The headers in the order received, kept (as a request extension) only when
+/// a repeated name was interleaved with others (`A, B, A`): the `HeaderMap`
+/// groups each name's values, while the ASGI scope lists them as received.
+#[derive(Clone, Debug)]
+pub struct ReceivedOrder(pub Vec<(HeaderName, HeaderValue)>);
+
 /// Why a head was refused: answered with this status, then the connection closes.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Refusal {
@@ -38,6 +44,22 @@ impl Refusal {
 pub struct Limits {
     pub max_head: usize,
     pub max_headers: usize,
+}
+
+/// A method the app may see. Methods are case-sensitive (RFC 9110 9.1) and
+/// every registered one is uppercase: `get` is a client bug or a probe, and an
+/// app that routes on "GET" would answer it 405 or worse, so it is refused
+/// here, as uvicorn's parser does. CONNECT asks for a tunnel, which only a
+/// proxy gives; an origin server refuses it (nginx answers 405 too).
+fn parse_method(name: &str) -> Result<Method, Refusal> {
+    if name.bytes().any(|b| b.is_ascii_lowercase()) {
+        return Err(Refusal::bad("Bad Request: invalid method (method names are case-sensitive: GET, not get)"));
+    }
+    let method = Method::from_bytes(name.as_bytes()).map_err(|_| Refusal::bad("Bad Request: invalid method"))?;
+    if method == Method::CONNECT {
+        return Err(Refusal { status: StatusCode::METHOD_NOT_ALLOWED, reason: "Method Not Allowed: CONNECT (this server is not a proxy)" });
+    }
+    Ok(method)
 }
 
 /// Longest request target accepted (hyper's limit too); longer gets 414.
@@ -83,7 +105,7 @@ pub fn parse(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Head>, Refusa
         Some(0) => Version::HTTP_10,
         _ => return Err(Refusal::bad("Bad Request: unsupported HTTP version")),
     };
-    let method = Method::from_bytes(req.method.unwrap_or("").as_bytes()).map_err(|_| Refusal::bad("Bad Request: invalid method"))?;
+    let method = parse_method(req.method.unwrap_or(""))?;
     let path = req.path.unwrap_or("");
     if path.len() > MAX_URI {
         return Err(Refusal { status: StatusCode::URI_TOO_LONG, reason: "URI Too Long" });
@@ -101,8 +123,10 @@ pub fn parse(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Head>, Refusa
     let mut framing = Framing::Length(0);
     let (mut content_length, mut chunked, mut transfer_encodings) = (None::<u64>, false, 0);
     let (mut close, mut keep_alive_token, mut expect_continue) = (false, false, false);
-    for h in req.headers.iter() {
+    let mut interleaved = false;
+    for (i, h) in req.headers.iter().enumerate() {
         let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| Refusal::bad("Bad Request: invalid header name"))?;
+        interleaved |= i > 0 && !req.headers[i - 1].name.eq_ignore_ascii_case(h.name) && headers.contains_key(&name);
         let value = HeaderValue::from_maybe_shared(slice(h.value))
             .map_err(|_| Refusal::bad("Bad Request: invalid header value"))?;
         match name {
@@ -153,6 +177,10 @@ pub fn parse(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Head>, Refusa
         framing = Framing::Length(n);
     }
     let uri = Uri::from_maybe_shared(slice(path.as_bytes())).map_err(|_| Refusal::bad("Bad Request: invalid request target"))?;
+    // Every name and value was checked in the loop above.
+    let received_order = interleaved.then(|| {
+        ReceivedOrder(req.headers.iter().filter_map(|h| Some((HeaderName::from_bytes(h.name.as_bytes()).ok()?, HeaderValue::from_maybe_shared(slice(h.value)).ok()?))).collect())
+    });
     drop(req);
     bytes::Buf::advance(buf, len);
 
@@ -165,6 +193,9 @@ pub fn parse(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Head>, Refusa
     *request.uri_mut() = uri;
     *request.version_mut() = version;
     *request.headers_mut() = headers;
+    if let Some(order) = received_order {
+        request.extensions_mut().insert(order);
+    }
     Ok(Some(Head { request, framing, keep_alive, expect_continue: expect_continue && version == Version::HTTP_11 }))
 }
 
@@ -207,6 +238,24 @@ mod tests {
         assert_eq!(head.framing, Framing::Length(0));
         assert!(head.keep_alive && !head.expect_continue);
         assert_eq!(&buf[..], b"NEXT");
+    }
+
+    #[test]
+    fn interleaved_repeats_keep_the_received_order() {
+        let h = parse_str("GET / HTTP/1.1\r\nX-A: 1\r\nHost: x\r\nX-A: 2\r\n\r\n").unwrap().unwrap();
+        let order = h.request.extensions().get::<ReceivedOrder>().expect("kept");
+        let names: Vec<_> = order.0.iter().map(|(n, v)| format!("{n}={}", v.to_str().unwrap())).collect();
+        assert_eq!(names, ["x-a=1", "host=x", "x-a=2"]);
+        // Adjacent repeats are already in order in the HeaderMap: nothing extra kept.
+        let h = parse_str("GET / HTTP/1.1\r\nHost: x\r\nX-A: 1\r\nx-a: 2\r\n\r\n").unwrap().unwrap();
+        assert!(h.request.extensions().get::<ReceivedOrder>().is_none());
+    }
+
+    #[test]
+    fn lowercase_methods_and_connect_are_refused() {
+        assert_eq!(parse_str("get / HTTP/1.1\r\nHost: x\r\n\r\n").err().unwrap().status, StatusCode::BAD_REQUEST);
+        assert_eq!(parse_str("CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n").err().unwrap().status, StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(parse_str("PROPFIND / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap().unwrap().request.method().as_str(), "PROPFIND");
     }
 
     #[test]

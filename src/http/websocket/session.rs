@@ -4,11 +4,12 @@ use bytes::{Bytes, BytesMut};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
 use super::deflate::{Codec, Params};
 use super::frame::{self, Frame, OpCode, Violation};
 use crate::config::WsConfig;
+use crate::ipc::StopReason;
 use crate::worker::exchange::{Exchange, ResponseEvent, WsMessage};
 
 /// How long we wait for the client's close frame after sending ours.
@@ -44,7 +45,7 @@ pub async fn run<IO>(
     mut app: mpsc::UnboundedReceiver<ResponseEvent>,
     config: WsConfig,
     deflate: Option<Params>,
-    mut stop: watch::Receiver<bool>,
+    mut stop: crate::http::server::StopSignal,
 )
 where
     IO: AsyncRead + AsyncWrite + Unpin,
@@ -107,9 +108,14 @@ where
                     return;
                 }
             },
-            // The worker is stopping (shutdown or reload): 1012 tells the client to reconnect.
-            _ = crate::http::server::stopped(&mut stop) => {
-                return s.fail(Violation { code: 1012, reason: "server restarting" }).await;
+            // The worker is stopping: 1001 when the server goes away, 1012 when
+            // it restarts (the client may reconnect at once).
+            reason = crate::http::server::stopped(&mut stop) => {
+                let close = match reason {
+                    StopReason::Shutdown => Violation { code: 1001, reason: "server shutting down" },
+                    StopReason::Restart => Violation { code: 1012, reason: "server restarting" },
+                };
+                return s.fail(close).await;
             }
             _ = ping_timer.tick(), if ping_every.is_some() => {
                 if awaiting_pong.is_some_and(|since| since.elapsed() >= pong_within) {

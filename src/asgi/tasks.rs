@@ -1,0 +1,103 @@
+//! The app's request tasks, held so that a stop can wait for them, cancel
+//! them when the graceful timeout runs out, and let them clean up.
+//!
+//! asyncio keeps only weak references to tasks; holding them here also keeps
+//! a task that awaits nothing of ours from being collected mid-flight.
+
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PySet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use crate::ipc::CANCEL_GRACE;
+
+pub struct RequestTasks {
+    running: Py<PySet>,
+    /// Set once the worker cancels what is left at the graceful timeout:
+    /// such a request is answered 503, not 500, and is not an app error.
+    cancelled_by_stop: AtomicBool,
+}
+
+impl RequestTasks {
+    pub fn new(py: Python<'_>) -> PyResult<Self> {
+        Ok(RequestTasks { running: PySet::empty(py)?.unbind(), cancelled_by_stop: AtomicBool::new(false) })
+    }
+
+    pub fn add(&self, task: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.running.bind(task.py()).add(task)
+    }
+
+    /// From the task's done callback.
+    pub fn remove(&self, task: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.running.bind(task.py()).discard(task).map(drop)
+    }
+
+    pub fn cancelled_by_stop(&self) -> bool {
+        self.cancelled_by_stop.load(Ordering::Relaxed)
+    }
+
+    /// Cancels every request task still running; returns how many.
+    pub fn cancel_all(&self, py: Python<'_>) -> PyResult<usize> {
+        self.cancelled_by_stop.store(true, Ordering::Relaxed);
+        let pending = self.pending(py)?;
+        for task in &pending {
+            task.call_method1(intern!(py, "cancel"), ("the server is stopping and --timeout-graceful-shutdown ran out",))?;
+        }
+        Ok(pending.len())
+    }
+
+    fn pending<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyAny>>> {
+        let mut pending = Vec::new();
+        for task in self.running.bind(py).iter() {
+            if !task.call_method0(intern!(py, "done"))?.is_truthy()? {
+                pending.push(task);
+            }
+        }
+        Ok(pending)
+    }
+
+    /// After the I/O side has drained and the loop stopped: request tasks that
+    /// outlived their connection (a WebSocket handler that ignores the close,
+    /// a handler busy after its client left) get until `wait` to end, then are
+    /// cancelled and get CANCEL_GRACE to clean up. Runs the loop meanwhile.
+    pub fn finish(&self, py: Python<'_>, event_loop: &Bound<'_, PyAny>, wait: Duration) -> PyResult<()> {
+        let mut pending = self.pending(py)?;
+        if pending.is_empty() {
+            return Ok(());
+        }
+        if !self.cancelled_by_stop() && !wait.is_zero() {
+            crate::info!("Waiting up to {:.1}s for {} request task(s) to finish", wait.as_secs_f64(), pending.len());
+            wait_for(py, event_loop, &pending, wait)?;
+            pending = self.pending(py)?;
+        }
+        if !pending.is_empty() && !self.cancelled_by_stop() {
+            crate::warn!("Cancelling {} request task(s) still running at the graceful-shutdown timeout", self.cancel_all(py)?);
+        }
+        if !pending.is_empty() {
+            wait_for(py, event_loop, &pending, CANCEL_GRACE)?;
+            pending = self.pending(py)?;
+        }
+        if !pending.is_empty() {
+            crate::warn!(
+                "{} request task(s) still running {}s after being cancelled (they catch CancelledError and go on); abandoning them",
+                pending.len(),
+                CANCEL_GRACE.as_secs()
+            );
+            for task in &pending {
+                // asyncio would print "Task was destroyed but it is pending!" for each: said once above.
+                let _ = task.setattr(intern!(py, "_log_destroy_pending"), false);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Runs the loop until every task in `tasks` is done or `timeout` passes.
+fn wait_for(py: Python<'_>, event_loop: &Bound<'_, PyAny>, tasks: &[Bound<'_, PyAny>], timeout: Duration) -> PyResult<()> {
+    let kwargs = PyDict::new(py);
+    kwargs.set_item(intern!(py, "timeout"), timeout.as_secs_f64())?;
+    let waiting = py.import(intern!(py, "asyncio"))?.call_method(intern!(py, "wait"), (tasks.to_vec(),), Some(&kwargs))?;
+    event_loop.call_method1(intern!(py, "run_until_complete"), (waiting,))?;
+    Ok(())
+}
