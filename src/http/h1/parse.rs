@@ -126,7 +126,7 @@ pub fn parse(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Head>, Refusa
     let mut interleaved = false;
     for (i, h) in req.headers.iter().enumerate() {
         let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| Refusal::bad("Bad Request: invalid header name"))?;
-        interleaved |= i > 0 && !req.headers[i - 1].name.eq_ignore_ascii_case(h.name) && headers.contains_key(&name);
+
         let value = HeaderValue::from_maybe_shared(slice(h.value))
             .map_err(|_| Refusal::bad("Bad Request: invalid header value"))?;
         match name {
@@ -154,7 +154,16 @@ pub fn parse(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Head>, Refusa
             header::EXPECT => expect_continue = h.value.eq_ignore_ascii_case(b"100-continue"),
             _ => {}
         }
-        headers.append(name, value);
+        // One hash lookup both appends and tells whether the name came before.
+        match headers.entry(name) {
+            http::header::Entry::Vacant(e) => {
+                e.insert(value);
+            }
+            http::header::Entry::Occupied(mut e) => {
+                interleaved |= !req.headers[i - 1].name.eq_ignore_ascii_case(h.name);
+                e.append(value);
+            }
+        }
     }
     // RFC 9112 3.2: exactly one Host in HTTP/1.1; two could make a proxy and the app disagree.
     let hosts = headers.get_all(header::HOST).iter().count();
