@@ -14,7 +14,7 @@ import uuid
 import httpx
 import pytest
 
-from conftest import COMPAT_APPS_DIR, COMPARED_HEADERS, assert_same_response, effects
+from compat_support import COMPAT_APPS_DIR, COMPARED_HEADERS, assert_same_response, effects
 
 ADMIN_USER, ADMIN_PASSWORD = "admin", "compat-Password-1"
 # Set-Cookie values are random per response (tokens, session ids, expiry dates): compared apart.

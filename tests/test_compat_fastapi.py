@@ -16,7 +16,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from conftest import assert_same_response, effects, raw_exchange, wait_effect
+from compat_support import assert_same_response, effects, raw_exchange, wait_effect
 
 
 @pytest.fixture(scope="module")

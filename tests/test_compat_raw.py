@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from conftest import RawResponse, assert_same_response, effects, raw_exchange, wait_until
+from compat_support import RawResponse, assert_same_response, effects, raw_exchange, wait_until
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import uuid
 import httpx
 import pytest
 
-from conftest import effects, wait_effect
+from compat_support import effects, wait_effect
 
 
 @pytest.fixture(scope="module")

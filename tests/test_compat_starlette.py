@@ -10,7 +10,7 @@ import uuid
 import httpx
 import pytest
 
-from conftest import RawResponse, assert_same_response, effects, wait_effect
+from compat_support import RawResponse, assert_same_response, effects, wait_effect
 
 
 @pytest.fixture(scope="module")
