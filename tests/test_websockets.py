@@ -376,19 +376,27 @@ def test_many_concurrent_connections(srv):
             assert ws.recv(timeout=10) == f"c{i}"
 
 
-def test_graceful_stop_closes_websockets_with_a_close_frame(server_factory, tmp_path):
-    """On SIGTERM open WebSockets get a close frame (1001 going away, or 1012 service
-    restart as uvicorn sends), not a dropped TCP connection, and the app sees the disconnect."""
+@pytest.mark.parametrize("sig, code", [("SIGTERM", 1001), ("SIGHUP", 1012)])
+def test_stop_and_reload_close_websockets_with_the_right_code(server_factory, tmp_path, sig, code):
+    """Open WebSockets get a close frame, not a dropped TCP connection, and the app sees the
+    disconnect: 1001 (going away) when the server stops, 1012 (service restart: reconnect now)
+    when SIGHUP replaces the worker."""
     import signal
     out = tmp_path / "closed"
     srv = server_factory("ws_app:app")
     with connect(ws_url(srv, f"/echo?path={out}"), open_timeout=10) as ws:
         ws.send("x")
         assert ws.recv(timeout=10) == "x"
-        srv.signal(signal.SIGTERM)
+        srv.signal(getattr(signal, sig))
         with pytest.raises(ConnectionClosed) as info:
             ws.recv(timeout=20)
-    assert srv.wait_exit() == 0
     assert info.value.rcvd is not None, "the server dropped the connection without a close frame"
-    assert info.value.rcvd.code in (1001, 1012)
-    assert out.exists(), "the app never received websocket.disconnect"
+    assert info.value.rcvd.code == code
+    wait_until(out.exists, 10, message="the app never received websocket.disconnect")
+    if sig == "SIGTERM":
+        assert srv.wait_exit() == 0
+    else:
+        # The server goes on with the new worker.
+        with connect(ws_url(srv, "/echo"), open_timeout=10) as ws:
+            ws.send("again")
+            assert ws.recv(timeout=10) == "again"
