@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use std::os::fd::RawFd;
 
 use crate::config::Config;
+pub use crate::bridge::stop::{CANCEL_GRACE, StopReason};
 
 /// The worker's end of its socketpair.
 pub const CONTROL_FD: RawFd = 3;
@@ -21,21 +22,6 @@ pub enum ToWorker {
     Config(Box<Config>),
     /// Stop accepting, finish in-flight requests, run lifespan shutdown, exit.
     Stop(StopReason),
-}
-
-/// How long request tasks cancelled at the graceful timeout get to run their
-/// `except CancelledError` and `finally` blocks (a transaction rolled back, a
-/// file closed) before the worker moves on to lifespan shutdown.
-pub const CANCEL_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
-
-/// Why a worker stops: WebSocket clients are told which (RFC 6455 close codes).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum StopReason {
-    /// The server is going away (SIGTERM, SIGINT): close code 1001.
-    Shutdown,
-    /// The worker is being replaced while the server goes on (SIGHUP, --reload,
-    /// --limit-max-requests, SIGTTOU): close code 1012, reconnect now.
-    Restart,
 }
 
 #[derive(Debug, Serialize, Deserialize, PartialEq)]

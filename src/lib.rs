@@ -5,6 +5,8 @@
 //! becomes the master process. `_worker_main` is what each worker runs.
 
 pub mod asgi;
+pub mod bridge;
+pub mod codec;
 pub mod config;
 pub mod http;
 pub mod ipc;

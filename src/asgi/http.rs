@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use super::awaitable::Ready;
 use super::{AsgiContext, format_exception};
-use crate::worker::exchange::{Body, Exchange, ResponseEvent, SEND_HIGH_WATER, Shared};
+use crate::bridge::exchange::{Body, Exchange, ResponseEvent, SEND_HIGH_WATER, Shared};
 
 pyo3::create_exception!(ferrogate, ClientDisconnected, PyOSError, "The client closed the connection.");
 

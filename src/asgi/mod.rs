@@ -12,7 +12,7 @@ pub mod websocket;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use crate::worker::exchange::{Exchange, Shared};
+use crate::bridge::exchange::{Exchange, Shared};
 
 /// What the loop thread needs to call the app, shared by every request of a worker.
 pub struct AsgiContext {
@@ -39,7 +39,7 @@ pub type NextMessage = fn(Python<'_>, &Exchange, &mut Shared) -> PyResult<Option
 pub fn wake(py: Python<'_>, ex: &Exchange) -> PyResult<()> {
     let (receivers, send) = {
         let mut s = ex.lock();
-        let send_ready = s.send_waiter.is_some() && (s.in_flight <= crate::worker::exchange::SEND_LOW_WATER || s.disconnected);
+        let send_ready = s.send_waiter.is_some() && (s.in_flight <= crate::bridge::exchange::SEND_LOW_WATER || s.disconnected);
         (s.take_receive_waiters(), if send_ready { s.send_waiter.take() } else { None })
     };
     // Futures are resolved outside the lock: set_result may run Python code.

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use super::awaitable::Ready;
 use super::{AsgiContext, NextMessage};
-use crate::worker::exchange::Exchange;
+use crate::bridge::exchange::Exchange;
 
 /// receive(): the next message at once when it is already there (no trip
 /// through the loop), else an awaitable that waits for the I/O side.

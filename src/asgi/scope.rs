@@ -6,8 +6,8 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 use std::net::SocketAddr;
 
 use super::AsgiContext;
-use crate::http::websocket::handshake::Upgrade;
-use crate::worker::exchange::{RequestHead, Scheme};
+use crate::codec::websocket::handshake::Upgrade;
+use crate::bridge::exchange::{RequestHead, Scheme};
 
 pub fn http_version(version: http::Version) -> &'static str {
     match version {

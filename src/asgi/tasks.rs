@@ -10,7 +10,7 @@ use pyo3::types::{PyDict, PySet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use crate::ipc::CANCEL_GRACE;
+use crate::bridge::stop::CANCEL_GRACE;
 
 pub struct RequestTasks {
     running: Py<PySet>,

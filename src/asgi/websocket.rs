@@ -11,7 +11,7 @@ use std::sync::Arc;
 use super::awaitable::Ready;
 use super::http::{ClientDisconnected, headers_from};
 use super::{AsgiContext, format_exception};
-use crate::worker::exchange::{Body, Exchange, ResponseEvent, SEND_HIGH_WATER, Shared, WsMessage};
+use crate::bridge::exchange::{Body, Exchange, ResponseEvent, SEND_HIGH_WATER, Shared, WsMessage};
 
 enum Phase {
     /// websocket.connect not yet handed to the app.

@@ -10,8 +10,8 @@ use std::task::{Context, Poll};
 use tokio::sync::mpsc;
 
 use super::access_log::Entry;
-use super::server::ServerCtx;
-use crate::worker::exchange::{Exchange, ResponseEvent};
+use super::ctx::ServerCtx;
+use crate::bridge::exchange::{Exchange, ResponseEvent};
 
 const FILE_CHUNK: usize = 256 * 1024;
 

@@ -5,7 +5,7 @@ use http::HeaderMap;
 use std::net::{IpAddr, SocketAddr};
 
 use crate::config::ProxyConfig;
-use crate::worker::exchange::Scheme;
+use crate::bridge::exchange::Scheme;
 
 /// Unix-socket peers (None) are always trusted: only local processes reach them.
 pub fn peer_trusted(cfg: &ProxyConfig, peer: Option<SocketAddr>) -> bool {

@@ -11,10 +11,11 @@ use tokio::sync::mpsc;
 
 use super::access_log::Entry;
 use super::body::{Kind, ResponseBody};
-use super::server::{ConnInfo, ServerCtx};
-use super::websocket::{self, handshake::{self, Upgrade}};
-use crate::worker::bridge::Event;
-use crate::worker::exchange::{Body, Exchange, RequestHead, ResponseEvent, Scheme};
+use super::ctx::{ConnInfo, ServerCtx};
+use super::websocket;
+use crate::codec::websocket::handshake::{self, Upgrade};
+use crate::bridge::Event;
+use crate::bridge::exchange::{Body, Exchange, RequestHead, ResponseEvent};
 
 /// What the pipeline made of a request head.
 pub enum Dispatched {
@@ -67,7 +68,7 @@ pub fn dispatch(req: Request<()>, body_empty: bool, ctx: &Arc<ServerCtx>, conn: 
         false => None,
     };
     let (mut parts, ()) = req.into_parts();
-    let received_order = parts.extensions.remove::<super::h1::ReceivedOrder>();
+    let received_order = parts.extensions.remove::<crate::codec::h1::ReceivedOrder>();
     let mut entry = ctx.access_log.as_ref().map(|_| Entry {
         remote: conn.peer,
         method: parts.method.clone(),
@@ -79,7 +80,7 @@ pub fn dispatch(req: Request<()>, body_empty: bool, ctx: &Arc<ServerCtx>, conn: 
     let log = |entry: Option<Entry>| entry.map(|e| (ctx.clone(), e));
 
     let mut client = conn.peer;
-    let mut scheme = Scheme::Http;
+    let mut scheme = conn.scheme;
     super::proxy::apply(&ctx.config.proxy, conn.peer, &parts.headers, &mut client, &mut scheme);
     if let Some(e) = entry.as_mut() {
         e.remote = client.or(conn.peer);

@@ -7,8 +7,9 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::watch;
 
-use super::bridge::Event;
-use crate::http::server::{ServerCtx, begin_stop};
+use crate::bridge::Event;
+use crate::bridge::stop::begin_stop;
+use crate::http::ctx::ServerCtx;
 use crate::ipc::{self, StopReason, ToMaster, ToWorker};
 
 pub async fn run(control: std::os::unix::net::UnixStream, ctx: Arc<ServerCtx>, stop: watch::Sender<Option<StopReason>>) {

@@ -5,8 +5,8 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use std::sync::Arc;
 
-use super::bridge::{Bridge, Event};
-use super::exchange::Exchange;
+use crate::bridge::{Bridge, Event};
+use crate::bridge::exchange::Exchange;
 use crate::asgi::http::{HttpCycle, RequestDone};
 use crate::asgi::websocket::{WsCycle, WsDone};
 use crate::asgi::{AsgiContext, format_exception, scope};

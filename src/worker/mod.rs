@@ -2,10 +2,8 @@
 //! imports the app, runs lifespan startup, then serves: a Rust I/O thread
 //! accepts and parses, the main thread runs the asyncio loop and the app.
 
-pub mod bridge;
 mod control;
 mod dispatch;
-pub mod exchange;
 
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
@@ -18,9 +16,10 @@ use crate::asgi::{AsgiContext, format_exception, lifespan};
 use crate::config::{Config, LoopChoice};
 use crate::http::listeners;
 use crate::http::static_files::StaticFiles;
-use crate::http::server::{self, ServerCtx};
+use crate::http::ctx::ServerCtx;
+use crate::http::server;
 use crate::ipc::{self, CONTROL_FD, EXIT_BOOT_ERROR, FIRST_LISTENER_FD, ToWorker};
-use bridge::{Bridge, Event};
+use crate::bridge::{Bridge, Event};
 
 /// Entry point of a worker process; returns its exit status.
 pub fn run(py: Python<'_>) -> PyResult<i32> {

@@ -16,13 +16,14 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
-use super::decode::{Decoded, Decoder};
-use super::encode::{self, BodyFraming};
-use super::parse::{self, Framing, Head, Limits, Refusal};
+use crate::codec::h1::decode::{Decoded, Decoder};
+use crate::codec::h1::encode::{self, BodyFraming};
+use crate::codec::h1::parse::{self, Framing, Head, Limits, Refusal};
 use crate::http::body::ResponseBody;
-use crate::http::server::{ConnInfo, ServerCtx, StopSignal, stopped};
+use crate::bridge::stop::{StopSignal, stopped};
+use crate::http::ctx::{ConnInfo, ServerCtx};
 use crate::http::service::{self, Dispatched, Reply};
-use crate::worker::exchange::Exchange;
+use crate::bridge::exchange::Exchange;
 
 /// A socket a connection can run on.
 pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static {}

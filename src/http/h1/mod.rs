@@ -1,11 +1,8 @@
-//! HTTP/1.1 on a socket: our own connection layer.
+//! HTTP/1.1 on a socket: our own connection layer, over the codec in
+//! `codec::h1`.
 //!
 //! hyper's connection keeps two 8 KiB buffers per connection for its whole
 //! life; this one holds none while a connection idles between requests (see
-//! docs/architecture.md). Parsing is httparse's, as in hyper.
+//! docs/architecture.md).
 
 pub mod conn;
-mod decode;
-mod encode;
-mod parse;
-pub use parse::ReceivedOrder;

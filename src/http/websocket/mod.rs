@@ -1,6 +1,4 @@
-//! WebSockets (RFC 6455, RFC 7692), spoken by the I/O thread; the app sees ASGI messages.
+//! A WebSocket session on an upgraded HTTP/1.1 connection, spoken by the I/O
+//! thread over the codec in `codec::websocket`; the app sees ASGI messages.
 
-pub mod deflate;
-pub mod frame;
-pub mod handshake;
 pub mod session;

@@ -6,11 +6,11 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-use super::deflate::{Codec, Params};
-use super::frame::{self, Frame, OpCode, Violation};
+use crate::codec::websocket::deflate::{Codec, Params};
+use crate::codec::websocket::frame::{self, Frame, OpCode, Violation};
 use crate::config::WsConfig;
-use crate::ipc::StopReason;
-use crate::worker::exchange::{Exchange, ResponseEvent, WsMessage};
+use crate::bridge::stop::StopReason;
+use crate::bridge::exchange::{Exchange, ResponseEvent, WsMessage};
 
 /// How long we wait for the client's close frame after sending ours.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -45,7 +45,7 @@ pub async fn run<IO>(
     mut app: mpsc::UnboundedReceiver<ResponseEvent>,
     config: WsConfig,
     deflate: Option<Params>,
-    mut stop: crate::http::server::StopSignal,
+    mut stop: crate::bridge::stop::StopSignal,
 )
 where
     IO: AsyncRead + AsyncWrite + Unpin,
@@ -110,7 +110,7 @@ where
             },
             // The worker is stopping: 1001 when the server goes away, 1012 when
             // it restarts (the client may reconnect at once).
-            reason = crate::http::server::stopped(&mut stop) => {
+            reason = crate::bridge::stop::stopped(&mut stop) => {
                 let close = match reason {
                     StopReason::Shutdown => Violation { code: 1001, reason: "server shutting down" },
                     StopReason::Restart => Violation { code: 1012, reason: "server restarting" },

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::{Notify, mpsc};
 
-use super::bridge::{Bridge, Event};
+use super::{Bridge, Event};
 
 /// Above this many response bytes queued for the socket, `send()` waits.
 pub const SEND_HIGH_WATER: usize = 256 * 1024;
@@ -35,12 +35,12 @@ pub struct RequestHead {
     pub version: Version,
     pub headers: HeaderMap,
     /// `headers` as received, when repeated names were interleaved with others.
-    pub received_order: Option<crate::http::h1::ReceivedOrder>,
+    pub received_order: Option<crate::codec::h1::ReceivedOrder>,
     pub client: Option<SocketAddr>,
     pub server: Option<SocketAddr>,
     pub scheme: Scheme,
     /// Set for a valid WebSocket opening request.
-    pub websocket: Option<crate::http::websocket::handshake::Upgrade>,
+    pub websocket: Option<crate::codec::websocket::handshake::Upgrade>,
 }
 
 impl RequestHead {

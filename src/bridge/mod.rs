@@ -11,7 +11,10 @@ use pyo3::prelude::*;
 use std::sync::{Arc, OnceLock};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use super::exchange::{Exchange, ResponseEvent};
+pub mod exchange;
+pub mod stop;
+
+use exchange::{Exchange, ResponseEvent};
 use tokio::sync::Notify;
 
 pub enum Event {

@@ -1,0 +1,114 @@
+//! What the connections of a worker share: the configuration, the bridge to
+//! the event loop, counters, the stop signal, and what is known of each
+//! connection once accepted.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use tokio::sync::Notify;
+
+use super::access_log::{Entry, Format};
+use super::static_files::StaticFiles;
+use crate::bridge::Bridge;
+use crate::bridge::exchange::Scheme;
+use crate::bridge::stop::StopSignal;
+use crate::config::Config;
+
+/// What every connection of a worker shares.
+pub struct ServerCtx {
+    pub config: Arc<Config>,
+    pub bridge: Arc<Bridge>,
+    pub access_log: Option<Format>,
+    /// Requests being served now, for --limit-concurrency.
+    pub active: AtomicUsize,
+    /// Requests served since the worker started, for --limit-max-requests.
+    pub served: AtomicU64,
+    pub extra_headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    /// --static mounts, answered before the app.
+    pub static_files: Option<StaticFiles>,
+    /// Set when the worker starts draining, with why.
+    pub stop: StopSignal,
+    /// Connections and WebSocket sessions still open: a stop waits for them.
+    pub open: Arc<OpenCount>,
+}
+
+/// A count of open connections that a stop can wait on.
+#[derive(Default)]
+pub struct OpenCount {
+    count: AtomicUsize,
+    zero: Notify,
+}
+
+/// One open connection or WebSocket session; dropping it closes the count.
+pub struct OpenGuard(Arc<OpenCount>);
+
+impl OpenCount {
+    pub fn enter(self: &Arc<Self>) -> OpenGuard {
+        self.count.fetch_add(1, Ordering::AcqRel);
+        OpenGuard(self.clone())
+    }
+
+    pub fn current(&self) -> usize {
+        self.count.load(Ordering::Acquire)
+    }
+
+    pub async fn all_closed(&self) {
+        loop {
+            let notified = self.zero.notified();
+            if self.current() == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.zero.notify_waiters();
+        }
+    }
+}
+
+impl ServerCtx {
+    pub fn new(config: Arc<Config>, bridge: Arc<Bridge>, static_files: Option<StaticFiles>, stop: StopSignal) -> Self {
+        let access_log = config.log.access_log.then(|| Format::parse(&config.log.access_log_format).expect("validated by the master"));
+        let mut extra_headers = Vec::new();
+        if config.http.server_header {
+            extra_headers.push((http::header::SERVER, http::HeaderValue::from_static("ferrogate")));
+        }
+        for (name, value) in &config.http.default_headers {
+            if let (Ok(n), Ok(v)) = (http::HeaderName::from_bytes(name.as_bytes()), http::HeaderValue::from_str(value)) {
+                extra_headers.push((n, v));
+            }
+        }
+        ServerCtx {
+            config,
+            bridge,
+            access_log,
+            active: AtomicUsize::new(0),
+            served: AtomicU64::new(0),
+            extra_headers,
+            static_files,
+            stop,
+            open: Arc::new(OpenCount::default()),
+        }
+    }
+
+    pub fn log_access(&self, entry: &Entry, status: u16, bytes: u64) {
+        if let Some(format) = &self.access_log {
+            crate::log::write_stderr(entry.render(format, status, bytes).as_bytes());
+        }
+    }
+}
+
+/// The addresses of one accepted connection.
+#[derive(Clone, Copy)]
+pub struct ConnInfo {
+    /// None for unix-socket peers.
+    pub peer: Option<SocketAddr>,
+    pub local: Option<SocketAddr>,
+    /// What the connection itself is (before any proxy header says otherwise).
+    pub scheme: Scheme,
+}
