@@ -54,6 +54,32 @@ impl RequestHead {
     }
 }
 
+/// The I/O side's end of a request body: what a protocol (an HTTP/1.1
+/// connection; an HTTP/2 stream alike) feeds the app through, one chunk per ask.
+pub struct BodySink(Arc<Exchange>);
+
+impl BodySink {
+    pub fn new(ex: Arc<Exchange>) -> Self {
+        BodySink(ex)
+    }
+
+    /// Waits until the app asks for more. False if it never will: it has
+    /// answered, and the rest of the body is nobody's.
+    pub async fn demand(&self) -> bool {
+        self.0.wants_more.notified().await;
+        !self.0.lock().response_complete
+    }
+
+    pub fn push(&self, chunk: Bytes, last: bool) {
+        self.0.push_body(chunk, last);
+    }
+
+    /// The client left, or stalled past --timeout-io, mid-body.
+    pub fn client_gone(&self) {
+        self.0.mark_disconnected();
+    }
+}
+
 /// What the app sent, validated on the loop thread, for the I/O side to write.
 pub enum ResponseEvent {
     Start { status: http::StatusCode, headers: Vec<(HeaderName, HeaderValue)>, body: Body },

@@ -57,26 +57,55 @@ pub struct ResponseBody {
     /// False while a body the protocol does not send (HEAD) is taken and dropped:
     /// those bytes are not counted as sent in the access log.
     counting: bool,
+    /// The length the app declared (its content-length), which the response
+    /// announces even when no body follows (HEAD, 304).
+    declared: Option<u64>,
 }
 
 impl ResponseBody {
     pub fn new(kind: Kind, status: u16, exchange: Option<Arc<Exchange>>, log: Option<(Arc<ServerCtx>, Entry)>) -> Self {
         let finished = matches!(kind, Kind::Empty | Kind::Full(None));
-        ResponseBody { kind, finished, bytes: 0, status, exchange, log, failing: false, counting: true }
+        ResponseBody { kind, finished, bytes: 0, status, exchange, log, failing: false, counting: true, declared: None }
     }
 
     pub fn empty() -> Self {
         Self::new(Kind::Empty, 0, None, None)
     }
 
-    /// True for a body the app is still streaming.
-    pub fn is_stream(&self) -> bool {
-        matches!(self.kind, Kind::Stream(_))
+    /// The app's content-length for this body: what the response announces.
+    pub fn declaring(mut self, length: Option<u64>) -> Self {
+        self.declared = length;
+        self
     }
 
-    /// What is polled from now on is dropped, not sent (a HEAD response's body).
-    pub fn stop_counting(&mut self) {
+    /// The app's content-length. Protocols frame a response by this and the
+    /// body's size hint, never by a content-length header, so an adapter that
+    /// changes the body (a compressor) only has to answer these for itself.
+    pub fn declared_length(&self) -> Option<u64> {
+        self.declared
+    }
+
+    /// Takes a body the protocol does not send (HEAD, 204, 304) from the app
+    /// and drops it, as uvicorn does, so that the app finishes normally instead
+    /// of being told the client left. Up to a limit: an endless stream is cut
+    /// off (the app then sees a disconnect). True if the body ended within it.
+    pub async fn discard(&mut self, io_timeout: std::time::Duration) -> bool {
+        const LIMIT: usize = 1024 * 1024;
+        if !matches!(self.kind, Kind::Stream(_)) {
+            return true; // a whole buffer or a file: nothing is waiting on it
+        }
+        // Taken and dropped, not sent: not counted in the access log.
         self.counting = false;
+        let mut taken = 0;
+        while !http_body::Body::is_end_stream(self) && taken <= LIMIT {
+            let frame = std::future::poll_fn(|cx| http_body::Body::poll_frame(Pin::new(&mut *self), cx));
+            match tokio::time::timeout(io_timeout, frame).await {
+                Ok(None) => return true,
+                Ok(Some(Err(_))) | Err(_) => return false,
+                Ok(Some(Ok(frame))) => taken += frame.data_ref().map_or(0, Bytes::len),
+            }
+        }
+        http_body::Body::is_end_stream(self)
     }
 
     fn data(&mut self, data: Bytes) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {

@@ -88,7 +88,8 @@ pub fn dispatch(req: Request<()>, body_empty: bool, ctx: &Arc<ServerCtx>, conn: 
     if let Some(reply) = ctx.static_files.as_ref().and_then(|files| files.serve(&parts.method, &parts.uri, &parts.headers)) {
         let (head, kind) = reply.into_parts();
         let status = head.status.as_u16();
-        let mut response = Response::from_parts(head, ResponseBody::new(kind, status, None, log(entry)));
+        let declared = content_length(&head.headers);
+        let mut response = Response::from_parts(head, ResponseBody::new(kind, status, None, log(entry)).declaring(declared));
         add_extra_headers(ctx, response.headers_mut());
         return Dispatched::Answer(response);
     }
@@ -166,7 +167,8 @@ impl AppCall {
                 }
             },
         };
-        *response.body_mut() = ResponseBody::new(kind, status.as_u16(), Some(self.ex.clone()), log(self.entry.take()));
+        let declared = content_length(map);
+        *response.body_mut() = ResponseBody::new(kind, status.as_u16(), Some(self.ex.clone()), log(self.entry.take())).declaring(declared);
         Reply::Response(response)
     }
 
@@ -175,6 +177,12 @@ impl AppCall {
         let log = self.entry.take().map(|e| (self.ctx.clone(), e));
         plain(StatusCode::BAD_REQUEST, "Bad Request: malformed request body", true, log)
     }
+}
+
+/// The content-length a response's headers declare (the app's is checked on
+/// the loop side: at most one, a number), for the body to announce.
+fn content_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse().ok())
 }
 
 /// `server:` and --header values, unless the response set them itself.

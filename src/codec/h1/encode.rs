@@ -19,10 +19,11 @@ pub enum BodyFraming {
     UntilClose,
 }
 
-/// Decides the body framing: the app's content-length when it gave one, the
-/// body's exact size when known, else chunked (or until-close for HTTP/1.0).
-pub fn framing(status: StatusCode, head_request: bool, version: Version, headers: &HeaderMap, exact_len: Option<u64>) -> BodyFraming {
-    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+/// Decides the body framing: the app's content-length (`declared`) when it
+/// gave one, the body's exact size when known, else chunked (or until-close
+/// for HTTP/1.0). Content-Length and Transfer-Encoding headers are never taken
+/// from the response's header map: the body says how long it is.
+pub fn framing(status: StatusCode, head_request: bool, version: Version, declared: Option<u64>, exact_len: Option<u64>) -> BodyFraming {
     // RFC 9110 8.6: never a Content-Length on 1xx and 204; on 304 the app's is passed through.
     if status.is_informational() || status == StatusCode::NO_CONTENT {
         return BodyFraming::Empty;
@@ -129,18 +130,17 @@ mod tests {
 
     #[test]
     fn framing_rules() {
-        let none = HeaderMap::new();
+        let none = None;
         let s = StatusCode::OK;
-        assert_eq!(framing(s, false, Version::HTTP_11, &none, Some(3)), BodyFraming::Length(3));
-        assert_eq!(framing(s, false, Version::HTTP_11, &none, None), BodyFraming::Chunked);
-        assert_eq!(framing(s, false, Version::HTTP_10, &none, None), BodyFraming::UntilClose);
-        assert_eq!(framing(StatusCode::NOT_MODIFIED, false, Version::HTTP_11, &none, Some(0)), BodyFraming::Empty);
-        assert_eq!(framing(s, true, Version::HTTP_11, &none, None), BodyFraming::Empty);
-        let mut cl = HeaderMap::new();
-        cl.insert(header::CONTENT_LENGTH, HeaderValue::from_static("10"));
-        assert_eq!(framing(s, true, Version::HTTP_11, &cl, None), BodyFraming::Announced(10));
-        assert_eq!(framing(StatusCode::NOT_MODIFIED, false, Version::HTTP_11, &cl, Some(0)), BodyFraming::Announced(10));
-        assert_eq!(framing(StatusCode::NO_CONTENT, false, Version::HTTP_11, &cl, Some(0)), BodyFraming::Empty);
+        assert_eq!(framing(s, false, Version::HTTP_11, none, Some(3)), BodyFraming::Length(3));
+        assert_eq!(framing(s, false, Version::HTTP_11, none, None), BodyFraming::Chunked);
+        assert_eq!(framing(s, false, Version::HTTP_10, none, None), BodyFraming::UntilClose);
+        assert_eq!(framing(StatusCode::NOT_MODIFIED, false, Version::HTTP_11, none, Some(0)), BodyFraming::Empty);
+        assert_eq!(framing(s, true, Version::HTTP_11, none, None), BodyFraming::Empty);
+        let cl = Some(10);
+        assert_eq!(framing(s, true, Version::HTTP_11, cl, None), BodyFraming::Announced(10));
+        assert_eq!(framing(StatusCode::NOT_MODIFIED, false, Version::HTTP_11, cl, Some(0)), BodyFraming::Announced(10));
+        assert_eq!(framing(StatusCode::NO_CONTENT, false, Version::HTTP_11, cl, Some(0)), BodyFraming::Empty);
     }
 
     #[test]

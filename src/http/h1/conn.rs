@@ -5,25 +5,24 @@
 //! request needs lives in a box that is freed when its response is written.
 //! That is what keeps an idle keep-alive connection to a few hundred bytes.
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use http::{Method, Response, StatusCode, Version, header};
-use http_body::Body as _;
 use std::io::IoSlice;
-use std::pin::{Pin, pin};
+use std::pin::pin;
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
-use crate::codec::h1::decode::{Decoded, Decoder};
-use crate::codec::h1::encode::{self, BodyFraming};
+use super::read::{Pump, PumpEvent, read_more};
+use super::write::{WriteOpts, write_all_vectored, write_response};
+use crate::bridge::exchange::BodySink;
+use crate::bridge::stop::{StopSignal, stopped};
+use crate::codec::h1::decode::Decoder;
 use crate::codec::h1::parse::{self, Framing, Head, Limits, Refusal};
 use crate::http::body::ResponseBody;
-use crate::bridge::stop::{StopSignal, stopped};
 use crate::http::ctx::{ConnInfo, ServerCtx};
 use crate::http::service::{self, Dispatched, Reply};
-use crate::bridge::exchange::Exchange;
 
 /// A socket a connection can run on.
 pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static {}
@@ -31,14 +30,8 @@ pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static {}
 impl Transport for tokio::net::TcpStream {}
 impl Transport for tokio::net::UnixStream {}
 
-/// First read for a request head; grows up to --max-header-size.
-const HEAD_READ: usize = 4096;
-/// Reads while a request body streams in.
-const BODY_READ: usize = 64 * 1024;
-/// Bytes read ahead (pipelined requests) while a response is in progress.
-const READ_AHEAD: usize = 64 * 1024;
 /// An unread request body up to this size is read and dropped to keep the connection.
-const DRAIN_LIMIT: u64 = 256 * 1024;
+pub(super) const DRAIN_LIMIT: u64 = 256 * 1024;
 const DRAIN_TIME: Duration = Duration::from_secs(2);
 /// How long a refused request's connection reads and drops input before closing,
 /// so the client reads our error instead of a reset.
@@ -185,7 +178,7 @@ impl<IO: Transport> Conn<IO> {
         // One split of the socket serves both phases: feeding the body while the
         // app works, and while its response is written.
         let opts = self.write_opts(version, is_head);
-        let ex = call.ex.clone();
+        let sink = BodySink::new(call.ex.clone());
         let (mut rd, mut wr) = tokio::io::split(&mut self.io);
 
         // Phase 1: until the app answers, feed it the body and watch for the client leaving.
@@ -195,7 +188,7 @@ impl<IO: Transport> Conn<IO> {
                 tokio::select! {
                     biased;
                     r = &mut reply => break Some(r),
-                    event = pump.next(&mut rd, &mut self.buf, &ex) => match event {
+                    event = pump.next(&mut rd, &mut self.buf, &sink) => match event {
                         PumpEvent::SendContinue => {
                             let mut continue_line = [IoSlice::new(b"HTTP/1.1 100 Continue\r\n\r\n")];
                             if write_all_vectored(&mut wr, &mut continue_line, io_timeout).await.is_err() {
@@ -227,7 +220,7 @@ impl<IO: Transport> Conn<IO> {
                         tokio::select! {
                             biased;
                             ok = &mut write => break ok,
-                            event = pump.next(&mut rd, &mut self.buf, &ex), if !pump.stalled => match event {
+                            event = pump.next(&mut rd, &mut self.buf, &sink), if !pump.stalled => match event {
                                 // Too late for a 100 once the final response has started.
                                 PumpEvent::SendContinue => {}
                                 // The client left (dropping the body tells the app), or sent garbage.
@@ -318,313 +311,3 @@ impl<IO: Transport> Conn<IO> {
     }
 }
 
-/// Reads more of a request head. With nothing buffered the bytes land on the
-/// stack first, so that a connection waiting for its next request holds no
-/// buffer at all. Cancel-safe: bytes are only ever moved in a completed poll.
-async fn read_more<IO: AsyncRead + Unpin>(io: &mut IO, buf: &mut BytesMut) -> std::io::Result<usize> {
-    if !buf.is_empty() {
-        buf.reserve(buf.len().max(HEAD_READ));
-        return io.read_buf(buf).await;
-    }
-    std::future::poll_fn(|cx| {
-        let mut space = [0u8; HEAD_READ];
-        let mut read = tokio::io::ReadBuf::new(&mut space);
-        std::task::ready!(Pin::new(&mut *io).poll_read(cx, &mut read))?;
-        buf.extend_from_slice(read.filled());
-        Poll::Ready(Ok(read.filled().len()))
-    })
-    .await
-}
-
-enum PumpEvent {
-    /// The app wants the body of an `Expect: 100-continue` request: say so first.
-    SendContinue,
-    /// The client closed its side.
-    Eof,
-    /// The body broke its framing.
-    Malformed,
-}
-
-/// Moves the request body from the socket to the app, one chunk per ask.
-struct Pump {
-    decoder: Decoder,
-    io_timeout: Duration,
-    /// The app may take a chunk now (the first one is offered at once, as it is
-    /// usually already here, unless the client waits for a 100 Continue).
-    may_push: bool,
-    continue_pending: bool,
-    /// The app has everything, or will never read more.
-    body_delivered: bool,
-    /// Read-ahead is full: stop reading until the response is written.
-    stalled: bool,
-}
-
-impl Pump {
-    fn new(framing: Framing, expect_continue: bool, io_timeout: Duration) -> Self {
-        let empty = framing == Framing::Length(0);
-        Pump { decoder: Decoder::new(framing), io_timeout, may_push: !expect_continue, continue_pending: expect_continue && !empty, body_delivered: empty, stalled: false }
-    }
-
-    /// Runs until something needs the connection's attention. Cancel-safe:
-    /// bytes read stay in `buf`, and a chunk is pushed in the same step it is decoded.
-    async fn next<R: AsyncRead + Unpin>(&mut self, rd: &mut R, buf: &mut BytesMut, ex: &Arc<Exchange>) -> PumpEvent {
-        loop {
-            if self.body_delivered {
-                // Nothing more to feed: watch for the client closing, and keep
-                // what it pipelines behind this request.
-                if buf.len() >= READ_AHEAD {
-                    self.stalled = true;
-                    return std::future::pending().await;
-                }
-                buf.reserve(HEAD_READ);
-                match rd.read_buf(buf).await {
-                    Ok(0) | Err(_) => return PumpEvent::Eof,
-                    Ok(_) => continue,
-                }
-            }
-            if !self.may_push {
-                ex.wants_more.notified().await;
-                self.may_push = true;
-                if ex.lock().response_complete {
-                    // The app answered and will never read the rest.
-                    self.body_delivered = true;
-                    continue;
-                }
-                if std::mem::take(&mut self.continue_pending) {
-                    return PumpEvent::SendContinue;
-                }
-            }
-            match self.decoder.decode(buf) {
-                Err(malformed) => {
-                    crate::debug!("malformed request body: {}", malformed.0);
-                    return PumpEvent::Malformed;
-                }
-                Ok(Decoded::Data(chunk)) => {
-                    let Some(chunk) = self.gather(chunk, buf) else {
-                        return PumpEvent::Malformed;
-                    };
-                    let last = self.decoder.is_done();
-                    ex.push_body(chunk, last);
-                    self.body_delivered = last;
-                    self.may_push = false;
-                }
-                Ok(Decoded::Done) => {
-                    ex.push_body(Bytes::new(), true);
-                    self.body_delivered = true;
-                }
-                Ok(Decoded::NeedMore) => {
-                    buf.reserve(BODY_READ);
-                    // A client that stops sending mid-body is gone after --timeout-io.
-                    match tokio::time::timeout(self.io_timeout, rd.read_buf(buf)).await {
-                        Ok(Ok(0) | Err(_)) | Err(_) => {
-                            ex.mark_disconnected();
-                            return PumpEvent::Eof;
-                        }
-                        Ok(Ok(_)) => {}
-                    }
-                }
-            }
-        }
-    }
-
-    /// Joins what else is already buffered onto `first`, up to one read's worth,
-    /// so that a body sent in many small chunks reaches the app in few messages.
-    /// None if the body turned out malformed.
-    fn gather(&mut self, first: Bytes, buf: &mut BytesMut) -> Option<Bytes> {
-        if self.decoder.is_done() || buf.is_empty() || first.len() >= BODY_READ {
-            return Some(first);
-        }
-        let mut joined = BytesMut::from(&first[..]);
-        while joined.len() < BODY_READ {
-            match self.decoder.decode(buf) {
-                Ok(Decoded::Data(more)) => joined.extend_from_slice(&more),
-                Ok(Decoded::NeedMore | Decoded::Done) => break,
-                Err(malformed) => {
-                    crate::debug!("malformed request body: {}", malformed.0);
-                    return None;
-                }
-            }
-        }
-        Some(joined.freeze())
-    }
-
-    /// Reads and drops the rest of a body nobody will read; true if it ended.
-    async fn drain<R: AsyncRead + Unpin>(&mut self, rd: &mut R, buf: &mut BytesMut) -> bool {
-        let mut dropped = 0u64;
-        loop {
-            match self.decoder.decode(buf) {
-                Err(_) => return false,
-                Ok(Decoded::Done) => return true,
-                Ok(Decoded::Data(chunk)) => {
-                    dropped += chunk.len() as u64;
-                    if dropped > DRAIN_LIMIT {
-                        return false;
-                    }
-                }
-                Ok(Decoded::NeedMore) => {
-                    buf.reserve(BODY_READ);
-                    match rd.read_buf(buf).await {
-                        Ok(0) | Err(_) => return false,
-                        Ok(_) => {}
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// Writes a response: head, then the body framed as decided. Returns false if
-/// the connection can no longer be used (write failed, or the body broke off).
-/// `keep_alive` comes in as what the request allows and goes out as what the
-/// response allows.
-#[derive(Clone, Copy)]
-struct WriteOpts {
-    version: Version,
-    is_head: bool,
-    date: bool,
-    /// A write that makes no progress for this long ends the connection.
-    io_timeout: Duration,
-}
-
-async fn write_response<W: AsyncWrite + Unpin>(wr: &mut W, response: Response<ResponseBody>, opts: WriteOpts, keep_alive: &mut bool) -> bool {
-    let WriteOpts { version, is_head, date, io_timeout } = opts;
-    let (parts, mut body) = response.into_parts();
-    let framing = encode::framing(parts.status, is_head, version, &parts.headers, body.size_hint().exact());
-    let app_closes = parts.headers.get_all(header::CONNECTION).iter().any(|v| v.as_bytes().split(|&b| b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close")));
-    let upgrade = parts.status == StatusCode::SWITCHING_PROTOCOLS;
-    *keep_alive &= !app_closes && framing != BodyFraming::UntilClose;
-    let connection = match () {
-        _ if upgrade => None,
-        _ if !*keep_alive => Some("close"),
-        _ if version == Version::HTTP_10 => Some("keep-alive"),
-        _ => None,
-    };
-    let mut head = Vec::with_capacity(256);
-    encode::head(&mut head, version, parts.status, &parts.headers, framing, connection, date);
-    drop(parts);
-
-    if matches!(framing, BodyFraming::Empty | BodyFraming::Announced(_)) {
-        // No body goes on the wire (HEAD, 204, 304), as the protocol says.
-        let ok = write_all_vectored(wr, &mut [IoSlice::new(&head)], io_timeout).await.is_ok();
-        if ok && !discard(&mut body, io_timeout).await {
-            *keep_alive = false;
-        }
-        return ok;
-    }
-    let mut head = Some(head);
-    let mut sent = 0u64;
-    loop {
-        let frame = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await;
-        let data = match frame {
-            None => break,
-            Some(Err(_)) => {
-                // The body broke off: what went out stays, the framing cannot be completed.
-                if let Some(h) = head.take() {
-                    let _ = write_all_vectored(wr, &mut [IoSlice::new(&h)], io_timeout).await;
-                }
-                *keep_alive = false;
-                return false;
-            }
-            Some(Ok(frame)) => match frame.into_data() {
-                Ok(d) if !d.is_empty() => d,
-                _ => continue,
-            },
-        };
-        if let BodyFraming::Length(n) = framing
-            && sent + data.len() as u64 > n
-        {
-            // More than announced: never put it on the wire as the next "response".
-            *keep_alive = false;
-            return false;
-        }
-        sent += data.len() as u64;
-        let end = body.is_end_stream();
-        let mut size_line = [0u8; 20];
-        let chunked = framing == BodyFraming::Chunked;
-        let size_len = if chunked { chunk_size_line(&mut size_line, data.len()) } else { 0 };
-        let trailer: &[u8] = match (chunked, end) {
-            (true, true) => b"\r\n0\r\n\r\n",
-            (true, false) => b"\r\n",
-            _ => b"",
-        };
-        let head_bytes = head.take();
-        let mut slices = [
-            IoSlice::new(head_bytes.as_deref().unwrap_or_default()),
-            IoSlice::new(&size_line[..size_len]),
-            IoSlice::new(&data),
-            IoSlice::new(trailer),
-        ];
-        if write_all_vectored(wr, &mut slices, io_timeout).await.is_err() {
-            return false;
-        }
-        if end {
-            return finish(body, framing, sent, keep_alive);
-        }
-    }
-    let tail: &[u8] = if framing == BodyFraming::Chunked { b"0\r\n\r\n" } else { b"" };
-    let head_bytes = head.take();
-    let mut slices = [IoSlice::new(head_bytes.as_deref().unwrap_or_default()), IoSlice::new(tail)];
-    if write_all_vectored(wr, &mut slices, io_timeout).await.is_err() {
-        return false;
-    }
-    finish(body, framing, sent, keep_alive)
-}
-
-/// Takes a body the protocol does not send (a HEAD response's) from the app and
-/// drops it, as uvicorn does, so that the app finishes normally instead of being
-/// told the client left. Up to a limit: an endless stream is cut off (the app
-/// then sees a disconnect). True if the body ended within the limit.
-async fn discard(body: &mut ResponseBody, io_timeout: Duration) -> bool {
-    const LIMIT: usize = 1024 * 1024;
-    if !body.is_stream() {
-        return true; // a whole buffer or a file: nothing is waiting on it
-    }
-    body.stop_counting();
-    let mut taken = 0;
-    while !body.is_end_stream() && taken <= LIMIT {
-        let frame = std::future::poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx));
-        match tokio::time::timeout(io_timeout, frame).await {
-            Ok(None) => return true,
-            Ok(Some(Err(_))) | Err(_) => return false,
-            Ok(Some(Ok(frame))) => taken += frame.data_ref().map_or(0, Bytes::len),
-        }
-    }
-    body.is_end_stream()
-}
-
-/// The body ended: a length-framed response must have sent all it announced.
-fn finish(body: ResponseBody, framing: BodyFraming, sent: u64, keep_alive: &mut bool) -> bool {
-    drop(body);
-    match framing {
-        BodyFraming::Length(n) if sent < n => {
-            *keep_alive = false;
-            false
-        }
-        BodyFraming::UntilClose => {
-            *keep_alive = false;
-            true
-        }
-        _ => true,
-    }
-}
-
-fn chunk_size_line(out: &mut [u8; 20], len: usize) -> usize {
-    use std::io::Write;
-    let mut cursor = std::io::Cursor::new(&mut out[..]);
-    let _ = write!(cursor, "{len:x}\r\n");
-    cursor.position() as usize
-}
-
-/// Writes every slice; each write that takes nothing for `timeout` fails it.
-async fn write_all_vectored<W: AsyncWrite + Unpin>(wr: &mut W, slices: &mut [IoSlice<'_>], timeout: Duration) -> std::io::Result<()> {
-    let mut slices: &mut [IoSlice<'_>] = slices;
-    IoSlice::advance_slices(&mut slices, 0);
-    while !slices.is_empty() {
-        let n = tokio::time::timeout(timeout, wr.write_vectored(slices)).await.map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
-        if n == 0 {
-            return Err(std::io::ErrorKind::WriteZero.into());
-        }
-        IoSlice::advance_slices(&mut slices, n);
-    }
-    Ok(())
-}

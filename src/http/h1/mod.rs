@@ -6,3 +6,5 @@
 //! docs/architecture.md).
 
 pub mod conn;
+mod read;
+mod write;

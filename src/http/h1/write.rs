@@ -1,0 +1,146 @@
+//! Writing on an HTTP/1.1 connection: a response head, then its body framed
+//! as the body itself says (its announced length, else chunked).
+
+use http::{Response, StatusCode, Version, header};
+use http_body::Body as _;
+use std::io::IoSlice;
+use std::pin::Pin;
+use std::time::Duration;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+
+use crate::codec::h1::encode::{self, BodyFraming};
+use crate::http::body::ResponseBody;
+
+/// Writes a response: head, then the body framed as decided. Returns false if
+/// the connection can no longer be used (write failed, or the body broke off).
+/// `keep_alive` comes in as what the request allows and goes out as what the
+/// response allows.
+#[derive(Clone, Copy)]
+pub(super) struct WriteOpts {
+    pub version: Version,
+    pub is_head: bool,
+    pub date: bool,
+    /// A write that makes no progress for this long ends the connection.
+    pub io_timeout: Duration,
+}
+
+pub(super) async fn write_response<W: AsyncWrite + Unpin>(wr: &mut W, response: Response<ResponseBody>, opts: WriteOpts, keep_alive: &mut bool) -> bool {
+    let WriteOpts { version, is_head, date, io_timeout } = opts;
+    let (parts, mut body) = response.into_parts();
+    let framing = encode::framing(parts.status, is_head, version, body.declared_length(), body.size_hint().exact());
+    let app_closes = parts.headers.get_all(header::CONNECTION).iter().any(|v| v.as_bytes().split(|&b| b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close")));
+    let upgrade = parts.status == StatusCode::SWITCHING_PROTOCOLS;
+    *keep_alive &= !app_closes && framing != BodyFraming::UntilClose;
+    let connection = match () {
+        _ if upgrade => None,
+        _ if !*keep_alive => Some("close"),
+        _ if version == Version::HTTP_10 => Some("keep-alive"),
+        _ => None,
+    };
+    let mut head = Vec::with_capacity(256);
+    encode::head(&mut head, version, parts.status, &parts.headers, framing, connection, date);
+    drop(parts);
+
+    if matches!(framing, BodyFraming::Empty | BodyFraming::Announced(_)) {
+        // No body goes on the wire (HEAD, 204, 304), as the protocol says.
+        let ok = write_all_vectored(wr, &mut [IoSlice::new(&head)], io_timeout).await.is_ok();
+        if ok && !body.discard(io_timeout).await {
+            *keep_alive = false;
+        }
+        return ok;
+    }
+    let mut head = Some(head);
+    let mut sent = 0u64;
+    loop {
+        let frame = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await;
+        let data = match frame {
+            None => break,
+            Some(Err(_)) => {
+                // The body broke off: what went out stays, the framing cannot be completed.
+                if let Some(h) = head.take() {
+                    let _ = write_all_vectored(wr, &mut [IoSlice::new(&h)], io_timeout).await;
+                }
+                *keep_alive = false;
+                return false;
+            }
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(d) if !d.is_empty() => d,
+                _ => continue,
+            },
+        };
+        if let BodyFraming::Length(n) = framing
+            && sent + data.len() as u64 > n
+        {
+            // More than announced: never put it on the wire as the next "response".
+            *keep_alive = false;
+            return false;
+        }
+        sent += data.len() as u64;
+        let end = body.is_end_stream();
+        let mut size_line = [0u8; 20];
+        let chunked = framing == BodyFraming::Chunked;
+        let size_len = if chunked { chunk_size_line(&mut size_line, data.len()) } else { 0 };
+        let trailer: &[u8] = match (chunked, end) {
+            (true, true) => b"\r\n0\r\n\r\n",
+            (true, false) => b"\r\n",
+            _ => b"",
+        };
+        let head_bytes = head.take();
+        let mut slices = [
+            IoSlice::new(head_bytes.as_deref().unwrap_or_default()),
+            IoSlice::new(&size_line[..size_len]),
+            IoSlice::new(&data),
+            IoSlice::new(trailer),
+        ];
+        if write_all_vectored(wr, &mut slices, io_timeout).await.is_err() {
+            return false;
+        }
+        if end {
+            return finish(body, framing, sent, keep_alive);
+        }
+    }
+    let tail: &[u8] = if framing == BodyFraming::Chunked { b"0\r\n\r\n" } else { b"" };
+    let head_bytes = head.take();
+    let mut slices = [IoSlice::new(head_bytes.as_deref().unwrap_or_default()), IoSlice::new(tail)];
+    if write_all_vectored(wr, &mut slices, io_timeout).await.is_err() {
+        return false;
+    }
+    finish(body, framing, sent, keep_alive)
+}
+
+/// The body ended: a length-framed response must have sent all it announced.
+fn finish(body: ResponseBody, framing: BodyFraming, sent: u64, keep_alive: &mut bool) -> bool {
+    drop(body);
+    match framing {
+        BodyFraming::Length(n) if sent < n => {
+            *keep_alive = false;
+            false
+        }
+        BodyFraming::UntilClose => {
+            *keep_alive = false;
+            true
+        }
+        _ => true,
+    }
+}
+
+fn chunk_size_line(out: &mut [u8; 20], len: usize) -> usize {
+    use std::io::Write;
+    let mut cursor = std::io::Cursor::new(&mut out[..]);
+    let _ = write!(cursor, "{len:x}\r\n");
+    cursor.position() as usize
+}
+
+/// Writes every slice; each write that takes nothing for `timeout` fails it.
+pub(super) async fn write_all_vectored<W: AsyncWrite + Unpin>(wr: &mut W, slices: &mut [IoSlice<'_>], timeout: Duration) -> std::io::Result<()> {
+    let mut slices: &mut [IoSlice<'_>] = slices;
+    IoSlice::advance_slices(&mut slices, 0);
+    while !slices.is_empty() {
+        let n = tokio::time::timeout(timeout, wr.write_vectored(slices)).await.map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        IoSlice::advance_slices(&mut slices, n);
+    }
+    Ok(())
+}
