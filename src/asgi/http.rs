@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use super::awaitable::Ready;
 use super::{AsgiContext, format_exception};
-use crate::bridge::exchange::{Body, Exchange, ResponseEvent, SEND_HIGH_WATER, Shared};
+use crate::bridge::exchange::{Body, Exchange, HttpIn, ResponseEvent, Shared};
 
 pyo3::create_exception!(ferrogate, ClientDisconnected, PyOSError, "The client closed the connection.");
 
@@ -80,33 +80,29 @@ impl HttpCycle {
 
 /// The message the app should get next from receive(), if one is ready.
 pub fn next_message(py: Python<'_>, ex: &Exchange, s: &mut Shared) -> PyResult<Option<Py<PyAny>>> {
-    if !s.body_delivered && (!s.body.is_empty() || s.body_complete) {
-        let len = s.body.iter().map(Bytes::len).sum();
-        let body = PyBytes::new_with(py, len, |buf| {
-            let mut at = 0;
-            for chunk in s.body.drain(..) {
-                buf[at..at + chunk.len()].copy_from_slice(&chunk);
-                at += chunk.len();
+    let msg = PyDict::new(py);
+    match s.next_http() {
+        None => return Ok(None),
+        Some(HttpIn::Body { chunks, more }) => {
+            let len = chunks.iter().map(Bytes::len).sum();
+            let body = PyBytes::new_with(py, len, |buf| {
+                let mut at = 0;
+                for chunk in &chunks {
+                    buf[at..at + chunk.len()].copy_from_slice(chunk);
+                    at += chunk.len();
+                }
+                Ok(())
+            })?;
+            if more {
+                ex.wants_more.notify_one();
             }
-            Ok(())
-        })?;
-        let more = !s.body_complete;
-        s.body_delivered = !more;
-        if more {
-            ex.wants_more.notify_one();
+            msg.set_item(intern!(py, "type"), intern!(py, "http.request"))?;
+            msg.set_item(intern!(py, "body"), body)?;
+            msg.set_item(intern!(py, "more_body"), more)?;
         }
-        let msg = PyDict::new(py);
-        msg.set_item(intern!(py, "type"), intern!(py, "http.request"))?;
-        msg.set_item(intern!(py, "body"), body)?;
-        msg.set_item(intern!(py, "more_body"), more)?;
-        return Ok(Some(msg.into_any().unbind()));
+        Some(HttpIn::Disconnect) => msg.set_item(intern!(py, "type"), intern!(py, "http.disconnect"))?,
     }
-    if s.disconnected || (s.body_delivered && s.response_complete) {
-        let msg = PyDict::new(py);
-        msg.set_item(intern!(py, "type"), intern!(py, "http.disconnect"))?;
-        return Ok(Some(msg.into_any().unbind()));
-    }
-    Ok(None)
+    Ok(Some(msg.into_any().unbind()))
 }
 
 pub fn headers_from(py: Python<'_>, raw: Option<Bound<'_, PyAny>>) -> PyResult<Vec<(HeaderName, HeaderValue)>> {
@@ -154,7 +150,7 @@ impl HttpCycle {
         let kind = msg.get_item(intern!(py, "type"))?.ok_or_else(|| PyValueError::new_err("ASGI message has no 'type'"))?;
         let kind = kind.cast::<PyString>().map_err(|_| PyTypeError::new_err("ASGI message 'type' must be a str"))?;
         let kind = kind.to_str()?;
-        let disconnected = self.ex.lock().disconnected;
+        let disconnected = self.ex.lock().client_gone();
 
         match (&self.phase, kind) {
             (Phase::Start, "http.response.start") => {
@@ -248,10 +244,9 @@ impl HttpCycle {
     /// Counts the bytes now queued for the socket and makes send() wait while too many are.
     fn after_body(&self, py: Python<'_>, len: usize, more: bool) -> PyResult<Py<PyAny>> {
         let mut s = self.ex.lock();
-        s.in_flight += len;
-        if more && s.in_flight > SEND_HIGH_WATER && !s.disconnected {
+        if s.queued_for_send(len) && more {
             let future = self.ctx.new_future(py)?;
-            s.send_waiter = Some(future.clone().unbind());
+            s.wait_for_send(future.clone().unbind());
             return Ok(future.unbind());
         }
         drop(s);
@@ -304,7 +299,7 @@ impl RequestDone {
         }
         let exc = task.call_method0(intern!(py, "exception"))?;
         if !exc.is_none() {
-            let disconnected = cycle.ex.lock().disconnected;
+            let disconnected = cycle.ex.lock().client_gone();
             if disconnected && reports_disconnect(&exc) {
                 crate::info!("{}: the client went away before the response was complete", what());
             } else {
@@ -316,7 +311,7 @@ impl RequestDone {
         if matches!(cycle.phase, Phase::Complete) {
             return Ok(());
         }
-        if cycle.ex.lock().disconnected {
+        if cycle.ex.lock().client_gone() {
             // The client left before an answer; the app had nobody to answer.
             cycle.phase = Phase::Complete;
             return Ok(());

@@ -39,8 +39,7 @@ pub type NextMessage = fn(Python<'_>, &Exchange, &mut Shared) -> PyResult<Option
 pub fn wake(py: Python<'_>, ex: &Exchange) -> PyResult<()> {
     let (receivers, send) = {
         let mut s = ex.lock();
-        let send_ready = s.send_waiter.is_some() && (s.in_flight <= crate::bridge::exchange::SEND_LOW_WATER || s.disconnected);
-        (s.take_receive_waiters(), if send_ready { s.send_waiter.take() } else { None })
+        (s.take_receive_waiters(), s.take_ready_send_waiter())
     };
     // Futures are resolved outside the lock: set_result may run Python code.
     // A woken receive() takes its message itself when its task resumes (receive.rs).

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use super::awaitable::Ready;
 use super::http::{ClientDisconnected, headers_from};
 use super::{AsgiContext, format_exception};
-use crate::bridge::exchange::{Body, Exchange, ResponseEvent, SEND_HIGH_WATER, Shared, WsMessage};
+use crate::bridge::exchange::{Body, Exchange, ResponseEvent, Shared, WsIn, WsMessage};
 
 enum Phase {
     /// websocket.connect not yet handed to the app.
@@ -61,34 +61,27 @@ fn field<'py>(msg: &Bound<'py, PyDict>, key: &Bound<'py, PyString>) -> PyResult<
 
 /// The message the app should get next from receive(), if one is ready.
 pub fn next_message(py: Python<'_>, ex: &Exchange, s: &mut Shared) -> PyResult<Option<Py<PyAny>>> {
-    if let Some(m) = s.ws_inbox.pop_front() {
-        if s.ws_inbox.is_empty() {
-            ex.wants_more.notify_one();
-        }
-        let msg = dict(py, intern!(py, "websocket.receive"))?;
-        match m {
-            WsMessage::Text(t) => {
-                msg.set_item(intern!(py, "text"), t)?;
+    let msg = match s.next_ws() {
+        None => return Ok(None),
+        Some(WsIn::Message { message, drained }) => {
+            if drained {
+                ex.wants_more.notify_one();
             }
-            WsMessage::Binary(b) => {
-                msg.set_item(intern!(py, "bytes"), PyBytes::new(py, &b))?;
+            let msg = dict(py, intern!(py, "websocket.receive"))?;
+            match message {
+                WsMessage::Text(t) => msg.set_item(intern!(py, "text"), t)?,
+                WsMessage::Binary(b) => msg.set_item(intern!(py, "bytes"), PyBytes::new(py, &b))?,
             }
+            msg
         }
-        return Ok(Some(msg.into_any().unbind()));
-    }
-    if let Some((code, reason)) = &s.ws_closed {
-        let msg = dict(py, intern!(py, "websocket.disconnect"))?;
-        msg.set_item(intern!(py, "code"), code)?;
-        msg.set_item(intern!(py, "reason"), reason)?;
-        return Ok(Some(msg.into_any().unbind()));
-    }
-    if s.disconnected {
-        let msg = dict(py, intern!(py, "websocket.disconnect"))?;
-        msg.set_item(intern!(py, "code"), 1006)?;
-        msg.set_item(intern!(py, "reason"), "")?;
-        return Ok(Some(msg.into_any().unbind()));
-    }
-    Ok(None)
+        Some(WsIn::Disconnect { code, reason }) => {
+            let msg = dict(py, intern!(py, "websocket.disconnect"))?;
+            msg.set_item(intern!(py, "code"), code)?;
+            msg.set_item(intern!(py, "reason"), reason)?;
+            msg
+        }
+    };
+    Ok(Some(msg.into_any().unbind()))
 }
 
 #[pymethods]
@@ -105,7 +98,7 @@ impl WsCycle {
         let msg = message.cast::<PyDict>().map_err(|_| PyTypeError::new_err("ASGI messages must be dicts"))?;
         let kind: String = msg.get_item(intern!(py, "type"))?.ok_or_else(|| PyValueError::new_err("ASGI message has no 'type'"))?.extract()?;
         let get = |key: &Bound<'py, PyString>| field(msg, key);
-        let closed = self.ex.lock().ws_closed.is_some();
+        let closed = self.ex.lock().ws_closed();
 
         match (&mut self.phase, kind.as_str()) {
             (Phase::Connecting | Phase::Handshake, "websocket.accept") => {
@@ -147,10 +140,9 @@ impl WsCycle {
                     return Err(PyValueError::new_err("websocket.send needs 'text' or 'bytes'"));
                 };
                 let mut s = self.ex.lock();
-                s.in_flight += len;
-                if s.in_flight > SEND_HIGH_WATER && s.ws_closed.is_none() {
+                if s.queued_for_send(len) {
                     let future = self.ctx.new_future(py)?;
-                    s.send_waiter = Some(future.clone().unbind());
+                    s.wait_for_send(future.clone().unbind());
                     return Ok(future.unbind());
                 }
             }
@@ -183,7 +175,7 @@ impl WsDone {
             !cycle.ctx.tasks.cancelled_by_stop()
         } else {
             let exc = task.call_method0(intern!(py, "exception"))?;
-            let disconnect = exc.is_instance_of::<pyo3::exceptions::PyOSError>() && cycle.ex.lock().ws_closed.is_some();
+            let disconnect = exc.is_instance_of::<pyo3::exceptions::PyOSError>() && cycle.ex.lock().ws_closed();
             if !exc.is_none() && !disconnect {
                 crate::error!("Exception in ASGI application (WebSocket {path})\n{}", format_exception(py, &exc));
             }

@@ -67,7 +67,7 @@ impl BodySink {
     /// answered, and the rest of the body is nobody's.
     pub async fn demand(&self) -> bool {
         self.0.wants_more.notified().await;
-        !self.0.lock().response_complete
+        !self.0.lock().http.response_complete
     }
 
     pub fn push(&self, chunk: Bytes, last: bool) {
@@ -111,26 +111,114 @@ pub enum Body {
     File(PathBuf),
 }
 
+/// What both sides of one exchange see, under its mutex. The fields are
+/// private: each side changes them through methods that say what happened.
 #[derive(Default)]
 pub struct Shared {
-    pub body: VecDeque<Bytes>,
-    pub body_complete: bool,
-    /// The final `http.request` message (more_body=False) has been handed to the app.
-    pub body_delivered: bool,
-    pub disconnected: bool,
-    pub response_complete: bool,
-    pub in_flight: usize,
-    pub ws_inbox: VecDeque<WsMessage>,
-    /// The WebSocket is closed, with this code and reason (1006: no close frame).
-    pub ws_closed: Option<(u16, String)>,
+    http: HttpState,
+    ws: WsState,
+    /// The client is gone (or, for a WebSocket, the session is over).
+    disconnected: bool,
+    /// Response bytes handed to the connection and not yet taken by the socket.
+    in_flight: usize,
     /// asyncio futures of the receive() calls parked until a message comes
     /// (several tasks may wait at once; cancelled ones are pruned).
     receive_waiters: Vec<Py<PyAny>>,
     /// The asyncio future the app is awaiting in send().
-    pub send_waiter: Option<Py<PyAny>>,
+    send_waiter: Option<Py<PyAny>>,
+}
+
+#[derive(Default)]
+struct HttpState {
+    /// Request body chunks read ahead of the app.
+    body: VecDeque<Bytes>,
+    body_complete: bool,
+    /// The final `http.request` message (more_body=False) has been handed to the app.
+    body_delivered: bool,
+    response_complete: bool,
+}
+
+#[derive(Default)]
+struct WsState {
+    inbox: VecDeque<WsMessage>,
+    /// The WebSocket is closed, with this code and reason (1006: no close frame).
+    closed: Option<(u16, String)>,
+}
+
+/// The next `http.request`/`http.disconnect` the app's receive() gets.
+pub enum HttpIn {
+    /// `http.request`: these chunks, joined; `more`: more_body.
+    Body { chunks: VecDeque<Bytes>, more: bool },
+    Disconnect,
+}
+
+/// The next `websocket.receive`/`websocket.disconnect`.
+pub enum WsIn {
+    /// A message; `drained`: the inbox is now empty (the reader may go on).
+    Message { message: WsMessage, drained: bool },
+    Disconnect { code: u16, reason: String },
 }
 
 impl Shared {
+    /// Loop side: the next HTTP message for the app, if one is ready.
+    pub fn next_http(&mut self) -> Option<HttpIn> {
+        let h = &mut self.http;
+        if !h.body_delivered && (!h.body.is_empty() || h.body_complete) {
+            let more = !h.body_complete;
+            h.body_delivered = !more;
+            return Some(HttpIn::Body { chunks: std::mem::take(&mut h.body), more });
+        }
+        if self.disconnected || (h.body_delivered && h.response_complete) {
+            return Some(HttpIn::Disconnect);
+        }
+        None
+    }
+
+    /// Loop side: the next WebSocket message for the app, if one is ready.
+    pub fn next_ws(&mut self) -> Option<WsIn> {
+        if let Some(message) = self.ws.inbox.pop_front() {
+            return Some(WsIn::Message { message, drained: self.ws.inbox.is_empty() });
+        }
+        if let Some((code, reason)) = &self.ws.closed {
+            return Some(WsIn::Disconnect { code: *code, reason: reason.clone() });
+        }
+        if self.disconnected {
+            return Some(WsIn::Disconnect { code: 1006, reason: String::new() });
+        }
+        None
+    }
+
+    pub fn client_gone(&self) -> bool {
+        self.disconnected
+    }
+
+    pub fn ws_closed(&self) -> bool {
+        self.ws.closed.is_some()
+    }
+
+    /// I/O side: WebSocket messages the app has not taken yet.
+    pub fn ws_backlog(&self) -> usize {
+        self.ws.inbox.len()
+    }
+
+    /// Loop side: `len` more response bytes were handed to the connection.
+    /// True if send() should now wait for the socket to take some.
+    pub fn queued_for_send(&mut self, len: usize) -> bool {
+        self.in_flight += len;
+        self.in_flight > SEND_HIGH_WATER && !self.disconnected && !self.ws_closed()
+    }
+
+    /// Loop side: park send() on `future` until the socket has taken enough.
+    pub fn wait_for_send(&mut self, future: Py<PyAny>) {
+        self.send_waiter = Some(future);
+    }
+
+    /// Loop side: the parked send(), if it may go on (capacity, or nobody to send to).
+    pub fn take_ready_send_waiter(&mut self) -> Option<Py<PyAny>> {
+        let ready = self.in_flight <= SEND_LOW_WATER || self.disconnected;
+        if ready { self.send_waiter.take() } else { None }
+    }
+
     /// Loop side: park a receive() on `future` until the I/O side has news.
     pub fn wait_for_message(&mut self, py: Python<'_>, future: Py<PyAny>) {
         // Futures of receive() calls the app gave up on (cancelled) are done already.
@@ -190,9 +278,9 @@ impl Exchange {
     pub fn push_body(self: &Arc<Self>, chunk: Bytes, last: bool) {
         let mut s = self.lock();
         if !chunk.is_empty() {
-            s.body.push_back(chunk);
+            s.http.body.push_back(chunk);
         }
-        s.body_complete |= last;
+        s.http.body_complete |= last;
         self.wake_if_waiting(&s);
     }
 
@@ -206,7 +294,7 @@ impl Exchange {
 
     pub fn mark_response_complete(self: &Arc<Self>) {
         let mut s = self.lock();
-        s.response_complete = true;
+        s.http.response_complete = true;
         self.wake_if_waiting(&s);
         // A body reader still waiting for the app to ask for more must give up now.
         self.wants_more.notify_one();
@@ -215,14 +303,14 @@ impl Exchange {
     /// I/O side: a WebSocket message for the app.
     pub fn push_ws(self: &Arc<Self>, msg: WsMessage) {
         let mut s = self.lock();
-        s.ws_inbox.push_back(msg);
+        s.ws.inbox.push_back(msg);
         self.wake_if_waiting(&s);
     }
 
     pub fn ws_closed(self: &Arc<Self>, code: u16, reason: String) {
         let mut s = self.lock();
-        if s.ws_closed.is_none() {
-            s.ws_closed = Some((code, reason));
+        if s.ws.closed.is_none() {
+            s.ws.closed = Some((code, reason));
         }
         s.disconnected = true;
         self.wake_if_waiting(&s);

@@ -29,6 +29,8 @@ pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static {}
 
 impl Transport for tokio::net::TcpStream {}
 impl Transport for tokio::net::UnixStream {}
+#[cfg(test)]
+impl Transport for tokio::io::DuplexStream {}
 
 /// An unread request body up to this size is read and dropped to keep the connection.
 pub(super) const DRAIN_LIMIT: u64 = 256 * 1024;

@@ -8,3 +8,6 @@
 pub mod conn;
 mod read;
 mod write;
+
+#[cfg(test)]
+mod tests;

@@ -76,7 +76,7 @@ where
                         Ok(Flow::Done) => return,
                         Err(v) => return s.fail(v).await,
                     }
-                    if s.ex.lock().ws_inbox.len() >= max_queue {
+                    if s.ex.lock().ws_backlog() >= max_queue {
                         paused = true;
                         break;
                     }
