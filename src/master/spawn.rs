@@ -25,9 +25,14 @@ pub fn spawn(python: &Path, config: &Config, listeners: &[RawFd]) -> std::io::Re
 
     let mut cmd = Command::new(python);
     cmd.arg("-c").arg(BOOTSTRAP).stdin(std::process::Stdio::null());
+    // SAFETY: pre_exec's closure runs in the child between fork and exec, where
+    // only async-signal-safe calls are allowed: it calls nothing but fcntl,
+    // dup2 and close, and allocates nothing (`parked` is on the stack,
+    // `sources` was allocated before the fork). Every fd it touches is open in
+    // the child: the fork copied them from this process, which keeps them open
+    // until spawn returns.
     unsafe {
-        // Between fork and exec: only async-signal-safe calls. First move every
-        // source above the target range so no dup2 clobbers a later source.
+        // First move every source above the target range so no dup2 clobbers a later source.
         cmd.pre_exec(move || {
             let mut parked = [0 as RawFd; 64];
             for (i, &src) in sources.iter().enumerate().take(parked.len()) {

@@ -1,0 +1,71 @@
+//! The command bus: what the master can be asked to do, and the sources that
+//! ask. Signals and the `--reload` watcher send on one channel, and so will the
+//! control socket; the policy cannot tell them apart except by `why`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::watch::Watcher;
+
+/// `why` names the sender in the log: "SIGHUP", "--reload", ...
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// Replace every worker, one at a time, each once its successor is ready.
+    Reload { why: String },
+    /// Stop the server. Any stop asked for while one is under way kills the
+    /// workers (the second Ctrl-C).
+    Stop { graceful: bool, why: String },
+    /// Raise or lower the worker count (never below 1).
+    Scale { delta: i32, why: String },
+    /// Reserved for the control socket, which will get a reply; for now one log line.
+    #[allow(dead_code, reason = "nothing sends it until the control socket exists")]
+    Status,
+}
+
+pub type Bus = mpsc::UnboundedSender<Command>;
+
+/// Installs the handlers before returning, so that a signal sent while the
+/// first workers boot waits for the master's loop instead of being lost.
+pub fn relay_signals(bus: Bus) -> std::io::Result<()> {
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut ttin = signal(SignalKind::from_raw(libc::SIGTTIN))?;
+    let mut ttou = signal(SignalKind::from_raw(libc::SIGTTOU))?;
+    tokio::spawn(async move {
+        loop {
+            let command = tokio::select! {
+                _ = term.recv() => Command::Stop { graceful: true, why: "SIGTERM".into() },
+                _ = int.recv() => Command::Stop { graceful: true, why: "SIGINT".into() },
+                _ = hup.recv() => Command::Reload { why: "SIGHUP".into() },
+                _ = ttin.recv() => Command::Scale { delta: 1, why: "SIGTTIN".into() },
+                _ = ttou.recv() => Command::Scale { delta: -1, why: "SIGTTOU".into() },
+            };
+            if bus.send(command).is_err() {
+                return;
+            }
+        }
+    });
+    Ok(())
+}
+
+/// --reload: polls the watcher every `every` and asks for a rolling restart
+/// on the first change it sees. Aborted when the server starts stopping.
+pub fn relay_file_changes(mut watcher: Watcher, every: Duration, bus: Bus) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tick.tick().await;
+            let changed: Option<PathBuf> = watcher.changed();
+            if let Some(changed) = changed {
+                crate::info!("Detected a change in {}; reloading", changed.display());
+                if bus.send(Command::Reload { why: "--reload".into() }).is_err() {
+                    return;
+                }
+            }
+        }
+    })
+}
