@@ -8,7 +8,7 @@ use crate::config::Config;
 pub use crate::bridge::stop::{CANCEL_GRACE, StopReason};
 
 /// The worker's end of its socketpair.
-pub const CONTROL_FD: RawFd = 3;
+pub const CHANNEL_FD: RawFd = 3;
 /// Listeners follow, in the order of `Config::bind`.
 pub const FIRST_LISTENER_FD: RawFd = 4;
 
@@ -38,13 +38,13 @@ pub enum ToMaster {
 }
 
 pub fn encode<T: Serialize>(msg: &T) -> Vec<u8> {
-    let mut line = serde_json::to_vec(msg).expect("control messages always serialize");
+    let mut line = serde_json::to_vec(msg).expect("channel messages always serialize");
     line.push(b'\n');
     line
 }
 
 pub fn decode<'a, T: Deserialize<'a>>(line: &'a str) -> Result<T, String> {
-    serde_json::from_str(line).map_err(|e| format!("bad control message {line:?}: {e}"))
+    serde_json::from_str(line).map_err(|e| format!("bad message from the master-worker channel {line:?}: {e}"))
 }
 
 #[cfg(test)]

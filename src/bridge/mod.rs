@@ -6,6 +6,7 @@
 //! under load many requests share one wake-up and one GIL-holding callback.
 
 use crossbeam_queue::SegQueue;
+use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use pyo3::prelude::*;
 use std::sync::{Arc, OnceLock};
@@ -34,7 +35,7 @@ pub struct Bridge {
     queue: SegQueue<Event>,
     /// True from the first push after a drain until the next drain starts.
     rung: AtomicBool,
-    eventfd: OwnedFd,
+    eventfd: std::fs::File,
     /// Advanced by every drain: proof for the heartbeat that the loop is alive.
     pub ticks: AtomicU64,
     /// The other direction: what the app sent, for the I/O thread. Waking a
@@ -62,14 +63,17 @@ impl RingOutbox {
 
 impl Bridge {
     pub fn new() -> std::io::Result<Arc<Self>> {
+        // SAFETY: eventfd(2) takes no pointers; it returns a new descriptor or -1.
         let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
         if fd < 0 {
             return Err(std::io::Error::last_os_error());
         }
+        // SAFETY: a descriptor just created, owned by nothing else.
+        let eventfd = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
         Ok(Arc::new(Bridge {
             queue: SegQueue::new(),
             rung: AtomicBool::new(false),
-            eventfd: unsafe { OwnedFd::from_raw_fd(fd) },
+            eventfd,
             ticks: AtomicU64::new(0),
             outbox: SegQueue::new(),
             outbox_rung: AtomicBool::new(false),
@@ -86,17 +90,18 @@ impl Bridge {
     pub fn push(&self, event: Event) {
         self.queue.push(event);
         if !self.rung.swap(true, Ordering::AcqRel) {
-            let one: u64 = 1;
-            // EAGAIN only happens when the counter is about to overflow: the loop is due to wake anyway.
-            unsafe { libc::write(self.fd(), (&one as *const u64).cast(), 8) };
+            // An eventfd takes 8-byte counts. EAGAIN only happens when the counter is
+            // about to overflow: the loop is due to wake anyway.
+            let _ = (&self.eventfd).write(&1u64.to_ne_bytes());
         }
     }
 
     /// Called on the loop thread when the eventfd is readable. Re-arms the bell
     /// *before* draining so that a push racing with the drain rings again.
     pub fn begin_drain(&self) {
-        let mut counter: u64 = 0;
-        unsafe { libc::read(self.fd(), (&mut counter as *mut u64).cast(), 8) };
+        // Reading resets the count; EAGAIN (a spurious wake) leaves nothing to reset.
+        let mut counter = [0u8; 8];
+        let _ = (&self.eventfd).read(&mut counter);
         self.rung.store(false, Ordering::Release);
         self.ticks.fetch_add(1, Ordering::Relaxed);
     }

@@ -94,10 +94,15 @@ fn bind(spec: &BindSpec, backlog: u32) -> Result<Bound, String> {
             let raw: RawFd = *fd;
             let mut accepting: libc::c_int = 0;
             let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+            // SAFETY: getsockopt writes at most `len` bytes into `accepting`, a c_int
+            // that outlives the call; a bad descriptor is an error return, not UB.
             let rc = unsafe { libc::getsockopt(raw, libc::SOL_SOCKET, libc::SO_ACCEPTCONN, (&mut accepting as *mut libc::c_int).cast(), &mut len) };
             if rc != 0 || accepting == 0 {
                 return Err(format!("--fd {raw}: file descriptor {raw} is not a listening socket (was it passed to ferrogate open, and listen()ed?)"));
             }
+            // SAFETY: --fd N hands this process descriptor N to listen on, and
+            // nothing else in the master owns it; it was just checked to be an
+            // open listening socket.
             let socket = unsafe { Socket::from_raw_fd(raw) };
             let _ = socket.set_cloexec(true);
             Ok(Bound { spec: spec.clone(), socket: Some(socket), created_path: None })
@@ -127,7 +132,14 @@ pub enum Inherited {
     Unix(std::os::unix::net::UnixListener),
 }
 
-pub fn adopt(fd: RawFd) -> std::io::Result<Inherited> {
+/// Takes ownership of a listening socket this worker inherited.
+///
+/// # Safety
+/// `fd` must be an open socket that nothing else in this process owns or
+/// will close: the master placed the listeners at fd 4, 5, ... before exec,
+/// and each is adopted exactly once.
+pub unsafe fn adopt(fd: RawFd) -> std::io::Result<Inherited> {
+    // SAFETY: the caller's promise above.
     let socket = unsafe { Socket::from_raw_fd(fd) };
     socket.set_nonblocking(true)?;
     socket.set_cloexec(true)?;

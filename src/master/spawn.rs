@@ -1,5 +1,5 @@
 //! Starting a worker: a fresh interpreter (never a fork of this threaded
-//! process) with its control socket on fd 3 and the listeners from fd 4.
+//! process) with its channel (a socketpair) on fd 3 and the listeners from fd 4.
 
 use std::io::Write;
 use std::os::fd::{AsRawFd, RawFd};
@@ -8,7 +8,7 @@ use tokio::net::UnixStream;
 use tokio::process::{Child, Command};
 
 use crate::config::Config;
-use crate::ipc::{self, CONTROL_FD, FIRST_LISTENER_FD, ToWorker};
+use crate::ipc::{self, CHANNEL_FD, FIRST_LISTENER_FD, ToWorker};
 
 /// The code a worker interpreter runs: everything else happens in Rust.
 const BOOTSTRAP: &str = "import sys; from ferrogate._ferrogate import _worker_main; sys.exit(_worker_main())";
@@ -43,7 +43,7 @@ pub fn spawn(python: &Path, config: &Config, listeners: &[RawFd]) -> std::io::Re
                 parked[i] = fd;
             }
             for (i, &fd) in parked.iter().enumerate().take(sources.len()) {
-                if libc::dup2(fd, CONTROL_FD + i as RawFd) < 0 {
+                if libc::dup2(fd, CHANNEL_FD + i as RawFd) < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
                 libc::close(fd);
@@ -61,4 +61,4 @@ pub fn spawn(python: &Path, config: &Config, listeners: &[RawFd]) -> std::io::Re
     Ok(Spawned { child, control })
 }
 
-const _: () = assert!(FIRST_LISTENER_FD == CONTROL_FD + 1);
+const _: () = assert!(FIRST_LISTENER_FD == CHANNEL_FD + 1);

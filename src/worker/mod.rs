@@ -2,7 +2,7 @@
 //! imports the app, runs lifespan startup, then serves: a Rust I/O thread
 //! accepts and parses, the main thread runs the asyncio loop and the app.
 
-mod control;
+mod channel;
 mod dispatch;
 
 use pyo3::prelude::*;
@@ -18,13 +18,15 @@ use crate::http::listeners;
 use crate::http::static_files::StaticFiles;
 use crate::http::ctx::ServerCtx;
 use crate::http::server;
-use crate::ipc::{self, CONTROL_FD, EXIT_BOOT_ERROR, FIRST_LISTENER_FD, ToWorker};
+use crate::ipc::{self, CHANNEL_FD, EXIT_BOOT_ERROR, FIRST_LISTENER_FD, ToWorker};
 use crate::bridge::{Bridge, Event};
 
 /// Entry point of a worker process; returns its exit status.
 pub fn run(py: Python<'_>) -> PyResult<i32> {
-    let mut control = unsafe { std::os::unix::net::UnixStream::from_raw_fd(CONTROL_FD) };
-    let config = match read_config(&mut control) {
+    // SAFETY: the master dup2'd this worker's end of the socketpair onto
+    // CHANNEL_FD before exec (master/spawn.rs); nothing else here owns it.
+    let mut channel = unsafe { std::os::unix::net::UnixStream::from_raw_fd(CHANNEL_FD) };
+    let config = match read_config(&mut channel) {
         Ok(c) => Arc::new(c),
         Err(e) => {
             crate::error!("worker cannot start: {e}");
@@ -35,21 +37,21 @@ pub fn run(py: Python<'_>) -> PyResult<i32> {
     prepare_interpreter(py)?;
     let static_files = match StaticFiles::open(&config.statics) {
         Ok(files) => files,
-        Err(message) => return Ok(boot_failed(&mut control, message)),
+        Err(message) => return Ok(boot_failed(&mut channel, message)),
     };
 
     let app = match import_app(py, &config) {
         Ok(app) => app,
-        Err(message) => return Ok(boot_failed(&mut control, message)),
+        Err(message) => return Ok(boot_failed(&mut channel, message)),
     };
     let event_loop = match new_event_loop(py, config.app.event_loop) {
         Ok(l) => l,
-        Err(message) => return Ok(boot_failed(&mut control, message)),
+        Err(message) => return Ok(boot_failed(&mut channel, message)),
     };
     let state = PyDict::new(py);
     let lifespan = match lifespan::startup(py, &event_loop, &app, &state, config.app.lifespan) {
         Ok(running) => running,
-        Err(lifespan::StartupFailed(message)) => return Ok(boot_failed(&mut control, message)),
+        Err(lifespan::StartupFailed(message)) => return Ok(boot_failed(&mut channel, message)),
     };
 
     // Everything the app allocated while importing and starting up lives as long
@@ -72,13 +74,15 @@ pub fn run(py: Python<'_>) -> PyResult<i32> {
 
     let mut inherited = Vec::new();
     for i in 0..config.bind.len() {
-        inherited.push(listeners::adopt(FIRST_LISTENER_FD + i as i32)?);
+        // SAFETY: the master placed one listener per bind at FIRST_LISTENER_FD + i
+        // before exec, in `config.bind`'s order; each is adopted once, here.
+        inherited.push(unsafe { listeners::adopt(FIRST_LISTENER_FD + i as i32) }?);
     }
     let io_thread = {
         let (config, bridge) = (config.clone(), bridge.clone());
         std::thread::Builder::new()
             .name("ferrogate-io".into())
-            .spawn(move || serve_io(config, bridge, static_files, inherited, control))?
+            .spawn(move || serve_io(config, bridge, static_files, inherited, channel))?
     };
     crate::info!("Worker ready: serving {} with {}", config.app.target, loop_name(&event_loop));
 
@@ -98,10 +102,10 @@ pub fn run(py: Python<'_>) -> PyResult<i32> {
     Ok(0)
 }
 
-/// The I/O thread: HTTP on the inherited listeners plus the control socket.
+/// The I/O thread: HTTP on the inherited listeners plus the channel to the master.
 /// It ends once the server has drained, and stops the event loop on its way
 /// out. Returns when the drain began.
-fn serve_io(config: Arc<Config>, bridge: Arc<Bridge>, static_files: Option<StaticFiles>, listeners: Vec<listeners::Inherited>, control: std::os::unix::net::UnixStream) -> Option<Instant> {
+fn serve_io(config: Arc<Config>, bridge: Arc<Bridge>, static_files: Option<StaticFiles>, listeners: Vec<listeners::Inherited>, channel: std::os::unix::net::UnixStream) -> Option<Instant> {
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -115,7 +119,7 @@ fn serve_io(config: Arc<Config>, bridge: Arc<Bridge>, static_files: Option<Stati
         let ctx = Arc::new(ServerCtx::new(config, bridge.clone(), static_files, stop_rx));
         let outbox = bridge.clone();
         tokio::spawn(async move { outbox.deliver_outbox().await });
-        tokio::spawn(control::run(control, ctx.clone(), stop_tx));
+        tokio::spawn(channel::run(channel, ctx.clone(), stop_tx));
         server::serve(listeners, ctx).await
     });
     bridge.push(Event::Stop);
@@ -123,22 +127,22 @@ fn serve_io(config: Arc<Config>, bridge: Arc<Bridge>, static_files: Option<Stati
 }
 
 /// Hands the reason to the master, which prints it once for all workers.
-fn boot_failed(control: &mut std::os::unix::net::UnixStream, message: String) -> i32 {
+fn boot_failed(channel: &mut std::os::unix::net::UnixStream, message: String) -> i32 {
     use std::io::Write;
     let msg = ipc::encode(&ipc::ToMaster::BootFailed { message: message.clone() });
-    if control.write_all(&msg).is_err() {
+    if channel.write_all(&msg).is_err() {
         crate::error!("{message}");
     }
     EXIT_BOOT_ERROR
 }
 
-/// Reads the first control line byte by byte, so that nothing after it is consumed here.
-fn read_config(control: &mut std::os::unix::net::UnixStream) -> Result<Config, String> {
+/// Reads the first line from the master byte by byte, so that nothing after it is consumed here.
+fn read_config(channel: &mut std::os::unix::net::UnixStream) -> Result<Config, String> {
     let mut line = Vec::new();
     let mut byte = [0u8; 1];
     loop {
-        match control.read(&mut byte) {
-            Ok(0) => return Err("the master closed the control socket before sending the configuration".into()),
+        match channel.read(&mut byte) {
+            Ok(0) => return Err("the master closed its channel to this worker before sending the configuration".into()),
             Ok(_) if byte[0] == b'\n' => break,
             Ok(_) => line.push(byte[0]),
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}

@@ -1,4 +1,4 @@
-//! The worker's end of the control socket: orders from the master in,
+//! The worker's end of its channel to the master: orders in,
 //! readiness, heartbeats and retirement requests out.
 
 use std::sync::Arc;
@@ -12,16 +12,16 @@ use crate::bridge::stop::begin_stop;
 use crate::http::ctx::ServerCtx;
 use crate::ipc::{self, StopReason, ToMaster, ToWorker};
 
-pub async fn run(control: std::os::unix::net::UnixStream, ctx: Arc<ServerCtx>, stop: watch::Sender<Option<StopReason>>) {
-    let control = match control.set_nonblocking(true).and_then(|_| tokio::net::UnixStream::from_std(control)) {
+pub async fn run(channel: std::os::unix::net::UnixStream, ctx: Arc<ServerCtx>, stop: watch::Sender<Option<StopReason>>) {
+    let channel = match channel.set_nonblocking(true).and_then(|_| tokio::net::UnixStream::from_std(channel)) {
         Ok(c) => c,
         Err(e) => {
-            crate::error!("control socket unusable ({e}); stopping");
+            crate::error!("channel to the master unusable ({e}); stopping");
             begin_stop(&stop, StopReason::Shutdown);
             return;
         }
     };
-    let (read, mut write) = control.into_split();
+    let (read, mut write) = channel.into_split();
     let _ = write.write_all(&ipc::encode(&ToMaster::Ready)).await;
 
     let orders = {
