@@ -259,7 +259,7 @@ pub struct Cli {
     /// Access log line, with nginx-style variables: $remote_addr $remote_user $time_local $request
     /// $status $body_bytes_sent $http_referer $http_user_agent $request_time $request_method $uri
     /// $server_protocol $pid.
-    #[arg(long, default_value = crate::http::access_log::COMBINED_WITH_TIME, value_name = "FORMAT", env = "FERROGATE_ACCESS_LOG_FORMAT", help_heading = "Logging")]
+    #[arg(long, default_value = super::access_log_format::COMBINED_WITH_TIME, value_name = "FORMAT", env = "FERROGATE_ACCESS_LOG_FORMAT", help_heading = "Logging")]
     pub access_log_format: String,
 }
 
@@ -338,7 +338,7 @@ impl Cli {
             .unwrap_or_else(|| "127.0.0.1,::1".into());
         let trusted = TrustedPeers::parse(&allow_ips)
             .map_err(|e| format!("--forwarded-allow-ips: {e}"))?;
-        crate::http::access_log::Format::parse(&self.access_log_format)
+        super::access_log_format::Format::parse(&self.access_log_format)
             .map_err(|e| format!("--access-log-format: {e}"))?;
         let tls_flag = [
             ("--ssl-keyfile", self.ssl_keyfile.is_some()),

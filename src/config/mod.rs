@@ -4,6 +4,7 @@
 //! validated there, and handed to each worker as a single serialized value,
 //! so a worker never re-parses flags and can never disagree with its master.
 
+pub mod access_log_format;
 mod cli;
 mod env_file;
 

@@ -7,11 +7,12 @@ use tokio::sync::Notify;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
-use super::access_log::{Entry, Format};
+use super::access_log::Entry;
 use super::h1::conn::{self, Transport};
 use super::listeners::Inherited;
 use super::static_files::StaticFiles;
 use crate::config::Config;
+use crate::config::access_log_format::Format;
 use crate::ipc::{CANCEL_GRACE, StopReason};
 use crate::worker::bridge::Bridge;
 
