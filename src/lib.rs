@@ -15,7 +15,6 @@ pub mod log;
 pub mod master;
 pub mod worker;
 
-use clap::Parser;
 use pyo3::prelude::*;
 
 /// The `ferrogate` command.
@@ -23,25 +22,20 @@ use pyo3::prelude::*;
 fn main(py: Python<'_>) -> PyResult<i32> {
     let argv: Vec<String> = py.import("sys")?.getattr("argv")?.extract()?;
     let python: std::path::PathBuf = py.import("sys")?.getattr("executable")?.extract()?;
-    let cli = match config::Cli::try_parse_from(argv) {
-        Ok(cli) => cli,
+    // The environment is read once, here, and passed in: configuration never reads or
+    // changes the process environment itself.
+    let layer = match config::gather(argv, std::env::vars_os(), std::process::id()) {
+        Ok(layer) => layer,
         Err(e) => {
             // --help and --version land here too, as clap "errors" that exit 0.
             let _ = e.print();
             return Ok(e.exit_code());
         }
     };
-    if let Some(path) = &cli.env_file {
-        match config::load_env_file(path) {
-            // Still one thread here: setting the environment is sound, and workers inherit it.
-            Ok(vars) => vars.into_iter().for_each(|(k, v)| unsafe { std::env::set_var(k, v) }),
-            Err(e) => {
-                eprintln!("error: {e}");
-                return Ok(2);
-            }
-        }
+    for warning in layer.warnings() {
+        eprintln!("warning: {warning}");
     }
-    let config = match cli.into_config() {
+    let config = match layer.into_config() {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e}");

@@ -1,23 +1,49 @@
 //! The one typed configuration every part of ferrogate reads.
 //!
-//! It is built once in the master (defaults < environment < command line),
-//! validated there, and handed to each worker as a single serialized value,
-//! so a worker never re-parses flags and can never disagree with its master.
+//! It is built once in the master, in layers of rising priority:
+//! `Config::default()` < the config file (reserved: `file.rs`) < FERROGATE_*
+//! environment variables (`env.rs`) < the command line (`cli.rs`). Each source
+//! yields a `Layer` of the options it sets (`layer.rs`); the stacked layer
+//! becomes a `Config` and `Config::validate` checks it (`resolve.rs`). Each
+//! worker gets the result as a single serialized value, so a worker never
+//! re-parses flags and can never disagree with its master. Fields marked
+//! `#[serde(skip)]` are the master's alone: they are not sent, a worker finds
+//! them zero or empty and must not read them.
 
+pub mod access_log_format;
 mod cli;
+mod env;
 mod env_file;
+mod file;
+mod layer;
+#[cfg(test)]
+mod layer_tests;
+mod resolve;
 
-pub use cli::Cli;
+pub use cli::{Cli, help_command};
+pub use env::{ENV_VARS, EnvLayer};
 pub use env_file::load_env_file;
+pub use file::FileLayer;
+pub use layer::{Layer, gather};
 
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 use std::path::PathBuf;
 
+/// The listener used when none is asked for.
+pub const DEFAULT_HOST: &str = "127.0.0.1";
+pub const DEFAULT_PORT: u16 = 8000;
+/// Peers whose X-Forwarded-* headers are trusted by default, as `--forwarded-allow-ips` spells them.
+pub const DEFAULT_FORWARDED_ALLOW_IPS: &str = "127.0.0.1,::1";
+/// Smallest --max-header-size: below this, ordinary browsers' requests would get 431.
+pub const MIN_HEADER_SIZE: usize = 8192;
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Config {
     pub app: AppConfig,
     pub bind: Vec<BindSpec>,
+    /// Master-only: the listeners are bound before any worker starts.
+    #[serde(skip)]
     pub backlog: u32,
     pub workers: WorkersConfig,
     pub http: HttpConfig,
@@ -25,7 +51,44 @@ pub struct Config {
     pub ws: WsConfig,
     pub statics: StaticConfig,
     pub log: LogConfig,
+    /// Master-only: how a worker's environment differs from the master's.
+    #[serde(skip)]
+    pub worker_env: WorkerEnv,
 }
+
+/// Applied to each worker's command when it is spawned, so the master never changes its
+/// own environment (a threaded process must not call setenv, and a reload or a respawn
+/// starts from the same inherited environment every time).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct WorkerEnv {
+    /// Variables from --env-file, in file order (a later line wins).
+    pub set: Vec<(String, String)>,
+    /// Inherited variables the workers must not see (systemd's LISTEN_* once we took the sockets).
+    pub unset: Vec<String>,
+}
+
+/// A setting that cannot be used.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The option to fix, as written on the command line: "--workers", "APP".
+    pub option: &'static str,
+    /// The whole message: it names the option and says how to fix the value.
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(option: &'static str, message: impl Into<String>) -> Self {
+        ConfigError { option, message: message.into() }
+    }
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
 
 /// Where the ASGI application comes from and how it starts.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -39,19 +102,21 @@ pub struct AppConfig {
     pub event_loop: LoopChoice,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum LoopChoice {
     /// uvloop when installed, else asyncio.
+    #[default]
     Auto,
     Asyncio,
     Uvloop,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum LifespanMode {
     /// Run lifespan events if the app supports them; carry on if it raises at once.
+    #[default]
     Auto,
     /// The app must complete lifespan startup, or the server does not start.
     On,
@@ -68,21 +133,30 @@ pub enum BindSpec {
     Fd { fd: i32 },
 }
 
+/// How many workers and how they are watched. The master alone counts, times and reloads
+/// them; a worker reads only what it applies to itself (its graceful timeout, its request limit).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct WorkersConfig {
+    #[serde(skip)]
     pub count: usize,
     /// Seconds a worker's event loop may go without answering before it is replaced.
+    #[serde(skip)]
     pub timeout: u64,
     /// Seconds in-flight requests get to finish on stop or reload.
     pub graceful_timeout: u64,
     /// Recycle a worker after this many requests (0: never).
     pub max_requests: u64,
     pub max_requests_jitter: u64,
+    #[serde(skip)]
     pub reload: bool,
+    #[serde(skip)]
     pub reload_dirs: Vec<PathBuf>,
     /// File-name patterns (`*` wildcards) that trigger a reload, and those that never do.
+    #[serde(skip)]
     pub reload_include: Vec<String>,
+    #[serde(skip)]
     pub reload_exclude: Vec<String>,
+    #[serde(skip)]
     pub reload_delay: f64,
 }
 
@@ -214,7 +288,136 @@ pub struct LogConfig {
     pub access_log_format: String,
 }
 
+// The defaults, in one place: the command line's help shows them (cli.rs) and every
+// layer starts from them.
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            app: AppConfig::default(),
+            bind: vec![BindSpec::Tcp { host: DEFAULT_HOST.into(), port: DEFAULT_PORT }],
+            backlog: 2048,
+            workers: WorkersConfig::default(),
+            http: HttpConfig::default(),
+            proxy: ProxyConfig::default(),
+            ws: WsConfig::default(),
+            statics: StaticConfig::default(),
+            log: LogConfig::default(),
+            worker_env: WorkerEnv::default(),
+        }
+    }
+}
+
+impl Default for AppConfig {
+    fn default() -> Self {
+        AppConfig {
+            // No default app: the command line requires one (or FERROGATE_APP).
+            target: String::new(),
+            factory: false,
+            app_dir: PathBuf::from("."),
+            lifespan: LifespanMode::Auto,
+            root_path: String::new(),
+            event_loop: LoopChoice::Auto,
+        }
+    }
+}
+
+impl Default for WorkersConfig {
+    fn default() -> Self {
+        WorkersConfig {
+            // One worker per core the process may run on (its affinity mask, as uvicorn's nproc).
+            count: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            timeout: 30,
+            graceful_timeout: 30,
+            max_requests: 0,
+            max_requests_jitter: 0,
+            reload: false,
+            // --app-dir's default; resolve.rs follows --app-dir when no --reload-dir is given.
+            reload_dirs: vec![PathBuf::from(".")],
+            reload_include: vec!["*.py".into()],
+            reload_exclude: Vec::new(),
+            reload_delay: 0.5,
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            keep_alive_timeout: 5,
+            io_timeout: 60,
+            limit_concurrency: None,
+            max_header_size: 64 * 1024,
+            max_headers: 100,
+            server_header: true,
+            date_header: true,
+            default_headers: Vec::new(),
+        }
+    }
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        let trusted = TrustedPeers::parse(DEFAULT_FORWARDED_ALLOW_IPS).expect("the default addresses parse");
+        ProxyConfig { enabled: true, trusted }
+    }
+}
+
+impl Default for WsConfig {
+    fn default() -> Self {
+        WsConfig {
+            enabled: true,
+            max_size: 16 * 1024 * 1024,
+            max_queue: 32,
+            ping_interval: Some(20.0),
+            ping_timeout: Some(20.0),
+            per_message_deflate: true,
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: crate::log::Level::Info,
+            access_log: true,
+            access_log_format: access_log_format::COMBINED_WITH_TIME.into(),
+        }
+    }
+}
+
 impl Config {
+    /// Checks what the types cannot say, once every layer is applied. Each error names the
+    /// option to fix; when several are wrong, the first found is reported.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !self.app.target.contains(':') {
+            return Err(ConfigError::new("APP", format!(
+                "APP '{}' must be MODULE:ATTRIBUTE, e.g. main:app for the variable `app` in main.py",
+                self.app.target
+            )));
+        }
+        if self.workers.count == 0 {
+            return Err(ConfigError::new("--workers", "--workers must be at least 1"));
+        }
+        if let Err(e) = access_log_format::Format::parse(&self.log.access_log_format) {
+            return Err(ConfigError::new("--access-log-format", format!("--access-log-format: {e}")));
+        }
+        if self.http.max_header_size < MIN_HEADER_SIZE {
+            return Err(ConfigError::new(
+                "--max-header-size",
+                format!("--max-header-size must be at least {MIN_HEADER_SIZE} bytes"),
+            ));
+        }
+        let mounts = &self.statics.mounts;
+        if let Some(twice) = mounts.iter().enumerate().find(|(i, m)| mounts[..*i].iter().any(|o| o.prefix == m.prefix)) {
+            return Err(ConfigError::new("--static", format!(
+                "--static: {} is mounted twice; give each URL path one directory",
+                twice.1.prefix
+            )));
+        }
+        Ok(())
+    }
+
     /// Human-readable URL of each listener, for the startup lines.
     pub fn describe_bind(spec: &BindSpec) -> String {
         match spec {

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use tokio::sync::Notify;
 
-use super::access_log::{Entry, Format};
+use super::access_log::Entry;
+use crate::config::access_log_format::Format;
 use super::static_files::StaticFiles;
 use crate::bridge::Bridge;
 use crate::bridge::exchange::Scheme;

@@ -25,6 +25,12 @@ pub fn spawn(python: &Path, config: &Config, listeners: &[RawFd]) -> std::io::Re
 
     let mut cmd = Command::new(python);
     cmd.arg("-c").arg(BOOTSTRAP).stdin(std::process::Stdio::null());
+    // --env-file's variables and systemd's spent LISTEN_*: set on the child only, so the
+    // master's own environment stays as it was inherited.
+    cmd.envs(config.worker_env.set.iter().map(|(k, v)| (k, v)));
+    for name in &config.worker_env.unset {
+        cmd.env_remove(name);
+    }
     // SAFETY: pre_exec's closure runs in the child between fork and exec, where
     // only async-signal-safe calls are allowed: it calls nothing but fcntl,
     // dup2 and close, and allocates nothing (`parked` is on the stack,

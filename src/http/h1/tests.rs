@@ -17,10 +17,11 @@ use crate::bridge::{Bridge, Event};
 use crate::config::Config;
 use crate::http::ctx::{ConnInfo, ServerCtx};
 
-fn config(args: &[&str]) -> Config {
-    use clap::Parser;
-    let argv = ["ferrogate", "app:app", "--no-access-log"].iter().chain(args);
-    crate::config::Cli::try_parse_from(argv).expect("flags").into_config().expect("config")
+fn config(tweak: impl FnOnce(&mut Config)) -> Config {
+    let mut config = Config::default();
+    config.log.access_log = false;
+    tweak(&mut config);
+    config
 }
 
 /// One connection under test, its client end, and the fake app behind it.
@@ -32,11 +33,11 @@ struct Conn {
     done: tokio::task::JoinHandle<()>,
 }
 
-fn start(args: &[&str]) -> Conn {
+fn start(tweak: impl FnOnce(&mut Config)) -> Conn {
     let (client, server) = tokio::io::duplex(256 * 1024);
     let bridge = Bridge::new().expect("eventfd");
     let (stop, stop_rx) = watch::channel(None);
-    let ctx = Arc::new(ServerCtx::new(Arc::new(config(args)), bridge.clone(), None, stop_rx));
+    let ctx = Arc::new(ServerCtx::new(Arc::new(config(tweak)), bridge.clone(), None, stop_rx));
     let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
     tokio::spawn(fake_app(bridge, seen.clone()));
     let info = ConnInfo { peer: Some("127.0.0.1:40000".parse().unwrap()), local: None, scheme: crate::bridge::exchange::Scheme::Http };
@@ -144,7 +145,7 @@ async fn closed(client: &mut DuplexStream) -> bool {
 
 #[tokio::test(start_paused = true)]
 async fn keep_alive_serves_request_after_request() {
-    let mut c = start(&[]);
+    let mut c = start(|_| {});
     let mut buf = Vec::new();
     for i in 0..3 {
         c.client.write_all(format!("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nr{i}").as_bytes()).await.unwrap();
@@ -157,7 +158,7 @@ async fn keep_alive_serves_request_after_request() {
 
 #[tokio::test(start_paused = true)]
 async fn pipelined_requests_are_answered_in_order() {
-    let mut c = start(&[]);
+    let mut c = start(|_| {});
     let mut burst = String::new();
     for i in 0..20 {
         burst += &format!("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\n{i:03}");
@@ -172,7 +173,7 @@ async fn pipelined_requests_are_answered_in_order() {
 
 #[tokio::test(start_paused = true)]
 async fn a_chunked_upload_reaches_the_app_whole() {
-    let mut c = start(&[]);
+    let mut c = start(|_| {});
     c.client.write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n1;ext=1\r\n \r\n5\r\nworld\r\n0\r\n\r\n").await.unwrap();
     let a = answer(&mut c.client, &mut Vec::new(), false).await;
     assert_eq!(a.body, b"hello world");
@@ -186,7 +187,7 @@ async fn smuggling_shapes_never_reach_the_app() {
         "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
         "GET / HTTP/1.1\r\nHost: x\nX-Hidden: 1\r\n\r\n",
     ] {
-        let mut c = start(&[]);
+        let mut c = start(|_| {});
         c.client.write_all(bad.as_bytes()).await.unwrap();
         let a = answer(&mut c.client, &mut Vec::new(), false).await;
         assert_eq!(a.status, 400, "{bad:?}");
@@ -200,12 +201,12 @@ async fn smuggling_shapes_never_reach_the_app() {
 
 #[tokio::test(start_paused = true)]
 async fn methods_the_app_must_not_see() {
-    let mut c = start(&[]);
+    let mut c = start(|_| {});
     c.client.write_all(b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n").await.unwrap();
     let a = answer(&mut c.client, &mut Vec::new(), false).await;
     assert_eq!(a.status, 405);
     assert!(a.header("allow").is_some_and(|v| v.contains("GET")));
-    let mut c2 = start(&[]);
+    let mut c2 = start(|_| {});
     c2.client.write_all(b"get / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
     assert_eq!(answer(&mut c2.client, &mut Vec::new(), false).await.status, 400);
     assert!(c.seen.lock().unwrap().is_empty() && c2.seen.lock().unwrap().is_empty());
@@ -213,7 +214,7 @@ async fn methods_the_app_must_not_see() {
 
 #[tokio::test(start_paused = true)]
 async fn a_304_announces_the_apps_length_and_sends_no_body() {
-    let mut c = start(&[]);
+    let mut c = start(|_| {});
     let mut buf = Vec::new();
     c.client.write_all(b"GET /not-modified HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
     let a = answer(&mut c.client, &mut buf, true).await;
@@ -225,7 +226,7 @@ async fn a_304_announces_the_apps_length_and_sends_no_body() {
 
 #[tokio::test(start_paused = true)]
 async fn a_slow_head_is_cut_off_after_the_keep_alive_timeout() {
-    let mut c = start(&["--timeout-keep-alive", "5"]);
+    let mut c = start(|c| c.http.keep_alive_timeout = 5);
     c.client.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").await.unwrap();
     let started = tokio::time::Instant::now();
     for _ in 0..20 {
@@ -243,7 +244,7 @@ async fn a_slow_head_is_cut_off_after_the_keep_alive_timeout() {
 
 #[tokio::test(start_paused = true)]
 async fn a_stop_closes_an_idle_connection_after_a_short_grace() {
-    let mut c = start(&[]);
+    let mut c = start(|_| {});
     let mut buf = Vec::new();
     c.client.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
     assert_eq!(answer(&mut c.client, &mut buf, false).await.status, 200);
@@ -257,7 +258,7 @@ async fn a_stop_closes_an_idle_connection_after_a_short_grace() {
 
 #[tokio::test(start_paused = true)]
 async fn a_request_in_flight_at_a_stop_is_served_with_connection_close() {
-    let mut c = start(&[]);
+    let mut c = start(|_| {});
     c.client.write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
     tokio::time::sleep(Duration::from_secs(1)).await;
     c.stop.send_replace(Some(StopReason::Shutdown));
@@ -268,7 +269,7 @@ async fn a_request_in_flight_at_a_stop_is_served_with_connection_close() {
 
 #[tokio::test(start_paused = true)]
 async fn a_request_sent_just_as_the_stop_begins_is_still_served() {
-    let mut c = start(&[]);
+    let mut c = start(|_| {});
     let mut buf = Vec::new();
     c.client.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
     assert_eq!(answer(&mut c.client, &mut buf, false).await.status, 200);

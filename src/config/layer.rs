@@ -1,0 +1,143 @@
+//! Layers of settings and how they stack: defaults < file < environment < command line.
+//!
+//! Each source yields a `Layer`: the options it sets and nothing else. A higher layer's
+//! value wins option by option, so `--port 8000` on the command line beats
+//! FERROGATE_PORT=9000 even though 8000 is also the default, and a list given on the
+//! command line (`--header`, `--bind`, ...) replaces the environment's, as it did when
+//! clap read the environment itself. Options keep their command-line names (the `Cli`
+//! field names, which are also clap's ids), so each layer speaks the documented vocabulary.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use super::{EnvLayer, FileLayer, LifespanMode, LoopChoice, cli};
+use crate::log::Level;
+
+macro_rules! layer {
+    ($($(#[$doc:meta])* $field:ident: $ty:ty,)*) => {
+        /// What one source says; None wherever it says nothing.
+        #[derive(Clone, Debug, Default, PartialEq)]
+        pub struct Layer {
+            $($(#[$doc])* pub $field: Option<$ty>,)*
+        }
+
+        impl Layer {
+            /// Option by option, this layer's value where it has one, else `lower`'s.
+            pub fn over(self, lower: Layer) -> Layer {
+                Layer { $($field: self.$field.or(lower.$field),)* }
+            }
+
+            /// Whether this layer sets the option whose clap id (the `Cli` field name) is `id`.
+            pub fn sets(&self, id: &str) -> bool {
+                match id {
+                    $(stringify!($field) => self.$field.is_some(),)*
+                    _ => false,
+                }
+            }
+        }
+    };
+}
+
+layer! {
+    app: String,
+    factory: bool,
+    app_dir: PathBuf,
+    lifespan: LifespanMode,
+    root_path: String,
+    env_file: PathBuf,
+    host: String,
+    port: u16,
+    uds: PathBuf,
+    uds_mode: u32,
+    fd: i32,
+    bind: Vec<String>,
+    backlog: u32,
+    workers: usize,
+    timeout: u64,
+    timeout_graceful_shutdown: u64,
+    limit_max_requests: u64,
+    max_requests_jitter: u64,
+    reload: bool,
+    reload_dir: Vec<PathBuf>,
+    reload_include: Vec<String>,
+    reload_exclude: Vec<String>,
+    reload_delay: f64,
+    event_loop: LoopChoice,
+    interface: String,
+    h11_max_incomplete_event_size: usize,
+    ws: String,
+    ws_max_queue: usize,
+    log_config: PathBuf,
+    /// The first of uvicorn's TLS flags given: refused, since HTTPS is not built in yet.
+    tls_flag: &'static str,
+    timeout_keep_alive: u64,
+    timeout_io: u64,
+    limit_concurrency: usize,
+    max_header_size: usize,
+    max_headers: usize,
+    header: Vec<String>,
+    server_header: bool,
+    static_mounts: Vec<String>,
+    static_max_age: u64,
+    date_header: bool,
+    proxy_headers: bool,
+    forwarded_allow_ips: String,
+    /// FORWARDED_ALLOW_IPS, uvicorn's variable: weaker than --forwarded-allow-ips and
+    /// FERROGATE_FORWARDED_ALLOW_IPS, and than the same variable in --env-file.
+    uvicorn_forwarded_allow_ips: String,
+    ws_max_size: usize,
+    ws_ping_interval: f64,
+    ws_ping_timeout: f64,
+    ws_per_message_deflate: bool,
+    log_level: Level,
+    access_log: bool,
+    access_log_format: String,
+    /// How many sockets systemd passed us from fd 3 (LISTEN_FDS, when LISTEN_PID is ours).
+    listen_fds: i32,
+}
+
+/// Reads every layer and stacks them. `argv` is the whole command line, program name
+/// first; `env` the process environment; `pid` ours (systemd names the process its
+/// sockets are for). Errors are clap's, printed as clap prints them: usage errors, bad
+/// values of flags or of FERROGATE_* variables, and --help and --version, which exit 0.
+pub fn gather<A, E, K, V>(argv: A, env: E, pid: u32) -> Result<Layer, clap::Error>
+where
+    A: IntoIterator,
+    A::Item: Into<OsString> + Clone,
+    E: IntoIterator<Item = (K, V)>,
+    K: Into<OsString>,
+    V: Into<OsString>,
+{
+    let file = FileLayer::read();
+    let env = EnvLayer::read(env, pid);
+    // APP may come from a lower layer; only when none gives it is it required here.
+    let app_required = !(env.layer.sets("app") || env.errors.iter().any(|(id, _)| *id == "app") || file.sets("app"));
+    let cli = Layer::from(cli::parse(argv, app_required)?);
+    // A variable that does not parse matters only if the command line leaves its option to it.
+    if let Some((_, e)) = env.errors.into_iter().find(|(id, _)| !cli.sets(id)) {
+        return Err(e);
+    }
+    Ok(cli.over(env.layer.over(file)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_higher_layer_wins_option_by_option() {
+        let low = Layer { port: Some(9000), workers: Some(3), header: Some(vec!["a:1".into()]), ..Layer::default() };
+        let high = Layer { port: Some(8000), header: Some(vec!["b:2".into()]), ..Layer::default() };
+        let merged = high.over(low);
+        assert_eq!(merged.port, Some(8000));
+        assert_eq!(merged.workers, Some(3));
+        assert_eq!(merged.header, Some(vec!["b:2".into()]), "a list replaces the lower list");
+    }
+
+    #[test]
+    fn sets_knows_every_option_by_its_clap_id() {
+        let l = Layer { static_mounts: Some(vec![]), event_loop: Some(LoopChoice::Uvloop), ..Layer::default() };
+        assert!(l.sets("static_mounts") && l.sets("event_loop"));
+        assert!(!l.sets("workers") && !l.sets("no_such_option"));
+    }
+}

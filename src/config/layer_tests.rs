@@ -1,0 +1,406 @@
+//! The layers end to end: command line and environment in, `Config` or error out. The
+//! environment is always given here, never read from the test process.
+
+use super::*;
+use clap::CommandFactory;
+
+/// Our pid as far as systemd's LISTEN_PID is concerned.
+const PID: u32 = 4242;
+
+fn gathered(args: &[&str], env: &[(&str, &str)]) -> Result<Layer, clap::Error> {
+    let mut argv = vec!["ferrogate"];
+    argv.extend_from_slice(args);
+    gather(argv, env.iter().copied(), PID)
+}
+
+fn load(args: &[&str], env: &[(&str, &str)]) -> Result<Config, String> {
+    gathered(args, env).map_err(|e| e.to_string())?.into_config().map_err(|e| e.to_string())
+}
+
+fn invalid(args: &[&str]) -> ConfigError {
+    gathered(args, &[]).expect("the flags parse").into_config().expect_err("the configuration is refused")
+}
+
+fn temp_path(name: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("fg-cfg-{}-{name}", std::process::id()))
+}
+
+#[test]
+fn with_no_option_set_the_configuration_is_the_default() {
+    let mut expected = Config::default();
+    expected.app.target = "m:a".into();
+    assert_eq!(format!("{:?}", load(&["m:a"], &[]).unwrap()), format!("{expected:?}"));
+}
+
+#[test]
+fn uvicorn_style_flags_map_onto_config() {
+    let c = load(&["main:app", "--host", "0.0.0.0", "--port", "9000", "--workers", "3", "--no-access-log", "--no-server-header"], &[]).unwrap();
+    assert_eq!(c.bind, vec![BindSpec::Tcp { host: "0.0.0.0".into(), port: 9000 }]);
+    assert_eq!(c.workers.count, 3);
+    assert!(!c.log.access_log);
+    assert!(!c.http.server_header);
+    assert!(c.proxy.enabled);
+}
+
+#[test]
+fn binds_combine_uds_fd_and_bind() {
+    let c = load(&["main:app", "--uds", "/tmp/a.sock", "--uds-mode", "660", "--fd", "7", "--bind", "[::1]:81,unix:/tmp/b.sock"], &[]).unwrap();
+    assert_eq!(c.bind, vec![
+        BindSpec::Unix { path: "/tmp/a.sock".into(), mode: Some(0o660) },
+        BindSpec::Fd { fd: 7 },
+        BindSpec::Tcp { host: "::1".into(), port: 81 },
+        BindSpec::Unix { path: "/tmp/b.sock".into(), mode: None },
+    ]);
+}
+
+#[test]
+fn precedence_is_default_then_environment_then_command_line() {
+    let env = [("FERROGATE_PORT", "9000"), ("FERROGATE_TIMEOUT", "7"), ("FERROGATE_HEADER", "x-env:1")];
+    let from_env = load(&["m:a"], &env).unwrap();
+    assert_eq!(from_env.bind, vec![BindSpec::Tcp { host: DEFAULT_HOST.into(), port: 9000 }]);
+    assert_eq!(from_env.workers.timeout, 7);
+    assert_eq!(from_env.http.default_headers, vec![("x-env".into(), "1".into())]);
+
+    // Values equal to the defaults, given on the command line, still beat the environment.
+    let cli = load(&["m:a", "--port", "8000", "--timeout", "30", "--header", "x-cli:2"], &env).unwrap();
+    assert_eq!(cli.bind, vec![BindSpec::Tcp { host: DEFAULT_HOST.into(), port: DEFAULT_PORT }]);
+    assert_eq!(cli.workers.timeout, 30);
+    assert_eq!(cli.http.default_headers, vec![("x-cli".into(), "2".into())], "a list replaces the environment's");
+}
+
+#[test]
+fn flag_pairs_take_the_last_word_and_beat_the_environment() {
+    let read = |c: &Config, flag: &str| match flag {
+        "proxy-headers" => c.proxy.enabled,
+        "access-log" => c.log.access_log,
+        "server-header" => c.http.server_header,
+        "date-header" => c.http.date_header,
+        _ => unreachable!(),
+    };
+    for (flag, var) in [
+        ("proxy-headers", "FERROGATE_PROXY_HEADERS"),
+        ("access-log", "FERROGATE_ACCESS_LOG"),
+        ("server-header", "FERROGATE_SERVER_HEADER"),
+        ("date-header", "FERROGATE_DATE_HEADER"),
+    ] {
+        let (on, off) = (format!("--{flag}"), format!("--no-{flag}"));
+        type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], bool);
+        let cases: &[Case] = &[
+            (&[], &[], true),
+            (&[&off], &[], false),
+            (&[&on], &[], true),
+            (&[&format!("{on}=false")], &[], false),
+            (&[&format!("{on}=true")], &[], true),
+            (&[&off, &on], &[], true),
+            (&[&on, &off], &[], false),
+            (&[], &[(var, "false")], false),
+            (&[&on], &[(var, "false")], true),
+            // Refused as a clap conflict before the environment became a layer of its own.
+            (&[&off], &[(var, "true")], false),
+        ];
+        for (args, env, expected) in cases {
+            let mut argv = vec!["m:a"];
+            argv.extend_from_slice(args);
+            let c = load(&argv, env).unwrap_or_else(|e| panic!("{argv:?} {env:?}: {e}"));
+            assert_eq!(read(&c, flag), *expected, "{argv:?} with {env:?}");
+        }
+        let err = load(&["m:a"], &[(var, "yes")]).unwrap_err();
+        assert!(err.contains(&format!("'yes' for '--{flag}[=")) && err.contains("[possible values: true, false]"), "{err}");
+    }
+}
+
+#[test]
+fn plain_flags_read_true_or_false_from_the_environment() {
+    assert!(load(&["m:a"], &[("FERROGATE_RELOAD", "true")]).unwrap().workers.reload);
+    assert!(!load(&["m:a"], &[("FERROGATE_RELOAD", "false")]).unwrap().workers.reload);
+    assert!(load(&["m:a"], &[("FERROGATE_FACTORY", "true")]).unwrap().app.factory);
+    let err = load(&["m:a"], &[("FERROGATE_FACTORY", "1")]).unwrap_err();
+    assert!(err.contains("invalid value '1' for '--factory'") && err.contains("[possible values: true, false]"), "{err}");
+    let err = load(&["m:a"], &[("FERROGATE_RELOAD", "")]).unwrap_err();
+    assert!(err.contains("a value is required for '--reload'"), "{err}");
+}
+
+/// One value for every FERROGATE_* variable, and what it must do to the configuration.
+#[allow(clippy::type_complexity)]
+fn every_variable() -> Vec<(&'static str, &'static str, fn(&Config) -> bool)> {
+    vec![
+        ("FERROGATE_APP", "env:app", |c| c.app.target == "env:app"),
+        ("FERROGATE_FACTORY", "true", |c| c.app.factory),
+        ("FERROGATE_APP_DIR", "/srv", |c| c.app.app_dir == std::path::Path::new("/srv") && c.workers.reload_dirs == [PathBuf::from("/srv")]),
+        ("FERROGATE_LIFESPAN", "on", |c| c.app.lifespan == LifespanMode::On),
+        ("FERROGATE_ROOT_PATH", "/api", |c| c.app.root_path == "/api"),
+        ("FERROGATE_ENV_FILE", "ENV_FILE", |c| c.worker_env.set == [("FG_FROM_FILE".to_string(), "1".to_string())]),
+        ("FERROGATE_HOST", "0.0.0.0", |c| c.bind == [BindSpec::Tcp { host: "0.0.0.0".into(), port: DEFAULT_PORT }]),
+        ("FERROGATE_PORT", "9", |c| c.bind == [BindSpec::Tcp { host: DEFAULT_HOST.into(), port: 9 }]),
+        ("FERROGATE_UDS", "/tmp/u.sock", |c| c.bind == [BindSpec::Unix { path: "/tmp/u.sock".into(), mode: None }]),
+        ("FERROGATE_UDS_MODE", "600", |c| matches!(c.bind[0], BindSpec::Tcp { .. })),
+        ("FERROGATE_FD", "4", |c| c.bind == [BindSpec::Fd { fd: 4 }]),
+        ("FERROGATE_BIND", "1.2.3.4:5,unix:/tmp/z", |c| c.bind == [BindSpec::Tcp { host: "1.2.3.4".into(), port: 5 }, BindSpec::Unix { path: "/tmp/z".into(), mode: None }]),
+        ("FERROGATE_BACKLOG", "10", |c| c.backlog == 10),
+        ("FERROGATE_WORKERS", "3", |c| c.workers.count == 3),
+        ("FERROGATE_TIMEOUT", "7", |c| c.workers.timeout == 7),
+        ("FERROGATE_TIMEOUT_GRACEFUL_SHUTDOWN", "8", |c| c.workers.graceful_timeout == 8),
+        ("FERROGATE_LIMIT_MAX_REQUESTS", "9", |c| c.workers.max_requests == 9),
+        ("FERROGATE_MAX_REQUESTS_JITTER", "4", |c| c.workers.max_requests_jitter == 4),
+        ("FERROGATE_RELOAD", "true", |c| c.workers.reload),
+        ("FERROGATE_RELOAD_DIR", "a,b", |c| c.workers.reload_dirs == [PathBuf::from("a"), PathBuf::from("b")]),
+        ("FERROGATE_RELOAD_INCLUDE", "*.html", |c| c.workers.reload_include == ["*.html"]),
+        ("FERROGATE_RELOAD_EXCLUDE", "*.tmp", |c| c.workers.reload_exclude == ["*.tmp"]),
+        ("FERROGATE_RELOAD_DELAY", "2.5", |c| c.workers.reload_delay == 2.5),
+        ("FERROGATE_LOOP", "asyncio", |c| c.app.event_loop == LoopChoice::Asyncio),
+        ("FERROGATE_INTERFACE", "asgi3", |_| true),
+        ("FERROGATE_HTTP", "h11", |_| true),
+        ("FERROGATE_WS", "none", |c| !c.ws.enabled),
+        ("FERROGATE_WS_MAX_QUEUE", "3", |c| c.ws.max_queue == 3),
+        ("FERROGATE_LOG_CONFIG", "log.json", |_| true),
+        ("FERROGATE_TIMEOUT_KEEP_ALIVE", "11", |c| c.http.keep_alive_timeout == 11),
+        ("FERROGATE_TIMEOUT_IO", "12", |c| c.http.io_timeout == 12),
+        ("FERROGATE_LIMIT_CONCURRENCY", "13", |c| c.http.limit_concurrency == Some(13)),
+        ("FERROGATE_MAX_HEADER_SIZE", "9000", |c| c.http.max_header_size == 9000),
+        ("FERROGATE_MAX_HEADERS", "14", |c| c.http.max_headers == 14),
+        ("FERROGATE_HEADER", "X-A:1, 2", |c| c.http.default_headers == [("x-a".to_string(), "1, 2".to_string())]),
+        ("FERROGATE_SERVER_HEADER", "false", |c| !c.http.server_header),
+        ("FERROGATE_STATIC", "/s=STATIC_DIR", |c| c.statics.mounts.len() == 1 && c.statics.mounts[0].prefix == "/s"),
+        ("FERROGATE_STATIC_MAX_AGE", "15", |c| c.statics.max_age == Some(15)),
+        ("FERROGATE_DATE_HEADER", "false", |c| !c.http.date_header),
+        ("FERROGATE_PROXY_HEADERS", "false", |c| !c.proxy.enabled),
+        ("FERROGATE_FORWARDED_ALLOW_IPS", "10.0.0.0/8", |c| c.proxy.trusted.contains("10.1.2.3".parse().unwrap())),
+        ("FERROGATE_WS_MAX_SIZE", "16", |c| c.ws.max_size == 16),
+        ("FERROGATE_WS_PING_INTERVAL", "0", |c| c.ws.ping_interval.is_none()),
+        ("FERROGATE_WS_PING_TIMEOUT", "4", |c| c.ws.ping_timeout == Some(4.0)),
+        ("FERROGATE_WS_PER_MESSAGE_DEFLATE", "false", |c| !c.ws.per_message_deflate),
+        ("FERROGATE_LOG_LEVEL", "debug", |c| c.log.level == crate::log::Level::Debug),
+        ("FERROGATE_ACCESS_LOG", "false", |c| !c.log.access_log),
+        ("FERROGATE_ACCESS_LOG_FORMAT", "$status $uri", |c| c.log.access_log_format == "$status $uri"),
+    ]
+}
+
+#[test]
+fn every_ferrogate_variable_still_works() {
+    let env_file = temp_path("every.env");
+    std::fs::write(&env_file, "FG_FROM_FILE=1\n").unwrap();
+    let static_dir = temp_path("every-static");
+    std::fs::create_dir_all(&static_dir).unwrap();
+    let table = every_variable();
+    let names: Vec<&str> = table.iter().map(|(name, _, _)| *name).collect();
+    assert_eq!(names, ENV_VARS.iter().map(|(name, _)| *name).collect::<Vec<_>>(), "one case per variable, in ENV_VARS order");
+    for (name, value, holds) in table {
+        let value = value.replace("ENV_FILE", env_file.to_str().unwrap()).replace("STATIC_DIR", static_dir.to_str().unwrap());
+        let args: &[&str] = if name == "FERROGATE_APP" { &[] } else { &["m:a"] };
+        let c = load(args, &[(name, &value)]).unwrap_or_else(|e| panic!("{name}={value}: {e}"));
+        assert!(holds(&c), "{name}={value} did not reach the configuration");
+    }
+    std::fs::remove_file(&env_file).unwrap();
+    std::fs::remove_dir(&static_dir).unwrap();
+}
+
+#[test]
+fn variables_are_named_after_their_flags_and_shown_in_the_help() {
+    let cmd = help_command();
+    for &(name, id) in ENV_VARS {
+        let arg = cmd.get_arguments().find(|a| a.get_id() == id).unwrap_or_else(|| panic!("{name}: no option {id}"));
+        let flag = arg.get_long().unwrap_or("app");
+        assert_eq!(name, format!("FERROGATE_{}", flag.to_ascii_uppercase().replace('-', "_")));
+        assert_eq!(arg.get_env(), Some(std::ffi::OsStr::new(name)));
+    }
+}
+
+#[test]
+fn a_bad_variable_names_its_flag_unless_the_command_line_overrides_it() {
+    let err = load(&["m:a"], &[("FERROGATE_WORKERS", "many")]).unwrap_err();
+    assert!(err.contains("invalid value 'many' for '--workers <N>'"), "{err}");
+    assert_eq!(load(&["m:a", "--workers", "2"], &[("FERROGATE_WORKERS", "many")]).unwrap().workers.count, 2);
+    // Values starting with '-' are values, as when clap read the variables.
+    assert!(load(&["m:a"], &[("FERROGATE_TIMEOUT", "-1")]).unwrap_err().contains("'-1' for '--timeout <SECONDS>'"));
+    assert_eq!(load(&["m:a"], &[("FERROGATE_ROOT_PATH", "-x")]).unwrap().app.root_path, "-x");
+}
+
+#[test]
+fn app_is_required_unless_the_environment_gives_it() {
+    let err = gathered(&[], &[]).unwrap_err();
+    assert_eq!(err.kind(), clap::error::ErrorKind::MissingRequiredArgument);
+    assert!(err.to_string().contains("<APP>"), "{err}");
+    assert_eq!(load(&[], &[("FERROGATE_APP", "env:app")]).unwrap().app.target, "env:app");
+    assert_eq!(load(&["cli:app"], &[("FERROGATE_APP", "env:app")]).unwrap().app.target, "cli:app");
+}
+
+#[test]
+fn forwarded_allow_ips_as_uvicorn_reads_it() {
+    let trusts = |c: Config, ip: &str| c.proxy.trusted.contains(ip.parse().unwrap());
+    assert!(trusts(load(&["m:a"], &[("FORWARDED_ALLOW_IPS", "10.9.9.9")]).unwrap(), "10.9.9.9"));
+    assert!(!trusts(load(&["m:a"], &[("FORWARDED_ALLOW_IPS", "10.9.9.9")]).unwrap(), "127.0.0.1"));
+    let both = [("FORWARDED_ALLOW_IPS", "10.9.9.9"), ("FERROGATE_FORWARDED_ALLOW_IPS", "10.1.1.1")];
+    assert!(trusts(load(&["m:a"], &both).unwrap(), "10.1.1.1"));
+    assert!(trusts(load(&["m:a", "--forwarded-allow-ips", "10.2.2.2"], &both).unwrap(), "10.2.2.2"));
+    // In --env-file it beats the inherited variable, and the flag beats both.
+    let env_file = temp_path("ips.env");
+    std::fs::write(&env_file, "FORWARDED_ALLOW_IPS=10.3.3.3\n").unwrap();
+    let path = env_file.to_str().unwrap();
+    assert!(trusts(load(&["m:a", "--env-file", path], &[("FORWARDED_ALLOW_IPS", "10.9.9.9")]).unwrap(), "10.3.3.3"));
+    assert!(trusts(load(&["m:a", "--env-file", path, "--forwarded-allow-ips", "10.2.2.2"], &[]).unwrap(), "10.2.2.2"));
+    std::fs::remove_file(&env_file).unwrap();
+}
+
+#[test]
+fn env_file_variables_go_to_the_workers_not_into_our_environment() {
+    let env_file = temp_path("workers.env");
+    std::fs::write(&env_file, "FG_CFG_TEST_ONLY=one\nFG_CFG_TEST_ONLY=two\n").unwrap();
+    let c = load(&["m:a", "--env-file", env_file.to_str().unwrap()], &[]).unwrap();
+    std::fs::remove_file(&env_file).unwrap();
+    assert_eq!(c.worker_env.set, vec![("FG_CFG_TEST_ONLY".into(), "one".into()), ("FG_CFG_TEST_ONLY".into(), "two".into())]);
+    assert!(std::env::var_os("FG_CFG_TEST_ONLY").is_none(), "loading the configuration changed the process environment");
+    let err = load(&["m:a", "--env-file", "/nonexistent/fg.env"], &[]).unwrap_err();
+    assert!(err.starts_with("--env-file /nonexistent/fg.env:"), "{err}");
+}
+
+#[test]
+fn systemd_sockets_are_taken_only_when_meant_for_us() {
+    let ours = [("LISTEN_PID", "4242"), ("LISTEN_FDS", "2")];
+    let c = load(&["m:a"], &ours).unwrap();
+    assert_eq!(c.bind, vec![BindSpec::Fd { fd: 3 }, BindSpec::Fd { fd: 4 }]);
+    assert_eq!(c.worker_env.unset, ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"]);
+    let c = load(&["m:a", "--uds", "/tmp/s.sock"], &ours).unwrap();
+    assert_eq!(c.bind.len(), 3, "systemd's sockets come after the ones asked for");
+    let theirs = load(&["m:a"], &[("LISTEN_PID", "1"), ("LISTEN_FDS", "2")]).unwrap();
+    assert_eq!(theirs.bind, Config::default().bind);
+    assert!(theirs.worker_env.unset.is_empty());
+}
+
+#[test]
+fn validation_errors_name_the_option_and_the_fix() {
+    let cases: &[(&[&str], &str, &str)] = &[
+        (&["main"], "APP", "e.g. main:app"),
+        (&["m:a", "--workers", "0"], "--workers", "at least 1"),
+        (&["m:a", "--header", "nocolon"], "--header", "must be NAME:VALUE, e.g. x-frame-options:DENY"),
+        (&["m:a", "--header", "bad name:v"], "--header", "not a valid header name"),
+        (&["m:a", "--bind", "nowhere"], "--bind", "write HOST:PORT"),
+        (&["m:a", "--bind", "1.2.3.4:http"], "--bind", "not a port number"),
+        (&["m:a", "--forwarded-allow-ips", "localhost"], "--forwarded-allow-ips", "write e.g. 10.0.0.1"),
+        (&["m:a", "--access-log-format", "$nope"], "--access-log-format", "known: $remote_addr"),
+        (&["m:a", "--max-header-size", "100"], "--max-header-size", "at least 8192 bytes"),
+        (&["m:a", "--h11-max-incomplete-event-size", "100"], "--max-header-size", "at least 8192 bytes"),
+        (&["m:a", "--static", "static"], "--static", "must be URL_PATH=DIR"),
+        (&["m:a", "--static", "/s=/nonexistent/fg"], "--static", "create it or fix the path"),
+        (&["m:a", "--ssl-certfile", "c.pem"], "--ssl-certfile", "terminate TLS in a proxy"),
+        (&["m:a", "--interface", "wsgi"], "--interface", "only ASGI 3"),
+        (&["m:a", "--env-file", "/nonexistent/fg.env"], "--env-file", "No such file"),
+    ];
+    for (args, option, fix) in cases {
+        let e = invalid(args);
+        assert_eq!(e.option, *option, "{args:?}: {e}");
+        assert!(e.message.contains(option) && e.message.contains(fix), "{args:?}: {e}");
+    }
+    let tmp = std::env::temp_dir();
+    let twice = format!("/s={}", tmp.display());
+    let e = invalid(&["m:a", "--static", &twice, "--static", &format!("{twice}/")]);
+    assert!(e.option == "--static" && e.message.contains("/s is mounted twice"), "{e}");
+}
+
+#[test]
+fn values_below_their_floor_are_raised_as_before() {
+    let c = load(&["m:a", "--timeout", "0", "--timeout-keep-alive", "0", "--timeout-io", "0", "--ws-max-queue", "0", "--reload-delay", "-1", "--ws-ping-timeout", "-3"], &[]).unwrap();
+    assert_eq!((c.workers.timeout, c.http.keep_alive_timeout, c.http.io_timeout, c.ws.max_queue), (2, 1, 1, 1));
+    assert_eq!((c.workers.reload_delay, c.ws.ping_timeout), (0.05, None));
+}
+
+#[test]
+fn the_parser_has_no_defaults_and_reads_no_environment() {
+    for arg in Cli::command().get_arguments() {
+        assert!(arg.get_default_values().is_empty(), "--{:?} has a clap default", arg.get_long());
+        assert!(arg.get_env().is_none(), "--{:?} reads the environment through clap", arg.get_long());
+    }
+}
+
+/// The lines of `help` that document `--long`, up to the next option or section.
+fn help_block(help: &str, long: &str) -> String {
+    // Option lines start "  -h, --help" or "      --name"; section titles start unindented.
+    let is_option_or_title = |l: &str| l.starts_with("  -") || l.starts_with("      --") || (!l.is_empty() && !l.starts_with(' '));
+    let names = |l: &str| {
+        let l = l.trim_start();
+        l == format!("--{long}") || l.starts_with(&format!("--{long} ")) || l.starts_with(&format!("--{long}["))
+    };
+    let mut lines = help.lines().skip_while(|l| !(is_option_or_title(l) && names(l)));
+    let first = lines.next().unwrap_or_else(|| panic!("--{long} is not in the help"));
+    std::iter::once(first).chain(lines.take_while(|l| !is_option_or_title(l))).collect::<Vec<_>>().join("\n")
+}
+
+#[test]
+fn help_still_lists_every_default_and_variable() {
+    let help = help_command().term_width(0).render_long_help().to_string();
+    let cmd = help_command();
+    for (id, value) in cli::help_defaults() {
+        let long = cmd.get_arguments().find(|a| a.get_id() == id).and_then(|a| a.get_long()).unwrap();
+        // clap quotes values that are empty or hold spaces.
+        let shown = if value.is_empty() || value.contains(' ') { format!("{value:?}") } else { value.clone() };
+        let block = help_block(&help, long);
+        assert!(block.contains(&format!("[default: {shown}]")), "--{long} lacks [default: {shown}]:\n{block}");
+    }
+    for &(name, id) in ENV_VARS.iter().filter(|(_, id)| *id != "app") {
+        let long = cmd.get_arguments().find(|a| a.get_id() == id).and_then(|a| a.get_long()).unwrap();
+        assert!(help_block(&help, long).contains(&format!("[env: {name}=")), "--{long} lacks its variable");
+    }
+    // Defaults that are no single value are written in the doc comments; keep them true.
+    assert!(help_block(&help, "workers").contains("[default: the number of CPU cores]"));
+    assert!(help_block(&help, "forwarded-allow-ips").contains(&format!("[default: {DEFAULT_FORWARDED_ALLOW_IPS}]")));
+    assert!(help_block(&help, "reload-include").contains(&format!("default {}", Config::default().workers.reload_include.join(", "))));
+    assert!(help_block(&help, "app-dir").contains("[default: .]"));
+    assert!(help_command().render_help().to_string().contains("[default: 8000]"), "-h lists defaults too");
+}
+
+#[test]
+fn the_defaults_the_help_shows_are_the_real_ones() {
+    let cmd = help_command();
+    let nothing = format!("{:?}", load(&["m:a"], &[]).unwrap());
+    let ids: Vec<&str> = cli::help_defaults().iter().map(|(id, _)| *id).collect();
+    // The options that showed a [default: ...] when clap held the defaults.
+    assert_eq!(ids, [
+        "app_dir", "lifespan", "root_path", "host", "port", "backlog", "timeout", "timeout_graceful_shutdown",
+        "limit_max_requests", "max_requests_jitter", "reload_delay", "event_loop", "interface", "http", "ws",
+        "ws_max_queue", "timeout_keep_alive", "timeout_io", "max_header_size", "max_headers", "server_header",
+        "date_header", "proxy_headers", "ws_max_size", "ws_ping_interval", "ws_ping_timeout",
+        "ws_per_message_deflate", "log_level", "access_log", "access_log_format",
+    ]);
+    for (id, value) in cli::help_defaults() {
+        let long = cmd.get_arguments().find(|a| a.get_id() == id).and_then(|a| a.get_long()).unwrap();
+        let given = format!("--{long}={value}");
+        let c = load(&["m:a", &given], &[]).unwrap_or_else(|e| panic!("{given}: {e}"));
+        assert_eq!(format!("{c:?}"), nothing, "{given} is not what leaving --{long} out gives");
+    }
+}
+
+#[test]
+fn help_flags_show_the_documented_help() {
+    for flag in ["--help", "-h"] {
+        let err = gathered(&["m:a", flag], &[("FERROGATE_WORKERS", "many")]).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::DisplayHelp);
+        assert_eq!(err.exit_code(), 0);
+        let text = err.render().to_string();
+        assert!(text.contains("[default: 8000]") && text.contains("[env: FERROGATE_WORKERS="), "{flag}:\n{text}");
+    }
+}
+
+#[test]
+fn master_only_settings_are_not_sent_to_workers() {
+    let mut c = load(&["m:a", "--backlog", "7", "--workers", "5", "--timeout", "9", "--reload", "--reload-dir", "/src", "--reload-exclude", "*.tmp", "--graceful-timeout", "4", "--limit-max-requests", "6"], &[]).unwrap();
+    c.worker_env.set.push(("SECRET".into(), "x".into()));
+    let json = serde_json::to_string(&c).unwrap();
+    for key in ["backlog", "count", "\"timeout\"", "reload", "worker_env", "SECRET"] {
+        assert!(!json.contains(key), "{key} is sent to workers: {json}");
+    }
+    let worker: Config = serde_json::from_str(&json).unwrap();
+    assert_eq!((worker.workers.graceful_timeout, worker.workers.max_requests), (4, 6));
+    assert_eq!(format!("{:?}{:?}{:?}", worker.http, worker.ws, worker.log), format!("{:?}{:?}{:?}", c.http, c.ws, c.log));
+    assert_eq!((worker.app.target, worker.bind), (c.app.target, c.bind));
+}
+
+#[test]
+fn the_file_layer_is_reserved_and_empty() {
+    assert_eq!(FileLayer::read(), Layer::default());
+}
+
+#[test]
+fn warnings_are_for_ignored_options() {
+    assert!(gathered(&["m:a"], &[]).unwrap().warnings().is_empty());
+    let layer = gathered(&["m:a"], &[("FERROGATE_LOG_CONFIG", "log.json")]).unwrap();
+    assert!(layer.warnings()[0].starts_with("--log-config is ignored"));
+}

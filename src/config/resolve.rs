@@ -1,0 +1,172 @@
+//! The stacked layer becomes the typed `Config`: the defaults fill whatever no layer set,
+//! the raw strings (--bind, --header, --static, --env-file, ...) are parsed, and
+//! `Config::validate` runs last. Nothing here touches the process environment: what the
+//! workers' environment needs (--env-file's variables, systemd's LISTEN_* removed) is
+//! carried in `Config::worker_env` for the master to apply when it spawns them.
+
+use super::*;
+
+/// Variables of systemd's socket activation: once the master took the sockets, the
+/// workers (and whatever the app spawns) must not claim them again.
+const LISTEN_VARS: [&str; 3] = ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"];
+
+impl Layer {
+    /// What the user should know about the options before the server starts.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.log_config.is_some() {
+            out.push("--log-config is ignored: ferrogate writes its own log lines (see --access-log-format and --log-level)".into());
+        }
+        out
+    }
+
+    /// Builds and validates the configuration, or says which option is wrong and how to fix it.
+    pub fn into_config(self) -> Result<Config, ConfigError> {
+        let d = Config::default();
+        let env_file = match &self.env_file {
+            Some(path) => load_env_file(path).map_err(|e| ConfigError::new("--env-file", e))?,
+            None => Vec::new(),
+        };
+
+        let mut bind = Vec::new();
+        if let Some(path) = self.uds {
+            bind.push(BindSpec::Unix { path, mode: self.uds_mode });
+        }
+        if let Some(fd) = self.fd {
+            bind.push(BindSpec::Fd { fd });
+        }
+        for b in self.bind.iter().flatten() {
+            bind.push(parse_bind(b).map_err(|e| ConfigError::new("--bind", format!("--bind {e}")))?);
+        }
+        let mut unset = Vec::new();
+        if let Some(n) = self.listen_fds {
+            bind.extend((3..3 + n).map(|fd| BindSpec::Fd { fd }));
+            unset.extend(LISTEN_VARS.map(String::from));
+        }
+        if bind.is_empty() {
+            // --host and --port describe the one listener used when no other is asked for.
+            bind.push(BindSpec::Tcp {
+                host: self.host.unwrap_or_else(|| DEFAULT_HOST.into()),
+                port: self.port.unwrap_or(DEFAULT_PORT),
+            });
+        }
+
+        let mut default_headers = Vec::new();
+        for h in self.header.iter().flatten() {
+            default_headers.push(parse_header(h).map_err(|e| ConfigError::new("--header", e))?);
+        }
+        // uvicorn's FORWARDED_ALLOW_IPS counts below the flag and FERROGATE_FORWARDED_ALLOW_IPS;
+        // in --env-file it beats the inherited one, as when the file was loaded into the environment.
+        let from_env_file = env_file.iter().rev().find(|(k, _)| k == "FORWARDED_ALLOW_IPS").map(|(_, v)| v.clone());
+        let trusted = match self.forwarded_allow_ips.or(from_env_file).or(self.uvicorn_forwarded_allow_ips) {
+            Some(spec) => TrustedPeers::parse(&spec)
+                .map_err(|e| ConfigError::new("--forwarded-allow-ips", format!("--forwarded-allow-ips: {e}")))?,
+            None => d.proxy.trusted,
+        };
+        if let Some(flag) = self.tls_flag {
+            return Err(ConfigError::new(flag, format!(
+                "{flag}: HTTPS is not built into ferrogate yet; terminate TLS in a proxy in front of it for now \
+                 (serving plain HTTP when TLS was asked for would be worse than not starting)"
+            )));
+        }
+        if let Some(interface @ ("asgi2" | "wsgi")) = self.interface.as_deref() {
+            return Err(ConfigError::new("--interface", format!(
+                "--interface {interface}: only ASGI 3 applications are served for now"
+            )));
+        }
+        let mut mounts = Vec::new();
+        for spec in self.static_mounts.iter().flatten() {
+            mounts.push(StaticMount::parse(spec).map_err(|e| ConfigError::new("--static", format!("--static {e}")))?);
+        }
+
+        let app_dir = self.app_dir.unwrap_or(d.app.app_dir);
+        // 0 or less turns WebSocket pings (or their timeout) off.
+        let positive = |v: f64| (v > 0.0).then_some(v);
+        let config = Config {
+            bind,
+            backlog: self.backlog.unwrap_or(d.backlog),
+            workers: WorkersConfig {
+                count: self.workers.unwrap_or(d.workers.count),
+                // Heartbeats come every second: less than 2 s would kill healthy workers.
+                timeout: self.timeout.unwrap_or(d.workers.timeout).max(2),
+                graceful_timeout: self.timeout_graceful_shutdown.unwrap_or(d.workers.graceful_timeout),
+                max_requests: self.limit_max_requests.unwrap_or(d.workers.max_requests),
+                max_requests_jitter: self.max_requests_jitter.unwrap_or(d.workers.max_requests_jitter),
+                reload: self.reload.unwrap_or(d.workers.reload),
+                reload_dirs: self.reload_dir.filter(|v| !v.is_empty()).unwrap_or_else(|| vec![app_dir.clone()]),
+                reload_include: self.reload_include.filter(|v| !v.is_empty()).unwrap_or(d.workers.reload_include),
+                reload_exclude: self.reload_exclude.unwrap_or(d.workers.reload_exclude),
+                reload_delay: self.reload_delay.unwrap_or(d.workers.reload_delay).max(0.05),
+            },
+            app: AppConfig {
+                target: self.app.unwrap_or(d.app.target),
+                factory: self.factory.unwrap_or(d.app.factory),
+                app_dir,
+                lifespan: self.lifespan.unwrap_or(d.app.lifespan),
+                root_path: self.root_path.unwrap_or(d.app.root_path),
+                event_loop: self.event_loop.unwrap_or(d.app.event_loop),
+            },
+            http: HttpConfig {
+                keep_alive_timeout: self.timeout_keep_alive.unwrap_or(d.http.keep_alive_timeout).max(1),
+                io_timeout: self.timeout_io.unwrap_or(d.http.io_timeout).max(1),
+                limit_concurrency: self.limit_concurrency.or(d.http.limit_concurrency),
+                // uvicorn's --h11-max-incomplete-event-size is the same limit: the smaller wins.
+                max_header_size: self
+                    .h11_max_incomplete_event_size
+                    .unwrap_or(usize::MAX)
+                    .min(self.max_header_size.unwrap_or(d.http.max_header_size)),
+                max_headers: self.max_headers.unwrap_or(d.http.max_headers),
+                server_header: self.server_header.unwrap_or(d.http.server_header),
+                date_header: self.date_header.unwrap_or(d.http.date_header),
+                default_headers,
+            },
+            proxy: ProxyConfig { enabled: self.proxy_headers.unwrap_or(d.proxy.enabled), trusted },
+            ws: WsConfig {
+                enabled: self.ws.map_or(d.ws.enabled, |ws| ws != "none"),
+                max_size: self.ws_max_size.unwrap_or(d.ws.max_size),
+                max_queue: self.ws_max_queue.unwrap_or(d.ws.max_queue).max(1),
+                ping_interval: self.ws_ping_interval.map_or(d.ws.ping_interval, positive),
+                ping_timeout: self.ws_ping_timeout.map_or(d.ws.ping_timeout, positive),
+                per_message_deflate: self.ws_per_message_deflate.unwrap_or(d.ws.per_message_deflate),
+            },
+            statics: StaticConfig { mounts, max_age: self.static_max_age.or(d.statics.max_age) },
+            log: LogConfig {
+                level: self.log_level.unwrap_or(d.log.level),
+                access_log: self.access_log.unwrap_or(d.log.access_log),
+                access_log_format: self.access_log_format.unwrap_or(d.log.access_log_format),
+            },
+            worker_env: WorkerEnv { set: env_file, unset },
+        };
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+/// Parses one --bind value.
+pub fn parse_bind(s: &str) -> Result<BindSpec, String> {
+    if let Some(path) = s.strip_prefix("unix:") {
+        return Ok(BindSpec::Unix { path: path.into(), mode: None });
+    }
+    if let Some(n) = s.strip_prefix("fd://") {
+        let fd = n.parse().map_err(|_| format!("'{s}': write fd://N with N a file descriptor number"))?;
+        return Ok(BindSpec::Fd { fd });
+    }
+    let (host, port) = s
+        .rsplit_once(':')
+        .ok_or_else(|| format!("'{s}': write HOST:PORT, [IPV6]:PORT, unix:PATH or fd://N"))?;
+    let port = port.parse().map_err(|_| format!("'{s}': '{port}' is not a port number"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+    Ok(BindSpec::Tcp { host, port })
+}
+
+/// Parses one --header value into a lowercase name and its value.
+fn parse_header(h: &str) -> Result<(String, String), String> {
+    let (name, value) = h
+        .split_once(':')
+        .ok_or_else(|| format!("--header '{h}' must be NAME:VALUE, e.g. x-frame-options:DENY"))?;
+    http::HeaderName::from_bytes(name.trim().as_bytes())
+        .map_err(|_| format!("--header '{h}': '{name}' is not a valid header name"))?;
+    http::HeaderValue::from_str(value.trim())
+        .map_err(|_| format!("--header '{h}': the value has characters a header cannot carry"))?;
+    Ok((name.trim().to_ascii_lowercase(), value.trim().to_string()))
+}
