@@ -421,6 +421,8 @@ impl From<Cli> for Layer {
             ws: c.ws,
             ws_max_queue: c.ws_max_queue,
             log_config: c.log_config,
+            use_colors: (c.use_colors || c.no_use_colors).then_some(c.use_colors),
+            http: c.http,
             tls_flag,
             timeout_keep_alive: c.timeout_keep_alive,
             timeout_io: c.timeout_io,

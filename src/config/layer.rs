@@ -68,6 +68,10 @@ layer! {
     ws: String,
     ws_max_queue: usize,
     log_config: PathBuf,
+    /// uvicorn's --use-colors/--no-use-colors: accepted, without effect.
+    use_colors: bool,
+    /// uvicorn's --http h11|httptools: accepted, without effect.
+    http: String,
     /// The first of uvicorn's TLS flags given: refused, since HTTPS is not built in yet.
     tls_flag: &'static str,
     timeout_keep_alive: u64,

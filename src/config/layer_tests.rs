@@ -403,4 +403,10 @@ fn warnings_are_for_ignored_options() {
     assert!(gathered(&["m:a"], &[]).unwrap().warnings().is_empty());
     let layer = gathered(&["m:a"], &[("FERROGATE_LOG_CONFIG", "log.json")]).unwrap();
     assert!(layer.warnings()[0].starts_with("--log-config is ignored"));
+    let said = |args: &[&str]| gathered(args, &[]).unwrap().warnings();
+    assert_eq!(said(&["m:a", "--use-colors"]), ["--use-colors is ignored: ferrogate's log lines have no colors"]);
+    assert_eq!(said(&["m:a", "--no-use-colors"]), ["--no-use-colors is ignored: ferrogate's log lines have no colors"]);
+    assert_eq!(said(&["m:a", "--http", "h11"]), ["--http h11 is ignored: ferrogate parses HTTP/1.1 itself, in Rust"]);
+    // `auto` asks for nothing ferrogate does not do.
+    assert!(said(&["m:a", "--http", "auto"]).is_empty());
 }

@@ -17,6 +17,13 @@ impl Layer {
         if self.log_config.is_some() {
             out.push("--log-config is ignored: ferrogate writes its own log lines (see --access-log-format and --log-level)".into());
         }
+        if let Some(on) = self.use_colors {
+            let flag = if on { "--use-colors" } else { "--no-use-colors" };
+            out.push(format!("{flag} is ignored: ferrogate's log lines have no colors"));
+        }
+        if let Some(http) = self.http.as_deref().filter(|h| *h != "auto") {
+            out.push(format!("--http {http} is ignored: ferrogate parses HTTP/1.1 itself, in Rust"));
+        }
         out
     }
 

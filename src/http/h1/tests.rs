@@ -257,6 +257,22 @@ async fn a_stop_closes_an_idle_connection_after_a_short_grace() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_half_sent_head_does_not_hold_up_a_stop() {
+    // Keep-alive timeouts behind load balancers are often a minute or more; a
+    // client that sent part of a head must not keep a stopping worker that long.
+    let mut c = start(|c| c.http.keep_alive_timeout = 60);
+    c.client.write_all(b"GET / HTTP/1.1\r\nHo").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let stopped = tokio::time::Instant::now();
+    c.stop.send_replace(Some(StopReason::Shutdown));
+    assert!(closed(&mut c.client).await);
+    let waited = stopped.elapsed();
+    assert!(waited <= Duration::from_secs(2), "held the stop for {waited:?}");
+    c.done.await.unwrap();
+    assert!(c.seen.lock().unwrap().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_request_in_flight_at_a_stop_is_served_with_connection_close() {
     let mut c = start(|_| {});
     c.client.write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
