@@ -18,7 +18,7 @@ def _grouped(ax, rows, workloads, servers, field, ylabel, fmt, log=False, slots=
     top = max(values + [1])
     bottom = min(values + [top]) / 3 if log else 0  # where "n/a" labels sit
     for i, server in enumerate(servers):
-        xs, ys = [], []
+        xs, ys, lows, highs = [], [], [], []
         for j, w in enumerate(workloads):
             row = next((r for r in rows if r["workload"] == w.key and r["server"] == server), None)
             x = j - 0.4 + width * (i + 0.5)
@@ -33,8 +33,12 @@ def _grouped(ax, rows, workloads, servers, field, ylabel, fmt, log=False, slots=
                 continue
             xs.append(x)
             ys.append(value)
-            ax.text(x, value, fmt(value), rotation=90, ha="center", va="bottom", fontsize=7)
-        ax.bar(xs, ys, width, label=server, color=COLOURS.get(server))
+            # The bar is the median; the whisker spans every round (min to max).
+            lows.append(value - row.get(f"{field}_min", value))
+            highs.append(row.get(f"{field}_max", value) - value)
+            ax.text(x, row.get(f"{field}_max", value), fmt(value), rotation=90, ha="center", va="bottom", fontsize=7)
+        ax.bar(xs, ys, width, label=server, color=COLOURS.get(server),
+               yerr=[lows, highs], error_kw={"elinewidth": 0.8, "capsize": 1.5, "ecolor": "black"})
     # Keep bar widths alike across panels: a panel with one group (idle)
     # would otherwise stretch its bars across the whole figure. `slots` is
     # how many groups' worth of room the axis spans.
@@ -76,7 +80,8 @@ def plot(rows, workloads, servers, path, subtitle=""):
                  slots=max(3, len(rate)))
     first = fig.axes[0]
     first.legend(ncol=len(servers), fontsize=8, loc="upper right")
-    first.set_title("ferrogate benchmark" + (f" — {subtitle}" if subtitle else ""), fontsize=10)
+    first.set_title("ferrogate benchmark" + (f" — {subtitle}" if subtitle else "")
+                    + "\nbars: median of the rounds; whiskers: every round's range (min–max)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -8,6 +8,9 @@ from collections import Counter
 NUMERIC = ["rps", "p50_ms", "p99_ms", "cpu_us_per_req", "peak_rss_mib", "errors",
            "connections", "closed_by_server", "rss_before_mib", "rss_after_mib",
            "kib_per_conn", "connect_seconds", "other_cpu_pct"]
+# Shown with their spread over the rounds (min-max beside the median): a median
+# alone hides a row that wins in one round and loses in the next.
+SPREAD = ["rps", "cpu_us_per_req", "kib_per_conn"]
 
 
 def floor_key(workload, sent_via):
@@ -40,6 +43,8 @@ def summarize(samples, workloads, server_names, floors):
                 values = [s[field] for s in ok if s.get(field) is not None]
                 if values:
                     row[field] = statistics.median(values)
+                    if field in SPREAD:
+                        row[f"{field}_min"], row[f"{field}_max"] = min(values), max(values)
             sent = Counter(s.get("sent_via") for s in ok).most_common(1)[0][0]
             row["sent_via"] = sent
             key = floor_key(w, sent)
@@ -60,6 +65,14 @@ def _fmt(value, digits=0):
     return f"{value:,.{digits}f}"
 
 
+def _spread(row, field, digits=0):
+    """The median, and the range over the rounds when there was more than one."""
+    median, low, high = row.get(field), row.get(f"{field}_min"), row.get(f"{field}_max")
+    if median is None or low is None or row.get("rounds_ok", 1) < 2:
+        return _fmt(median, digits)
+    return f"{_fmt(median, digits)} ({_fmt(low, digits)}–{_fmt(high, digits)})"
+
+
 def _status_cell(row, columns):
     label = "n/a" if row["status"] == "n/a" else "failed"
     return f"| {row['server']} | {label} |" + " |" * (columns - 2)
@@ -74,7 +87,7 @@ def _floor_cell(row):
 
 
 def _http_table(rows):
-    head = ("| server | req/s | p50 ms | p99 ms | CPU µs/req | app floor µs | overhead µs/req "
+    head = ("| server | req/s (min–max) | p50 ms | p99 ms | CPU µs/req (min–max) | app floor µs | overhead µs/req "
             "| peak RSS MiB | errors | noise % | rounds ok |\n"
             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     lines = [head]
@@ -83,8 +96,8 @@ def _http_table(rows):
             lines.append(_status_cell(r, 11))
             continue
         lines.append(
-            f"| {r['server']} | {_fmt(r.get('rps'))} | {_fmt(r.get('p50_ms'), 2)} "
-            f"| {_fmt(r.get('p99_ms'), 2)} | {_fmt(r.get('cpu_us_per_req'), 1)} | {_floor_cell(r)} "
+            f"| {r['server']} | {_spread(r, 'rps')} | {_fmt(r.get('p50_ms'), 2)} "
+            f"| {_fmt(r.get('p99_ms'), 2)} | {_spread(r, 'cpu_us_per_req', 1)} | {_floor_cell(r)} "
             f"| {_fmt(r.get('overhead_us'), 1)} | {_fmt(r.get('peak_rss_mib'), 1)} "
             f"| {_fmt(r.get('errors'))} | {_fmt(r.get('other_cpu_pct'))} "
             f"| {r['rounds_ok']}/{r['rounds']} |")
@@ -93,7 +106,7 @@ def _http_table(rows):
 
 def _idle_table(rows):
     head = ("| server | connections held | closed by server | RSS before MiB | RSS after MiB "
-            "| KiB per idle connection | rounds ok |\n|---|---:|---:|---:|---:|---:|---:|")
+            "| KiB per idle connection (min–max) | rounds ok |\n|---|---:|---:|---:|---:|---:|---:|")
     lines = [head]
     for r in rows:
         if r["status"] != "ok":
@@ -102,7 +115,7 @@ def _idle_table(rows):
         lines.append(
             f"| {r['server']} | {_fmt(r.get('connections'))} | {_fmt(r.get('closed_by_server'))} "
             f"| {_fmt(r.get('rss_before_mib'), 1)} | {_fmt(r.get('rss_after_mib'), 1)} "
-            f"| {_fmt(r.get('kib_per_conn'), 1)} | {r['rounds_ok']}/{r['rounds']} |")
+            f"| {_spread(r, 'kib_per_conn', 1)} | {r['rounds_ok']}/{r['rounds']} |")
     return "\n".join(lines)
 
 
