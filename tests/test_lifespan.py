@@ -121,3 +121,16 @@ def test_non_callable_app_stops_the_server(server_factory):
     rc, log = server_factory.run("factory_app:not_an_app")
     assert rc == EXIT_STARTUP_FAILED, log
     assert "not an ASGI application" in log
+
+
+def test_tasks_the_app_leaves_running_are_cancelled_at_the_stop(server_factory, tmp_path):
+    """A task the app started itself and never ends (sse-starlette's shutdown watcher is one)
+    is cancelled when the loop closes, as asyncio.run() and uvicorn do: it sees CancelledError,
+    and asyncio never prints "Task was destroyed but it is pending!"."""
+    marker = tmp_path / "cancelled"
+    srv = server_factory("lifespan_apps:background_task_left_running", env={"FG_BACKGROUND_MARKER": str(marker)})
+    assert srv.get("/").status_code == 200
+    srv.signal(signal.SIGTERM)
+    assert srv.wait_exit() == 0
+    assert "Task was destroyed" not in srv.log(), srv.log_tail()
+    assert marker.exists() and marker.read_text() == "cancelled"

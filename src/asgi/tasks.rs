@@ -93,6 +93,32 @@ impl RequestTasks {
     }
 }
 
+/// Before the loop closes, after lifespan shutdown: the tasks the app started
+/// itself and left running (a watcher, a cache refresher) are cancelled and
+/// get CANCEL_GRACE to end, and async generators are finalized, as
+/// `asyncio.run()` (and so uvicorn) does; otherwise asyncio would report each
+/// as "Task was destroyed but it is pending!" and their `finally` never runs.
+pub fn cancel_leftovers(py: Python<'_>, event_loop: &Bound<'_, PyAny>) -> PyResult<()> {
+    let asyncio = py.import(intern!(py, "asyncio"))?;
+    let mut left: Vec<Bound<'_, PyAny>> = asyncio.call_method1(intern!(py, "all_tasks"), (event_loop,))?.try_iter()?.collect::<PyResult<_>>()?;
+    if !left.is_empty() {
+        for task in &left {
+            task.call_method0(intern!(py, "cancel"))?;
+        }
+        wait_for(py, event_loop, &left, CANCEL_GRACE)?;
+        left.retain(|t| t.call_method0(intern!(py, "done")).and_then(|d| d.is_truthy()).map(|done| !done).unwrap_or(false));
+        if !left.is_empty() {
+            crate::warn!("{} task(s) the app started still running {}s after being cancelled; abandoning them", left.len(), CANCEL_GRACE.as_secs());
+            for task in &left {
+                let _ = task.setattr(intern!(py, "_log_destroy_pending"), false);
+            }
+        }
+    }
+    let finalize = event_loop.call_method0(intern!(py, "shutdown_asyncgens"))?;
+    event_loop.call_method1(intern!(py, "run_until_complete"), (finalize,))?;
+    Ok(())
+}
+
 /// Runs the loop until every task in `tasks` is done or `timeout` passes.
 fn wait_for(py: Python<'_>, event_loop: &Bound<'_, PyAny>, tasks: &[Bound<'_, PyAny>], timeout: Duration) -> PyResult<()> {
     let kwargs = PyDict::new(py);

@@ -97,6 +97,9 @@ pub fn run(py: Python<'_>) -> PyResult<i32> {
     if let Some(running) = lifespan {
         running.shutdown(py, &event_loop, config.workers.graceful_timeout);
     }
+    if let Err(e) = crate::asgi::tasks::cancel_leftovers(py, &event_loop) {
+        crate::error!("cannot cancel the tasks the app left running: {e}");
+    }
     let _ = event_loop.call_method1("remove_reader", (bridge.fd(),));
     let _ = event_loop.call_method0("close");
     Ok(0)

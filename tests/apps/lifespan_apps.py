@@ -87,3 +87,29 @@ async def crash_after_start(scope, receive, send):
         await send({"type": "lifespan.shutdown.complete"})
         return
     await _http_reply(scope, send, b"about to crash")
+
+
+async def background_task_left_running(scope, receive, send):
+    """Starts, on the first request, a task of its own that never ends (as sse-starlette's
+    shutdown watcher does). At the stop it must be cancelled, as asyncio.run() would, not
+    destroyed pending; it records that it saw the cancellation in $FG_BACKGROUND_MARKER."""
+    if scope["type"] == "lifespan":
+        while True:
+            msg = await receive()
+            if msg["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            else:
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def forever():
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            with open(os.environ["FG_BACKGROUND_MARKER"], "w") as f:
+                f.write("cancelled")
+            raise
+
+    global _BACKGROUND
+    _BACKGROUND = asyncio.get_running_loop().create_task(forever())
+    await _http_reply(scope, send, b"started a background task")
