@@ -48,13 +48,7 @@ impl RequestTasks {
     }
 
     fn pending<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyAny>>> {
-        let mut pending = Vec::new();
-        for task in self.running.bind(py).iter() {
-            if !task.call_method0(intern!(py, "done"))?.is_truthy()? {
-                pending.push(task);
-            }
-        }
-        Ok(pending)
+        not_done(self.running.bind(py).iter())
     }
 
     /// After the I/O side has drained and the loop stopped: request tasks that
@@ -78,17 +72,7 @@ impl RequestTasks {
             wait_for(py, event_loop, &pending, CANCEL_GRACE)?;
             pending = self.pending(py)?;
         }
-        if !pending.is_empty() {
-            crate::warn!(
-                "{} request task(s) still running {}s after being cancelled (they catch CancelledError and go on); abandoning them",
-                pending.len(),
-                CANCEL_GRACE.as_secs()
-            );
-            for task in &pending {
-                // asyncio would print "Task was destroyed but it is pending!" for each: said once above.
-                let _ = task.setattr(intern!(py, "_log_destroy_pending"), false);
-            }
-        }
+        abandon(py, &pending, "request task(s)");
         Ok(())
     }
 }
@@ -106,17 +90,35 @@ pub fn cancel_leftovers(py: Python<'_>, event_loop: &Bound<'_, PyAny>) -> PyResu
             task.call_method0(intern!(py, "cancel"))?;
         }
         wait_for(py, event_loop, &left, CANCEL_GRACE)?;
-        left.retain(|t| t.call_method0(intern!(py, "done")).and_then(|d| d.is_truthy()).map(|done| !done).unwrap_or(false));
-        if !left.is_empty() {
-            crate::warn!("{} task(s) the app started still running {}s after being cancelled; abandoning them", left.len(), CANCEL_GRACE.as_secs());
-            for task in &left {
-                let _ = task.setattr(intern!(py, "_log_destroy_pending"), false);
-            }
-        }
+        left = not_done(left.into_iter())?;
+        abandon(py, &left, "task(s) the app started");
     }
     let finalize = event_loop.call_method0(intern!(py, "shutdown_asyncgens"))?;
     event_loop.call_method1(intern!(py, "run_until_complete"), (finalize,))?;
     Ok(())
+}
+
+fn not_done<'py>(tasks: impl Iterator<Item = Bound<'py, PyAny>>) -> PyResult<Vec<Bound<'py, PyAny>>> {
+    let mut pending = Vec::new();
+    for task in tasks {
+        if !task.call_method0(intern!(task.py(), "done"))?.is_truthy()? {
+            pending.push(task);
+        }
+    }
+    Ok(pending)
+}
+
+/// Tasks still running after their cancellation and CANCEL_GRACE (they catch
+/// CancelledError and go on): said once, then left to the interpreter's exit.
+fn abandon(py: Python<'_>, tasks: &[Bound<'_, PyAny>], what: &str) {
+    if tasks.is_empty() {
+        return;
+    }
+    crate::warn!("{} {what} still running {}s after being cancelled (they catch CancelledError and go on); abandoning them", tasks.len(), CANCEL_GRACE.as_secs());
+    for task in tasks {
+        // asyncio would print "Task was destroyed but it is pending!" for each: said once above.
+        let _ = task.setattr(intern!(py, "_log_destroy_pending"), false);
+    }
 }
 
 /// Runs the loop until every task in `tasks` is done or `timeout` passes.
