@@ -20,6 +20,9 @@ pub const EXIT_BOOT_ERROR: i32 = 3;
 pub enum ToWorker {
     /// Always the first message.
     Config(Box<Config>),
+    /// Certificates, client CA and ticket keys: second when the config has TLS
+    /// listeners, and again whenever they change (renewal, SIGHUP, key rotation).
+    Tls(Box<crate::tls::acceptor::TlsMaterial>),
     /// Stop accepting, finish in-flight requests, run lifespan shutdown, exit.
     Stop(StopReason),
 }

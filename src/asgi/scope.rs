@@ -84,6 +84,7 @@ pub fn websocket_scope<'py>(py: Python<'py>, ctx: &AsgiContext, head: &RequestHe
     scope.set_item(intern!(py, "subprotocols"), PyList::new(py, &upgrade.subprotocols)?)?;
     let extensions = PyDict::new(py);
     extensions.set_item(intern!(py, "websocket.http.response"), PyDict::new(py))?;
+    add_tls(py, head, &extensions)?;
     scope.set_item(intern!(py, "extensions"), extensions)?;
     Ok(scope)
 }
@@ -97,6 +98,20 @@ pub fn http_scope<'py>(py: Python<'py>, ctx: &AsgiContext, head: &RequestHead) -
     scope.set_item(intern!(py, "method"), method_str(py, &head.method))?;
     let extensions = PyDict::new(py);
     extensions.set_item(intern!(py, "http.response.pathsend"), PyDict::new(py))?;
+    add_tls(py, head, &extensions)?;
     scope.set_item(intern!(py, "extensions"), extensions)?;
     Ok(scope)
+}
+
+/// The ASGI TLS extension, on connections that came in over TLS.
+fn add_tls(py: Python<'_>, head: &RequestHead, extensions: &Bound<'_, PyDict>) -> PyResult<()> {
+    let Some(tls) = &head.tls else { return Ok(()) };
+    let info = PyDict::new(py);
+    info.set_item(intern!(py, "server_cert"), py.None())?;
+    info.set_item(intern!(py, "client_cert_chain"), PyList::new(py, &tls.client_cert_chain)?)?;
+    info.set_item(intern!(py, "client_cert_name"), py.None())?;
+    info.set_item(intern!(py, "client_cert_error"), py.None())?;
+    info.set_item(intern!(py, "tls_version"), tls.version)?;
+    info.set_item(intern!(py, "cipher_suite"), tls.cipher_suite)?;
+    extensions.set_item(intern!(py, "tls"), info)
 }

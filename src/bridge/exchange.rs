@@ -28,6 +28,17 @@ pub enum Scheme {
     Https,
 }
 
+/// What a connection's TLS handshake established: the ASGI `tls` extension.
+#[derive(Debug, Default)]
+pub struct TlsInfo {
+    /// 0x0303 for TLS 1.2, 0x0304 for TLS 1.3.
+    pub version: u16,
+    /// The IANA number of the negotiated suite.
+    pub cipher_suite: u16,
+    /// The client's certificate chain, leaf first, PEM (empty without client certificates).
+    pub client_cert_chain: Vec<String>,
+}
+
 /// The parsed request head, after the pipeline stages (proxy headers) have run.
 pub struct RequestHead {
     pub method: Method,
@@ -39,6 +50,7 @@ pub struct RequestHead {
     pub client: Option<SocketAddr>,
     pub server: Option<SocketAddr>,
     pub scheme: Scheme,
+    pub tls: Option<Arc<TlsInfo>>,
     /// Set for a valid WebSocket opening request.
     pub websocket: Option<crate::codec::websocket::handshake::Upgrade>,
 }

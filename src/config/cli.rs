@@ -164,21 +164,82 @@ pub struct Cli {
     #[arg(long, help_heading = "Logging", hide = true)]
     pub no_use_colors: bool,
 
-    /// uvicorn's TLS options are refused rather than ignored: HTTPS is not built in yet.
-    #[arg(long, value_name = "FILE", help_heading = "TLS", hide_short_help = true)]
-    pub ssl_keyfile: Option<String>,
-    #[arg(long, value_name = "FILE", help_heading = "TLS", hide = true)]
-    pub ssl_certfile: Option<String>,
-    #[arg(long, value_name = "PASSWORD", help_heading = "TLS", hide = true)]
+    /// Serve HTTPS with this certificate (PEM, the server's certificate first, then the
+    /// intermediates). Every listener then speaks TLS 1.2/1.3, as with uvicorn.
+    #[arg(long, value_name = "FILE", help_heading = "TLS")]
+    pub ssl_certfile: Option<PathBuf>,
+    /// The certificate's private key (PEM: PKCS#8, PKCS#1 or SEC1) [default: in --ssl-certfile].
+    #[arg(long, value_name = "FILE", help_heading = "TLS")]
+    pub ssl_keyfile: Option<PathBuf>,
+    /// Password of an encrypted (PKCS#8) --ssl-keyfile.
+    #[arg(long, value_name = "PASSWORD", help_heading = "TLS")]
     pub ssl_keyfile_password: Option<String>,
-    #[arg(long, value_name = "N", help_heading = "TLS", hide = true)]
-    pub ssl_version: Option<String>,
-    #[arg(long, value_name = "N", help_heading = "TLS", hide = true)]
+    /// Client certificates: 0 not asked for, 1 optional, 2 required (uvicorn's numbers) [default: 0].
+    #[arg(long, value_name = "N", help_heading = "TLS")]
     pub ssl_cert_reqs: Option<String>,
-    #[arg(long, value_name = "FILE", help_heading = "TLS", hide = true)]
-    pub ssl_ca_certs: Option<String>,
-    #[arg(long, value_name = "CIPHERS", help_heading = "TLS", hide = true)]
+    /// CA bundle (PEM) that client certificates must chain to.
+    #[arg(long, value_name = "FILE", help_heading = "TLS")]
+    pub ssl_ca_certs: Option<PathBuf>,
+    /// Accepted for uvicorn compatibility and ignored: TLS 1.2 and 1.3 only.
+    #[arg(long, value_name = "N", help_heading = "TLS", hide_short_help = true)]
+    pub ssl_version: Option<String>,
+    /// Accepted for uvicorn compatibility and ignored: Mozilla's "intermediate" suites.
+    #[arg(long, value_name = "CIPHERS", help_heading = "TLS", hide_short_help = true)]
     pub ssl_ciphers: Option<String>,
+
+    /// Serve HTTPS for this domain with a certificate obtained and renewed automatically
+    /// (ACME, Let's Encrypt by default). Repeatable: one certificate per --domain;
+    /// `--domain example.com,www.example.com` puts both names in one certificate.
+    /// Listens on --http-port (redirects to HTTPS, answers ACME challenges) and --https-port.
+    #[arg(long, value_name = "NAME", help_heading = "Automatic HTTPS")]
+    pub domain: Option<Vec<String>>,
+    /// Contact address given to the CA (expiry notices).
+    #[arg(long, value_name = "EMAIL", help_heading = "Automatic HTTPS")]
+    pub acme_email: Option<String>,
+    /// ACME directory URL of the CA [default: Let's Encrypt].
+    #[arg(long, value_name = "URL", help_heading = "Automatic HTTPS")]
+    pub acme_directory: Option<String>,
+    /// Use Let's Encrypt's staging CA (untrusted certificates, for trying things out).
+    #[arg(long, help_heading = "Automatic HTTPS", action = clap::ArgAction::SetTrue)]
+    pub acme_staging: Option<bool>,
+    /// Extra CA certificate (PEM) trusted for the ACME directory's own HTTPS (private CAs, test servers).
+    #[arg(long, value_name = "PEM", help_heading = "Automatic HTTPS")]
+    pub acme_ca_root: Option<PathBuf>,
+    /// External account binding key id, for CAs that require one (ZeroSSL, Google).
+    #[arg(long, value_name = "KID", help_heading = "Automatic HTTPS")]
+    pub acme_eab_kid: Option<String>,
+    /// External account binding HMAC key (base64url), with --acme-eab-kid.
+    #[arg(long, value_name = "KEY", help_heading = "Automatic HTTPS")]
+    pub acme_eab_hmac_key: Option<String>,
+    /// How the CA checks that the domain points here; auto tries http-01, then tls-alpn-01.
+    #[arg(long, value_enum, help_heading = "Automatic HTTPS")]
+    pub acme_challenge: Option<super::tls::ChallengeChoice>,
+    /// Plain-HTTP port in --domain mode [default: 80].
+    #[arg(long, value_name = "PORT", help_heading = "Automatic HTTPS")]
+    pub http_port: Option<u16>,
+    /// HTTPS port in --domain mode [default: 443].
+    #[arg(long, value_name = "PORT", help_heading = "Automatic HTTPS")]
+    pub https_port: Option<u16>,
+    /// Where the ACME account, certificates and keys are kept
+    /// [default: /var/lib/ferrogate as root, else $XDG_STATE_HOME/ferrogate].
+    #[arg(long, value_name = "DIR", help_heading = "Automatic HTTPS")]
+    pub state_dir: Option<PathBuf>,
+    /// Send Strict-Transport-Security (max-age two years) on HTTPS responses [default: on with --domain].
+    #[arg(long, overrides_with = "no_hsts", help_heading = "Automatic HTTPS", action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    pub hsts: Option<bool>,
+    #[arg(long, help_heading = "Automatic HTTPS", hide = true)]
+    pub no_hsts: bool,
+    /// Add includeSubDomains to Strict-Transport-Security.
+    #[arg(long, help_heading = "Automatic HTTPS", action = clap::ArgAction::SetTrue)]
+    pub hsts_include_subdomains: Option<bool>,
+    /// Add preload to Strict-Transport-Security (then submit the domain at hstspreload.org).
+    #[arg(long, help_heading = "Automatic HTTPS", action = clap::ArgAction::SetTrue)]
+    pub hsts_preload: Option<bool>,
+    /// Answer plain HTTP with a 308 redirect to HTTPS (--no-redirect serves the app over both) [default: on with --domain].
+    #[arg(long, overrides_with = "no_redirect", help_heading = "Automatic HTTPS", action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    pub redirect: Option<bool>,
+    #[arg(long, help_heading = "Automatic HTTPS", hide = true)]
+    pub no_redirect: bool,
 
     /// Close idle keep-alive connections after this many seconds.
     #[arg(long, value_name = "SECONDS", help_heading = "HTTP")]
@@ -379,17 +440,6 @@ impl From<Cli> for Layer {
         // --x[=BOOL] / --no-x: clap clears whichever came first, so the --no- form is set
         // only when it came last.
         let pair = |on: Option<bool>, off: bool| if off { Some(false) } else { on };
-        let tls_flag = [
-            ("--ssl-keyfile", c.ssl_keyfile.is_some()),
-            ("--ssl-certfile", c.ssl_certfile.is_some()),
-            ("--ssl-keyfile-password", c.ssl_keyfile_password.is_some()),
-            ("--ssl-version", c.ssl_version.is_some()),
-            ("--ssl-cert-reqs", c.ssl_cert_reqs.is_some()),
-            ("--ssl-ca-certs", c.ssl_ca_certs.is_some()),
-            ("--ssl-ciphers", c.ssl_ciphers.is_some()),
-        ]
-        .into_iter()
-        .find_map(|(flag, given)| given.then_some(flag));
         Layer {
             app: c.app,
             // A plain flag can only say yes on the command line; its absence says nothing.
@@ -423,7 +473,31 @@ impl From<Cli> for Layer {
             log_config: c.log_config,
             use_colors: (c.use_colors || c.no_use_colors).then_some(c.use_colors),
             http: c.http,
-            tls_flag,
+            ssl_certfile: c.ssl_certfile,
+            ssl_keyfile: c.ssl_keyfile,
+            ssl_keyfile_password: c.ssl_keyfile_password,
+            ssl_cert_reqs: c.ssl_cert_reqs,
+            ssl_ca_certs: c.ssl_ca_certs,
+            ssl_version: c.ssl_version,
+            ssl_ciphers: c.ssl_ciphers,
+            domain: c.domain,
+            acme_email: c.acme_email,
+            acme_directory: c.acme_directory,
+            // SetTrue flags: absent is None (says nothing), present is Some(true).
+            acme_staging: c.acme_staging.filter(|on| *on),
+            acme_ca_root: c.acme_ca_root,
+            acme_eab_kid: c.acme_eab_kid,
+            acme_eab_hmac_key: c.acme_eab_hmac_key,
+            acme_challenge: c.acme_challenge,
+            http_port: c.http_port,
+            https_port: c.https_port,
+            state_dir: c.state_dir,
+            hsts: pair(c.hsts, c.no_hsts),
+            hsts_include_subdomains: c.hsts_include_subdomains.filter(|on| *on),
+            hsts_preload: c.hsts_preload.filter(|on| *on),
+            redirect: pair(c.redirect, c.no_redirect),
+            xdg_state_home: None,
+            home: None,
             timeout_keep_alive: c.timeout_keep_alive,
             timeout_io: c.timeout_io,
             limit_concurrency: c.limit_concurrency,

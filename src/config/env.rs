@@ -44,6 +44,24 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("FERROGATE_WS", "ws"),
     ("FERROGATE_WS_MAX_QUEUE", "ws_max_queue"),
     ("FERROGATE_LOG_CONFIG", "log_config"),
+    ("FERROGATE_SSL_CERTFILE", "ssl_certfile"),
+    ("FERROGATE_SSL_KEYFILE", "ssl_keyfile"),
+    ("FERROGATE_SSL_KEYFILE_PASSWORD", "ssl_keyfile_password"),
+    ("FERROGATE_SSL_CERT_REQS", "ssl_cert_reqs"),
+    ("FERROGATE_SSL_CA_CERTS", "ssl_ca_certs"),
+    ("FERROGATE_DOMAIN", "domain"),
+    ("FERROGATE_ACME_EMAIL", "acme_email"),
+    ("FERROGATE_ACME_DIRECTORY", "acme_directory"),
+    ("FERROGATE_ACME_STAGING", "acme_staging"),
+    ("FERROGATE_ACME_CA_ROOT", "acme_ca_root"),
+    ("FERROGATE_ACME_EAB_KID", "acme_eab_kid"),
+    ("FERROGATE_ACME_EAB_HMAC_KEY", "acme_eab_hmac_key"),
+    ("FERROGATE_ACME_CHALLENGE", "acme_challenge"),
+    ("FERROGATE_HTTP_PORT", "http_port"),
+    ("FERROGATE_HTTPS_PORT", "https_port"),
+    ("FERROGATE_STATE_DIR", "state_dir"),
+    ("FERROGATE_HSTS", "hsts"),
+    ("FERROGATE_REDIRECT", "redirect"),
     ("FERROGATE_TIMEOUT_KEEP_ALIVE", "timeout_keep_alive"),
     ("FERROGATE_TIMEOUT_IO", "timeout_io"),
     ("FERROGATE_LIMIT_CONCURRENCY", "limit_concurrency"),
@@ -95,6 +113,8 @@ impl EnvLayer {
         let utf8 = |name: &str| vars.get(OsStr::new(name)).and_then(|v| v.to_str());
         // Read as uvicorn reads it; a value that is not UTF-8 is as good as unset, as before.
         out.layer.uvicorn_forwarded_allow_ips = utf8("FORWARDED_ALLOW_IPS").map(str::to_string);
+        out.layer.xdg_state_home = utf8("XDG_STATE_HOME").map(Into::into);
+        out.layer.home = utf8("HOME").map(Into::into);
         // sd_listen_fds(3): the sockets are ours only if LISTEN_PID names this process.
         let ours = utf8("LISTEN_PID").and_then(|p| p.parse::<u32>().ok()) == Some(pid);
         let n = utf8("LISTEN_FDS").and_then(|n| n.parse::<i32>().ok()).unwrap_or(0);
@@ -118,6 +138,7 @@ fn parse_one(cmd: &mut Command, id: &str, value: &OsStr) -> Result<Layer, clap::
             match id {
                 "factory" => layer.factory = Some(on),
                 "reload" => layer.reload = Some(on),
+                "acme_staging" => layer.acme_staging = on.then_some(true),
                 _ => unreachable!("a flag without a value that ENV_VARS does not know: {long}"),
             }
             return Ok(layer);

@@ -120,6 +120,20 @@ fn plain_flags_read_true_or_false_from_the_environment() {
     assert!(err.contains("a value is required for '--reload'"), "{err}");
 }
 
+fn files(c: &Config) -> (&str, &str, Option<&str>) {
+    match &c.tls.as_ref().expect("TLS is on").source {
+        Some(tls::CertSource::Files { certfile, keyfile, password }) => (certfile.to_str().unwrap(), keyfile.to_str().unwrap(), password.as_deref()),
+        other => panic!("not files: {other:?}"),
+    }
+}
+
+fn acme(c: &Config) -> &tls::AcmeOptions {
+    match &c.tls.as_ref().expect("TLS is on").source {
+        Some(tls::CertSource::Acme(acme)) => acme,
+        other => panic!("not ACME: {other:?}"),
+    }
+}
+
 /// One value for every FERROGATE_* variable, and what it must do to the configuration.
 #[allow(clippy::type_complexity)]
 fn every_variable() -> Vec<(&'static str, &'static str, fn(&Config) -> bool)> {
@@ -153,6 +167,24 @@ fn every_variable() -> Vec<(&'static str, &'static str, fn(&Config) -> bool)> {
         ("FERROGATE_WS", "none", |c| !c.ws.enabled),
         ("FERROGATE_WS_MAX_QUEUE", "3", |c| c.ws.max_queue == 3),
         ("FERROGATE_LOG_CONFIG", "log.json", |_| true),
+        ("FERROGATE_SSL_CERTFILE", "/c.pem", |c| matches!(files(c), (certfile, keyfile, None) if certfile == "/c.pem" && keyfile == certfile) && c.bind_tls == [true]),
+        ("FERROGATE_SSL_KEYFILE", "/k.pem", |c| files(c).1 == "/k.pem"),
+        ("FERROGATE_SSL_KEYFILE_PASSWORD", "pw", |c| files(c).2 == Some("pw")),
+        ("FERROGATE_SSL_CERT_REQS", "1", |c| c.tls.as_ref().unwrap().client_auth == tls::ClientAuth::Optional),
+        ("FERROGATE_SSL_CA_CERTS", "/ca.pem", |c| c.tls.as_ref().unwrap().client_ca.as_deref() == Some(std::path::Path::new("/ca.pem"))),
+        ("FERROGATE_DOMAIN", "example.com,www.example.com", |c| acme(c).certificates == [vec!["example.com".to_string(), "www.example.com".to_string()]]),
+        ("FERROGATE_ACME_EMAIL", "a@b.c", |c| acme(c).email.as_deref() == Some("a@b.c")),
+        ("FERROGATE_ACME_DIRECTORY", "https://ca/dir", |c| acme(c).directory == "https://ca/dir"),
+        ("FERROGATE_ACME_STAGING", "true", |c| acme(c).directory == tls::LETS_ENCRYPT_STAGING),
+        ("FERROGATE_ACME_CA_ROOT", "/r.pem", |c| acme(c).ca_root.as_deref() == Some(std::path::Path::new("/r.pem"))),
+        ("FERROGATE_ACME_EAB_KID", "kid", |c| acme(c).eab == Some(("kid".into(), "key".into()))),
+        ("FERROGATE_ACME_EAB_HMAC_KEY", "key", |c| acme(c).eab == Some(("kid".into(), "key".into()))),
+        ("FERROGATE_ACME_CHALLENGE", "tls-alpn-01", |c| acme(c).challenge == tls::ChallengeChoice::TlsAlpn01),
+        ("FERROGATE_HTTP_PORT", "8080", |c| c.bind[0] == BindSpec::Tcp { host: "0.0.0.0".into(), port: 8080 } && c.bind_tls == [false, true]),
+        ("FERROGATE_HTTPS_PORT", "8443", |c| c.bind[1] == BindSpec::Tcp { host: "0.0.0.0".into(), port: 8443 } && c.tls.as_ref().unwrap().https_port == 8443),
+        ("FERROGATE_STATE_DIR", "/st", |c| c.tls.as_ref().unwrap().state_dir == std::path::Path::new("/st")),
+        ("FERROGATE_HSTS", "false", |c| c.tls.as_ref().unwrap().hsts.is_none()),
+        ("FERROGATE_REDIRECT", "false", |c| !c.tls.as_ref().unwrap().redirect),
         ("FERROGATE_TIMEOUT_KEEP_ALIVE", "11", |c| c.http.keep_alive_timeout == 11),
         ("FERROGATE_TIMEOUT_IO", "12", |c| c.http.io_timeout == 12),
         ("FERROGATE_LIMIT_CONCURRENCY", "13", |c| c.http.limit_concurrency == Some(13)),
@@ -186,7 +218,17 @@ fn every_ferrogate_variable_still_works() {
     assert_eq!(names, ENV_VARS.iter().map(|(name, _)| *name).collect::<Vec<_>>(), "one case per variable, in ENV_VARS order");
     for (name, value, holds) in table {
         let value = value.replace("ENV_FILE", env_file.to_str().unwrap()).replace("STATIC_DIR", static_dir.to_str().unwrap());
-        let args: &[&str] = if name == "FERROGATE_APP" { &[] } else { &["m:a"] };
+        // Options that only make sense beside another get it on the command line.
+        let args: &[&str] = match name {
+            "FERROGATE_APP" => &[],
+            "FERROGATE_SSL_CERTFILE" => &["m:a"],
+            "FERROGATE_SSL_CERT_REQS" => &["m:a", "--ssl-certfile", "/c.pem", "--ssl-ca-certs", "/ca.pem"],
+            n if n.starts_with("FERROGATE_SSL_") => &["m:a", "--ssl-certfile", "/c.pem"],
+            "FERROGATE_ACME_EAB_KID" => &["m:a", "--domain", "example.com", "--acme-eab-hmac-key", "key"],
+            "FERROGATE_ACME_EAB_HMAC_KEY" => &["m:a", "--domain", "example.com", "--acme-eab-kid", "kid"],
+            n if n.starts_with("FERROGATE_ACME_") || ["FERROGATE_HTTP_PORT", "FERROGATE_HTTPS_PORT", "FERROGATE_STATE_DIR", "FERROGATE_HSTS", "FERROGATE_REDIRECT"].contains(&n) => &["m:a", "--domain", "example.com"],
+            _ => &["m:a"],
+        };
         let c = load(args, &[(name, &value)]).unwrap_or_else(|e| panic!("{name}={value}: {e}"));
         assert!(holds(&c), "{name}={value} did not reach the configuration");
     }
@@ -281,7 +323,15 @@ fn validation_errors_name_the_option_and_the_fix() {
         (&["m:a", "--h11-max-incomplete-event-size", "100"], "--max-header-size", "at least 8192 bytes"),
         (&["m:a", "--static", "static"], "--static", "must be URL_PATH=DIR"),
         (&["m:a", "--static", "/s=/nonexistent/fg"], "--static", "create it or fix the path"),
-        (&["m:a", "--ssl-certfile", "c.pem"], "--ssl-certfile", "terminate TLS in a proxy"),
+        (&["m:a", "--ssl-keyfile", "k.pem"], "--ssl-keyfile", "needs --ssl-certfile"),
+        (&["m:a", "--ssl-certfile", "c.pem", "--domain", "example.com"], "--ssl-certfile", "two ways to get a certificate"),
+        (&["m:a", "--ssl-certfile", "c.pem", "--ssl-cert-reqs", "2"], "--ssl-cert-reqs", "give --ssl-ca-certs"),
+        (&["m:a", "--ssl-certfile", "c.pem", "--ssl-cert-reqs", "9"], "--ssl-cert-reqs", "0 (none)"),
+        (&["m:a", "--acme-email", "a@b.c"], "--acme-email", "add --domain NAME"),
+        (&["m:a", "--domain", "localhost"], "--domain", "single-label names"),
+        (&["m:a", "--domain", "example.com", "--port", "80"], "--port", "--https-port"),
+        (&["m:a", "--domain", "example.com", "--acme-directory", "http://ca"], "--acme-directory", "https:// URL"),
+        (&["m:a", "--domain", "example.com", "--acme-eab-kid", "k"], "--acme-eab-kid", "needs --acme-eab-hmac-key"),
         (&["m:a", "--interface", "wsgi"], "--interface", "only ASGI 3"),
         (&["m:a", "--env-file", "/nonexistent/fg.env"], "--env-file", "No such file"),
     ];

@@ -19,6 +19,7 @@ mod layer;
 #[cfg(test)]
 mod layer_tests;
 mod resolve;
+pub mod tls;
 
 pub use cli::{Cli, help_command};
 pub use env::{ENV_VARS, EnvLayer};
@@ -42,6 +43,10 @@ pub const MIN_HEADER_SIZE: usize = 8192;
 pub struct Config {
     pub app: AppConfig,
     pub bind: Vec<BindSpec>,
+    /// Whether each listener of `bind` (same index) speaks TLS.
+    pub bind_tls: Vec<bool>,
+    /// HTTPS settings; None when no listener speaks TLS.
+    pub tls: Option<tls::TlsConfig>,
     /// Master-only: the listeners are bound before any worker starts.
     #[serde(skip)]
     pub backlog: u32,
@@ -296,6 +301,8 @@ impl Default for Config {
         Config {
             app: AppConfig::default(),
             bind: vec![BindSpec::Tcp { host: DEFAULT_HOST.into(), port: DEFAULT_PORT }],
+            bind_tls: vec![false],
+            tls: None,
             backlog: 2048,
             workers: WorkersConfig::default(),
             http: HttpConfig::default(),
@@ -419,10 +426,11 @@ impl Config {
     }
 
     /// Human-readable URL of each listener, for the startup lines.
-    pub fn describe_bind(spec: &BindSpec) -> String {
+    pub fn describe_bind(spec: &BindSpec, secure: bool) -> String {
+        let scheme = if secure { "https" } else { "http" };
         match spec {
-            BindSpec::Tcp { host, port } if host.contains(':') => format!("http://[{host}]:{port}"),
-            BindSpec::Tcp { host, port } => format!("http://{host}:{port}"),
+            BindSpec::Tcp { host, port } if host.contains(':') => format!("{scheme}://[{host}]:{port}"),
+            BindSpec::Tcp { host, port } => format!("{scheme}://{host}:{port}"),
             BindSpec::Unix { path, .. } => format!("unix:{}", path.display()),
             BindSpec::Fd { fd } => format!("fd://{fd}"),
         }

@@ -21,6 +21,12 @@ impl Layer {
             let flag = if on { "--use-colors" } else { "--no-use-colors" };
             out.push(format!("{flag} is ignored: ferrogate's log lines have no colors"));
         }
+        if let Some(v) = &self.ssl_version {
+            out.push(format!("--ssl-version {v} is ignored: ferrogate speaks TLS 1.2 and 1.3, nothing older"));
+        }
+        if self.ssl_ciphers.is_some() {
+            out.push("--ssl-ciphers is ignored: ferrogate offers Mozilla's \"intermediate\" suites (AES-GCM and ChaCha20-Poly1305 with forward secrecy)".into());
+        }
         if let Some(http) = self.http.as_deref().filter(|h| *h != "auto") {
             out.push(format!("--http {http} is ignored: ferrogate parses HTTP/1.1 itself, in Rust"));
         }
@@ -28,8 +34,12 @@ impl Layer {
     }
 
     /// Builds and validates the configuration, or says which option is wrong and how to fix it.
-    pub fn into_config(self) -> Result<Config, ConfigError> {
+    pub fn into_config(mut self) -> Result<Config, ConfigError> {
         let d = Config::default();
+        // SAFETY: geteuid cannot fail and has no preconditions.
+        let is_root = unsafe { libc::geteuid() } == 0;
+        let state_dir = tls::default_state_dir(is_root, self.xdg_state_home.take(), self.home.take());
+        let tls = tls::resolve(&mut self, state_dir)?;
         let env_file = match &self.env_file {
             Some(path) => load_env_file(path).map_err(|e| ConfigError::new("--env-file", e))?,
             None => Vec::new(),
@@ -50,7 +60,15 @@ impl Layer {
             bind.extend((3..3 + n).map(|fd| BindSpec::Fd { fd }));
             unset.extend(LISTEN_VARS.map(String::from));
         }
-        if bind.is_empty() {
+        let mut bind_tls = vec![tls.given_binds_tls; bind.len()];
+        if !tls.binds.is_empty() {
+            // --domain's listeners, on --host: the given ones stay, as plain HTTP.
+            for (spec, secure) in tls.binds {
+                bind.push(spec);
+                bind_tls.push(secure);
+            }
+        } else if bind.is_empty() {
+            bind_tls.push(tls.given_binds_tls);
             // --host and --port describe the one listener used when no other is asked for.
             bind.push(BindSpec::Tcp {
                 host: self.host.unwrap_or_else(|| DEFAULT_HOST.into()),
@@ -70,12 +88,6 @@ impl Layer {
                 .map_err(|e| ConfigError::new("--forwarded-allow-ips", format!("--forwarded-allow-ips: {e}")))?,
             None => d.proxy.trusted,
         };
-        if let Some(flag) = self.tls_flag {
-            return Err(ConfigError::new(flag, format!(
-                "{flag}: HTTPS is not built into ferrogate yet; terminate TLS in a proxy in front of it for now \
-                 (serving plain HTTP when TLS was asked for would be worse than not starting)"
-            )));
-        }
         if let Some(interface @ ("asgi2" | "wsgi")) = self.interface.as_deref() {
             return Err(ConfigError::new("--interface", format!(
                 "--interface {interface}: only ASGI 3 applications are served for now"
@@ -91,6 +103,8 @@ impl Layer {
         let positive = |v: f64| (v > 0.0).then_some(v);
         let config = Config {
             bind,
+            bind_tls,
+            tls: tls.tls,
             backlog: self.backlog.unwrap_or(d.backlog),
             workers: WorkersConfig {
                 count: self.workers.unwrap_or(d.workers.count),

@@ -11,7 +11,7 @@ use super::access_log::Entry;
 use crate::config::access_log_format::Format;
 use super::static_files::StaticFiles;
 use crate::bridge::Bridge;
-use crate::bridge::exchange::Scheme;
+use crate::bridge::exchange::{Scheme, TlsInfo};
 use crate::bridge::stop::StopSignal;
 use crate::config::Config;
 
@@ -25,12 +25,16 @@ pub struct ServerCtx {
     /// Requests served since the worker started, for --limit-max-requests.
     pub served: AtomicU64,
     pub extra_headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    /// Strict-Transport-Security for responses on TLS connections.
+    pub hsts: Option<http::HeaderValue>,
     /// --static mounts, answered before the app.
     pub static_files: Option<StaticFiles>,
     /// Set when the worker starts draining, with why.
     pub stop: StopSignal,
     /// Connections and WebSocket sessions still open: a stop waits for them.
     pub open: Arc<OpenCount>,
+    /// The TLS handshake and certificates, when a listener speaks TLS.
+    pub tls: Option<Arc<crate::tls::acceptor::Acceptor>>,
 }
 
 /// A count of open connections that a stop can wait on.
@@ -73,7 +77,7 @@ impl Drop for OpenGuard {
 }
 
 impl ServerCtx {
-    pub fn new(config: Arc<Config>, bridge: Arc<Bridge>, static_files: Option<StaticFiles>, stop: StopSignal) -> Self {
+    pub fn new(config: Arc<Config>, bridge: Arc<Bridge>, static_files: Option<StaticFiles>, tls: Option<Arc<crate::tls::acceptor::Acceptor>>, stop: StopSignal) -> Self {
         let access_log = config.log.access_log.then(|| Format::parse(&config.log.access_log_format).expect("validated by the master"));
         let mut extra_headers = Vec::new();
         if config.http.server_header {
@@ -84,7 +88,9 @@ impl ServerCtx {
                 extra_headers.push((n, v));
             }
         }
+        let hsts = config.tls.as_ref().and_then(|t| t.hsts.as_deref()).and_then(|v| http::HeaderValue::from_str(v).ok());
         ServerCtx {
+            hsts,
             config,
             bridge,
             access_log,
@@ -94,6 +100,7 @@ impl ServerCtx {
             static_files,
             stop,
             open: Arc::new(OpenCount::default()),
+            tls,
         }
     }
 
@@ -104,12 +111,14 @@ impl ServerCtx {
     }
 }
 
-/// The addresses of one accepted connection.
-#[derive(Clone, Copy)]
+/// What is known of one accepted connection.
+#[derive(Clone)]
 pub struct ConnInfo {
     /// None for unix-socket peers.
     pub peer: Option<SocketAddr>,
     pub local: Option<SocketAddr>,
     /// What the connection itself is (before any proxy header says otherwise).
     pub scheme: Scheme,
+    /// What its TLS handshake established (None on plain connections).
+    pub tls: Option<Arc<TlsInfo>>,
 }

@@ -13,6 +13,8 @@ use crate::config::{BindSpec, Config};
 
 pub struct Bound {
     pub spec: BindSpec,
+    /// Speaks TLS.
+    pub secure: bool,
     /// None once closed at shutdown.
     socket: Option<Socket>,
     /// A unix socket file we created and must remove on exit.
@@ -22,10 +24,11 @@ pub struct Bound {
 impl Bound {
     /// The URL a person can open, with the real port when 0 was asked for.
     pub fn url(&self) -> String {
+        let scheme = if self.secure { "https" } else { "http" };
         match (&self.spec, self.socket.as_ref().and_then(|s| s.local_addr().ok()).and_then(|a| a.as_socket())) {
-            (BindSpec::Fd { fd }, Some(addr)) => format!("http://{addr} (fd {fd})"),
-            (_, Some(addr)) => format!("http://{addr}"),
-            (spec, None) => Config::describe_bind(spec),
+            (BindSpec::Fd { fd }, Some(addr)) => format!("{scheme}://{addr} (fd {fd})"),
+            (_, Some(addr)) => format!("{scheme}://{addr}"),
+            (spec, None) => Config::describe_bind(spec, self.secure),
         }
     }
 
@@ -38,15 +41,20 @@ impl Bound {
     }
 }
 
-pub fn bind_all(specs: &[BindSpec], backlog: u32) -> Result<Vec<Bound>, String> {
-    specs.iter().map(|spec| bind(spec, backlog)).collect()
+/// Binds every listener; `secure[i]` says whether `specs[i]` speaks TLS.
+pub fn bind_all(specs: &[BindSpec], secure: &[bool], backlog: u32) -> Result<Vec<Bound>, String> {
+    specs
+        .iter()
+        .enumerate()
+        .map(|(i, spec)| bind(spec, backlog).map(|b| Bound { secure: secure.get(i).copied().unwrap_or(false), ..b }))
+        .collect()
 }
 
 fn bind(spec: &BindSpec, backlog: u32) -> Result<Bound, String> {
     let backlog = backlog.min(i32::MAX as u32) as i32;
     match spec {
         BindSpec::Tcp { host, port } => {
-            let what = Config::describe_bind(spec);
+            let what = Config::describe_bind(spec, false);
             let addrs: Vec<SocketAddr> = (host.as_str(), *port)
                 .to_socket_addrs()
                 .map_err(|e| format!("cannot listen on {what}: '{host}' does not resolve ({e}); use an IP address such as 127.0.0.1 or 0.0.0.0"))?
@@ -68,10 +76,10 @@ fn bind(spec: &BindSpec, backlog: u32) -> Result<Bound, String> {
                 format!("cannot listen on {what}: {e}{hint}")
             })?;
             socket.listen(backlog).map_err(|e| format!("cannot listen on {what}: {e}"))?;
-            Ok(Bound { spec: spec.clone(), socket: Some(socket), created_path: None })
+            Ok(Bound { spec: spec.clone(), secure: false, socket: Some(socket), created_path: None })
         }
         BindSpec::Unix { path, mode } => {
-            let what = Config::describe_bind(spec);
+            let what = Config::describe_bind(spec, false);
             remove_stale_socket(path).map_err(|e| format!("cannot listen on {what}: {e}"))?;
             let socket = Socket::new(Domain::UNIX, Type::STREAM.cloexec(), None).map_err(|e| format!("cannot listen on {what}: {e}"))?;
             let addr = SockAddr::unix(path).map_err(|e| format!("cannot listen on {what}: {e}"))?;
@@ -88,7 +96,7 @@ fn bind(spec: &BindSpec, backlog: u32) -> Result<Bound, String> {
                     .map_err(|e| format!("cannot set mode {mode:o} on {}: {e}", path.display()))?;
             }
             socket.listen(backlog).map_err(|e| format!("cannot listen on {what}: {e}"))?;
-            Ok(Bound { spec: spec.clone(), socket: Some(socket), created_path: Some(path.clone()) })
+            Ok(Bound { spec: spec.clone(), secure: false, socket: Some(socket), created_path: Some(path.clone()) })
         }
         BindSpec::Fd { fd } => {
             let raw: RawFd = *fd;
@@ -105,7 +113,7 @@ fn bind(spec: &BindSpec, backlog: u32) -> Result<Bound, String> {
             // open listening socket.
             let socket = unsafe { Socket::from_raw_fd(raw) };
             let _ = socket.set_cloexec(true);
-            Ok(Bound { spec: spec.clone(), socket: Some(socket), created_path: None })
+            Ok(Bound { spec: spec.clone(), secure: false, socket: Some(socket), created_path: None })
         }
     }
 }

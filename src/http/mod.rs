@@ -10,4 +10,5 @@ pub mod proxy;
 pub mod server;
 pub mod service;
 pub mod static_files;
+pub mod to_https;
 pub mod websocket;

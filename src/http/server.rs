@@ -13,19 +13,15 @@ use super::ctx::{ConnInfo, ServerCtx};
 use super::h1::conn::{self, Transport};
 use super::listeners::Inherited;
 use crate::bridge::Event;
-use crate::bridge::exchange::Scheme;
+use crate::bridge::exchange::{Scheme, TlsInfo};
+use crate::tls::acceptor::Acceptor;
 use crate::bridge::stop::{CANCEL_GRACE, stopped};
 
-/// What a connection goes through between accept and HTTP. No listener has
-/// one yet: this is where the TLS handshake (rustls, with its timeout) goes,
-/// as a variant, when HTTPS lands. Uninhabited until then, so no code can
-/// pretend a plain connection was secured.
-pub enum Handshake {}
-
-/// A bound socket the worker accepts on, with what its connections go through.
+/// A bound socket the worker accepts on, with the TLS handshake its connections go
+/// through first when it speaks TLS.
 struct Listener {
     socket: Socket,
-    handshake: Option<Handshake>,
+    tls: Option<Arc<Acceptor>>,
 }
 
 enum Socket {
@@ -34,12 +30,12 @@ enum Socket {
 }
 
 impl Listener {
-    fn adopt(inherited: Inherited) -> std::io::Result<Self> {
+    fn adopt(inherited: Inherited, tls: Option<Arc<Acceptor>>) -> std::io::Result<Self> {
         let socket = match inherited {
             Inherited::Tcp(l) => Socket::Tcp(tokio::net::TcpListener::from_std(l)?),
             Inherited::Unix(l) => Socket::Unix(tokio::net::UnixListener::from_std(l)?),
         };
-        Ok(Listener { socket, handshake: None })
+        Ok(Listener { socket, tls })
     }
 
     /// Accepts until the worker stops.
@@ -63,8 +59,8 @@ impl Listener {
                 _ = stopped(&mut stop) => return,
                 accepted = accepted => match accepted {
                     Ok((stream, peer)) => {
-                        let info = ConnInfo { peer, local, scheme: Scheme::Http };
-                        spawn_connection(stream, info, self.handshake.as_ref(), &ctx);
+                        let info = ConnInfo { peer, local, scheme: Scheme::Http, tls: None };
+                        spawn_connection(stream, info, self.tls.clone(), &ctx);
                     }
                     Err(e) => accept_failed(e).await,
                 },
@@ -87,8 +83,14 @@ enum Stream {
 pub async fn serve(listeners: Vec<Inherited>, ctx: Arc<ServerCtx>) -> Instant {
     let mut stop = ctx.stop.clone();
     let mut accept_tasks = tokio::task::JoinSet::new();
-    for inherited in listeners {
-        match Listener::adopt(inherited) {
+    for (i, inherited) in listeners.into_iter().enumerate() {
+        let secure = ctx.config.bind_tls.get(i).copied().unwrap_or(false);
+        let tls = if secure { ctx.tls.clone() } else { None };
+        if secure && tls.is_none() {
+            crate::error!("listener {i} is to speak TLS but this worker has no TLS material; not serving it");
+            continue;
+        }
+        match Listener::adopt(inherited, tls) {
             Ok(listener) => {
                 accept_tasks.spawn(listener.run(ctx.clone()));
             }
@@ -122,23 +124,41 @@ async fn accept_failed(e: std::io::Error) {
     tokio::time::sleep(Duration::from_millis(100)).await;
 }
 
-fn spawn_connection(stream: Stream, info: ConnInfo, handshake: Option<&Handshake>, ctx: &Arc<ServerCtx>) {
-    if let Some(handshake) = handshake {
-        match *handshake {}
-    }
+fn spawn_connection(stream: Stream, info: ConnInfo, tls: Option<Arc<Acceptor>>, ctx: &Arc<ServerCtx>) {
     let ctx = ctx.clone();
     let open = ctx.open.enter();
     tokio::spawn(async move {
-        match stream {
-            Stream::Tcp(s) => serve_http(s, info, ctx).await,
-            Stream::Unix(s) => serve_http(s, info, ctx).await,
+        match (stream, tls) {
+            (Stream::Tcp(s), None) => serve_http(s, info, ctx).await,
+            (Stream::Unix(s), None) => serve_http(s, info, ctx).await,
+            (Stream::Tcp(s), Some(tls)) => serve_https(s, info, &tls, ctx).await,
+            (Stream::Unix(s), Some(tls)) => serve_https(s, info, &tls, ctx).await,
         }
         drop(open);
     });
 }
 
-/// The protocol on an established (and, once TLS lands, secured) connection:
-/// HTTP/1.1 today; ALPN or the HTTP/2 preface will choose between h1 and h2 here.
+/// The TLS handshake, then HTTP on the secured stream. A connection that fails its
+/// handshake (garbage, plain HTTP, an unknown name, too slow) is closed and costs
+/// nothing else; it is logged at debug level, as scanners make many.
+async fn serve_https<S>(stream: S, mut info: ConnInfo, tls: &Acceptor, ctx: Arc<ServerCtx>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + Sync + 'static,
+    tokio_rustls::server::TlsStream<S>: Transport,
+{
+    match tls.accept(stream).await {
+        Ok(Some(established)) => {
+            info.scheme = Scheme::Https;
+            info.tls = Some(Arc::new(TlsInfo { version: established.version, cipher_suite: established.cipher_suite, client_cert_chain: established.client_chain }));
+            serve_http(established.stream, info, ctx).await;
+        }
+        Ok(None) => {}
+        Err(e) => crate::debug!("{}: {e}", info.peer.map_or_else(|| "unix socket".into(), |p| p.to_string())),
+    }
+}
+
+/// The protocol on an established (plain or secured) connection: HTTP/1.1 today;
+/// ALPN or the HTTP/2 preface will choose between h1 and h2 here.
 async fn serve_http<S: Transport>(stream: S, info: ConnInfo, ctx: Arc<ServerCtx>) {
     conn::serve(stream, ctx, info).await;
 }

@@ -12,10 +12,11 @@ use tokio::sync::mpsc;
 use super::access_log::Entry;
 use super::body::{Kind, ResponseBody};
 use super::ctx::{ConnInfo, ServerCtx};
+use super::to_https;
 use super::websocket;
 use crate::codec::websocket::handshake::{self, Upgrade};
 use crate::bridge::Event;
-use crate::bridge::exchange::{Body, Exchange, RequestHead, ResponseEvent};
+use crate::bridge::exchange::{Body, Exchange, RequestHead, ResponseEvent, Scheme};
 
 /// What the pipeline made of a request head.
 pub enum Dispatched {
@@ -61,7 +62,7 @@ impl WebSocketStart {
 /// Runs the pipeline stages on a parsed head: framing, proxy headers, static
 /// files, the WebSocket handshake, limits; what is left goes to the app.
 /// `body_empty`: the request has no body at all.
-pub fn dispatch(req: Request<()>, body_empty: bool, ctx: &Arc<ServerCtx>, conn: ConnInfo) -> Dispatched {
+pub fn dispatch(req: Request<()>, body_empty: bool, ctx: &Arc<ServerCtx>, conn: &ConnInfo) -> Dispatched {
     ctx.served.fetch_add(1, Ordering::Relaxed);
     let upgrade = match ctx.config.ws.enabled {
         true => handshake::detect(req.method(), req.headers(), ctx.config.ws.per_message_deflate),
@@ -85,12 +86,20 @@ pub fn dispatch(req: Request<()>, body_empty: bool, ctx: &Arc<ServerCtx>, conn: 
     if let Some(e) = entry.as_mut() {
         e.remote = client.or(conn.peer);
     }
+    let secure = conn.tls.is_some();
+    if let Some(tls) = ctx.config.tls.as_ref().filter(|_| !secure && conn.scheme == Scheme::Http) {
+        if let Some(answer) = from_plain_listener(tls, &parts.uri, &parts.headers) {
+            let mut response = answer_to_https(answer, &parts.method, log(entry));
+            add_extra_headers(ctx, response.headers_mut(), false);
+            return Dispatched::Answer(response);
+        }
+    }
     if let Some(reply) = ctx.static_files.as_ref().and_then(|files| files.serve(&parts.method, &parts.uri, &parts.headers)) {
         let (head, kind) = reply.into_parts();
         let status = head.status.as_u16();
         let declared = content_length(&head.headers);
         let mut response = Response::from_parts(head, ResponseBody::new(kind, status, None, log(entry)).declaring(declared));
-        add_extra_headers(ctx, response.headers_mut());
+        add_extra_headers(ctx, response.headers_mut(), secure);
         return Dispatched::Answer(response);
     }
     let websocket = match upgrade {
@@ -110,7 +119,7 @@ pub fn dispatch(req: Request<()>, body_empty: bool, ctx: &Arc<ServerCtx>, conn: 
         return Dispatched::Answer(plain(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable: the server is at its concurrency limit", true, log(entry)));
     };
 
-    let head = RequestHead { method: parts.method, uri: parts.uri, version: parts.version, headers: parts.headers, received_order, client, server: conn.local, scheme, websocket };
+    let head = RequestHead { method: parts.method, uri: parts.uri, version: parts.version, headers: parts.headers, received_order, client, server: conn.local, scheme, tls: conn.tls.clone(), websocket };
     let (ex, responses) = Exchange::new(head, ctx.bridge.clone());
     if body_empty {
         ex.push_body(Bytes::new(), true);
@@ -150,7 +159,7 @@ impl AppCall {
         for (name, value) in headers {
             map.append(name, value);
         }
-        add_extra_headers(&ctx, map);
+        add_extra_headers(&ctx, map, self.ex.head.tls.is_some());
         let kind = match body {
             Body::Full(bytes) => Kind::Full(Some(bytes)),
             Body::Streaming => Kind::Stream(self.responses.take().expect("present")),
@@ -185,11 +194,53 @@ fn content_length(headers: &http::HeaderMap) -> Option<u64> {
     headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse().ok())
 }
 
-/// `server:` and --header values, unless the response set them itself.
-fn add_extra_headers(ctx: &ServerCtx, map: &mut http::HeaderMap) {
+/// `server:` and --header values, unless the response set them itself; on a TLS
+/// connection, Strict-Transport-Security when configured (browsers ignore it over
+/// plain HTTP, RFC 6797 8.1).
+fn add_extra_headers(ctx: &ServerCtx, map: &mut http::HeaderMap, secure: bool) {
     for (name, value) in &ctx.extra_headers {
         if !map.contains_key(name) {
             map.insert(name.clone(), value.clone());
+        }
+    }
+    if let Some(hsts) = ctx.hsts.as_ref().filter(|_| secure) {
+        if !map.contains_key(header::STRICT_TRANSPORT_SECURITY) {
+            map.insert(header::STRICT_TRANSPORT_SECURITY, hsts.clone());
+        }
+    }
+}
+
+/// What a plain listener answers itself when HTTPS is on: ACME HTTP-01 challenges in
+/// domain mode, and (unless --no-redirect) a redirect to HTTPS for everything else.
+fn from_plain_listener(tls: &crate::config::tls::TlsConfig, uri: &http::Uri, headers: &http::HeaderMap) -> Option<to_https::Answer> {
+    if tls.acme {
+        if let Some(answer) = to_https::challenge(&tls.state_dir, uri) {
+            return Some(answer);
+        }
+    }
+    tls.redirect.then(|| to_https::redirect(uri, headers, tls.https_port))
+}
+
+fn answer_to_https(answer: to_https::Answer, method: &http::Method, log: Option<(Arc<ServerCtx>, Entry)>) -> Response<ResponseBody> {
+    match answer {
+        to_https::Answer::Challenge(key_authorization) => {
+            let length = key_authorization.len() as u64;
+            let body = if *method == http::Method::HEAD { Bytes::new() } else { Bytes::from(key_authorization) };
+            let mut response = Response::new(ResponseBody::new(Kind::Full(Some(body)), 200, None, log).declaring(Some(length)));
+            response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+            response
+        }
+        to_https::Answer::NoChallenge => plain(StatusCode::NOT_FOUND, "Not Found: no such ACME challenge is pending", false, log),
+        to_https::Answer::NoHost => plain(StatusCode::BAD_REQUEST, "Bad Request: this address redirects to HTTPS and needs a Host header to say where", true, log),
+        to_https::Answer::Redirect(url) => {
+            let mut response = plain(StatusCode::PERMANENT_REDIRECT, "Permanent Redirect: use HTTPS", false, log);
+            match HeaderValue::from_str(&url) {
+                Ok(v) => {
+                    response.headers_mut().insert(header::LOCATION, v);
+                    response
+                }
+                Err(_) => plain(StatusCode::BAD_REQUEST, "Bad Request", true, None),
+            }
         }
     }
 }

@@ -10,6 +10,7 @@ mod commands;
 mod policy;
 mod spawn;
 mod supervise;
+mod tls;
 mod watch;
 
 use std::collections::{HashMap, VecDeque};
@@ -35,12 +36,21 @@ struct Master {
     events: mpsc::UnboundedSender<PolicyEvent>,
     watcher: Option<JoinHandle<()>>,
     stopping: bool,
+    /// Certificates and ticket keys the workers' TLS listeners use.
+    tls: Option<tls::TlsState>,
 }
 
 /// Runs the master until it stops; returns the process exit status.
 pub fn run(config: Config, python: PathBuf) -> i32 {
     crate::log::set_level(config.log.level);
-    let listeners = match listeners::bind_all(&config.bind, config.backlog) {
+    let tls = match config.tls.as_ref().map(tls::TlsState::load).transpose() {
+        Ok(tls) => tls,
+        Err(e) => {
+            crate::error!("{e}");
+            return 2;
+        }
+    };
+    let listeners = match listeners::bind_all(&config.bind, &config.bind_tls, config.backlog) {
         Ok(l) => l,
         Err(e) => {
             crate::error!("{e}");
@@ -71,6 +81,7 @@ pub fn run(config: Config, python: PathBuf) -> i32 {
             events: tx,
             watcher: None,
             stopping: false,
+            tls,
         };
         let code = master.serve(rx).await;
         master.cleanup();
@@ -107,10 +118,20 @@ impl Master {
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         let mut tick_is_fast = false;
         loop {
+            let rotation = self.tls.as_ref().map(|t| t.until_rotation());
             let event = tokio::select! {
-                Some(command) = commands.recv() => PolicyEvent::Command(command),
+                Some(command) = commands.recv() => {
+                    if matches!(command, commands::Command::Reload { .. }) {
+                        self.reload_certificates();
+                    }
+                    PolicyEvent::Command(command)
+                }
                 Some(event) = events.recv() => event,
                 _ = tick.tick() => PolicyEvent::Tick,
+                _ = tokio::time::sleep(rotation.unwrap_or_default()), if rotation.is_some() => {
+                    self.rotate_ticket_key();
+                    continue;
+                }
             };
             if let PolicyEvent::Exited(id, _) = &event {
                 self.workers.remove(id);
@@ -192,7 +213,8 @@ impl Master {
 
     /// Starts worker `id` and its supervise task; returns its pid.
     fn spawn_worker(&mut self, id: WorkerId) -> Option<u32> {
-        let spawned = match spawn::spawn(&self.python, &self.config, &self.listener_fds()) {
+        let material = self.tls.as_ref().map(|t| &t.material);
+        let spawned = match spawn::spawn(&self.python, &self.config, material, &self.listener_fds()) {
             Ok(s) => s,
             Err(e) => {
                 crate::error!("cannot start a worker ({} -c ...): {e}", self.python.display());
@@ -204,6 +226,31 @@ impl Master {
         tokio::spawn(supervise::supervise(id, spawned, orders_rx, self.events.clone()));
         self.workers.insert(id, orders_tx);
         Some(pid)
+    }
+
+    /// SIGHUP re-reads the certificate files; running workers take the new ones at once
+    /// (the replacements the reload starts get them at spawn anyway).
+    fn reload_certificates(&mut self) {
+        if self.tls.as_mut().is_some_and(|t| t.reload_files()) {
+            crate::info!("Certificate files reloaded");
+            self.send_tls();
+        }
+    }
+
+    fn rotate_ticket_key(&mut self) {
+        let Some(tls) = self.tls.as_mut() else { return };
+        match tls.rotate_ticket_key() {
+            Ok(()) => self.send_tls(),
+            Err(e) => crate::error!("cannot rotate the session-ticket key: {e}"),
+        }
+    }
+
+    /// Hands the current TLS material to every live worker.
+    fn send_tls(&self) {
+        let Some(tls) = &self.tls else { return };
+        for worker in self.workers.values() {
+            let _ = worker.send(Order::Send(ToWorker::Tls(Box::new(tls.material.clone()))));
+        }
     }
 
     fn order(&self, id: WorkerId, order: Order) {

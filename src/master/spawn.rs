@@ -9,6 +9,7 @@ use tokio::process::{Child, Command};
 
 use crate::config::Config;
 use crate::ipc::{self, CHANNEL_FD, FIRST_LISTENER_FD, ToWorker};
+use crate::tls::acceptor::TlsMaterial;
 
 /// The code a worker interpreter runs: everything else happens in Rust.
 const BOOTSTRAP: &str = "import sys; from ferrogate._ferrogate import _worker_main; sys.exit(_worker_main())";
@@ -18,7 +19,7 @@ pub struct Spawned {
     pub control: UnixStream,
 }
 
-pub fn spawn(python: &Path, config: &Config, listeners: &[RawFd]) -> std::io::Result<Spawned> {
+pub fn spawn(python: &Path, config: &Config, tls: Option<&TlsMaterial>, listeners: &[RawFd]) -> std::io::Result<Spawned> {
     let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
     let mut sources: Vec<RawFd> = vec![theirs.as_raw_fd()];
     sources.extend_from_slice(listeners);
@@ -60,8 +61,12 @@ pub fn spawn(python: &Path, config: &Config, listeners: &[RawFd]) -> std::io::Re
     let child = cmd.spawn()?;
     drop(theirs);
 
-    // A few KiB: the socket buffer takes it whole, so this blocking write does not wait on the worker.
-    (&ours).write_all(&ipc::encode(&ToWorker::Config(Box::new(config.clone()))))?;
+    // A few KiB (tens with certificate chains): the socket buffer takes it whole, so this blocking write does not wait on the worker.
+    let mut first = ipc::encode(&ToWorker::Config(Box::new(config.clone())));
+    if let Some(material) = tls {
+        first.extend(ipc::encode(&ToWorker::Tls(Box::new(material.clone()))));
+    }
+    (&ours).write_all(&first)?;
     ours.set_nonblocking(true)?;
     let control = UnixStream::from_std(ours)?;
     Ok(Spawned { child, control })

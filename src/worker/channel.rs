@@ -26,12 +26,18 @@ pub async fn run(channel: std::os::unix::net::UnixStream, ctx: Arc<ServerCtx>, s
 
     let orders = {
         let stop = stop.clone();
+        let ctx = ctx.clone();
         async move {
             let mut lines = BufReader::new(read).lines();
             let reason = loop {
                 match lines.next_line().await {
                     Ok(Some(line)) => match ipc::decode::<ToWorker>(&line) {
                         Ok(ToWorker::Stop(reason)) => break reason,
+                        Ok(ToWorker::Tls(material)) => match ctx.tls.as_ref().map(|tls| tls.update(&material)) {
+                            Some(Err(e)) => crate::error!("keeping the current certificates: the new ones are unusable: {e}"),
+                            Some(Ok(())) => crate::debug!("TLS material updated ({} certificate(s))", material.certs.len()),
+                            None => {}
+                        },
                         Ok(ToWorker::Config(_)) => {}
                         Err(e) => crate::warn!("{e}"),
                     },

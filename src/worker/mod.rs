@@ -20,6 +20,7 @@ use crate::http::ctx::ServerCtx;
 use crate::http::server;
 use crate::ipc::{self, CHANNEL_FD, EXIT_BOOT_ERROR, FIRST_LISTENER_FD, ToWorker};
 use crate::bridge::{Bridge, Event};
+use crate::tls::acceptor::Acceptor;
 
 /// Entry point of a worker process; returns its exit status.
 pub fn run(py: Python<'_>) -> PyResult<i32> {
@@ -34,6 +35,17 @@ pub fn run(py: Python<'_>) -> PyResult<i32> {
         }
     };
     crate::log::set_level(config.log.level);
+    // The TLS material follows the configuration when a listener speaks TLS.
+    let tls = match &config.tls {
+        None => None,
+        Some(settings) => match read_message(&mut channel).and_then(|msg| match msg {
+            ToWorker::Tls(material) => Acceptor::new(settings, &material),
+            other => Err(format!("expected the TLS material after the configuration, got {other:?}")),
+        }) {
+            Ok(acceptor) => Some(Arc::new(acceptor)),
+            Err(message) => return Ok(boot_failed(&mut channel, message)),
+        },
+    };
     prepare_interpreter(py)?;
     let static_files = match StaticFiles::open(&config.statics) {
         Ok(files) => files,
@@ -82,7 +94,7 @@ pub fn run(py: Python<'_>) -> PyResult<i32> {
         let (config, bridge) = (config.clone(), bridge.clone());
         std::thread::Builder::new()
             .name("ferrogate-io".into())
-            .spawn(move || serve_io(config, bridge, static_files, inherited, channel))?
+            .spawn(move || serve_io(config, bridge, static_files, tls, inherited, channel))?
     };
     crate::info!("Worker ready: serving {} with {}", config.app.target, loop_name(&event_loop));
 
@@ -108,7 +120,7 @@ pub fn run(py: Python<'_>) -> PyResult<i32> {
 /// The I/O thread: HTTP on the inherited listeners plus the channel to the master.
 /// It ends once the server has drained, and stops the event loop on its way
 /// out. Returns when the drain began.
-fn serve_io(config: Arc<Config>, bridge: Arc<Bridge>, static_files: Option<StaticFiles>, listeners: Vec<listeners::Inherited>, channel: std::os::unix::net::UnixStream) -> Option<Instant> {
+fn serve_io(config: Arc<Config>, bridge: Arc<Bridge>, static_files: Option<StaticFiles>, tls: Option<Arc<Acceptor>>, listeners: Vec<listeners::Inherited>, channel: std::os::unix::net::UnixStream) -> Option<Instant> {
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -119,7 +131,7 @@ fn serve_io(config: Arc<Config>, bridge: Arc<Bridge>, static_files: Option<Stati
     };
     let drain_began = runtime.block_on(async {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(None);
-        let ctx = Arc::new(ServerCtx::new(config, bridge.clone(), static_files, stop_rx));
+        let ctx = Arc::new(ServerCtx::new(config, bridge.clone(), static_files, tls, stop_rx));
         let outbox = bridge.clone();
         tokio::spawn(async move { outbox.deliver_outbox().await });
         tokio::spawn(channel::run(channel, ctx.clone(), stop_tx));
@@ -139,8 +151,17 @@ fn boot_failed(channel: &mut std::os::unix::net::UnixStream, message: String) ->
     EXIT_BOOT_ERROR
 }
 
-/// Reads the first line from the master byte by byte, so that nothing after it is consumed here.
+/// Reads the first line from the master: the configuration.
 fn read_config(channel: &mut std::os::unix::net::UnixStream) -> Result<Config, String> {
+    match read_message(channel)? {
+        ToWorker::Config(config) => Ok(*config),
+        other => Err(format!("expected the configuration first, got {other:?}")),
+    }
+}
+
+/// Reads one line from the master byte by byte, so that nothing after it is consumed
+/// here (the channel task reads the rest).
+fn read_message(channel: &mut std::os::unix::net::UnixStream) -> Result<ToWorker, String> {
     let mut line = Vec::new();
     let mut byte = [0u8; 1];
     loop {
@@ -152,10 +173,7 @@ fn read_config(channel: &mut std::os::unix::net::UnixStream) -> Result<Config, S
             Err(e) => return Err(format!("cannot read the configuration: {e} (was this process started by ferrogate?)")),
         }
     }
-    match ipc::decode::<ToWorker>(&String::from_utf8_lossy(&line))? {
-        ToWorker::Config(config) => Ok(*config),
-        other => Err(format!("expected the configuration first, got {other:?}")),
-    }
+    ipc::decode::<ToWorker>(&String::from_utf8_lossy(&line))
 }
 
 /// Ctrl-C reaches the whole process group; only the master acts on it. SIGUSR2

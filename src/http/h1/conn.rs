@@ -29,6 +29,7 @@ pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static {}
 
 impl Transport for tokio::net::TcpStream {}
 impl Transport for tokio::net::UnixStream {}
+impl<S: Transport> Transport for tokio_rustls::server::TlsStream<S> {}
 #[cfg(test)]
 impl Transport for tokio::io::DuplexStream {}
 
@@ -167,7 +168,7 @@ impl<IO: Transport> Conn<IO> {
         let mut keep_alive = head.keep_alive && !self.stopping();
         let io_timeout = Duration::from_secs(self.ctx.config.http.io_timeout);
         let mut pump = Pump::new(head.framing, head.expect_continue, io_timeout);
-        let call = service::dispatch(head.request, head.framing == Framing::Length(0), &self.ctx, self.info);
+        let call = service::dispatch(head.request, head.framing == Framing::Length(0), &self.ctx, &self.info);
         let mut call = match call {
             Dispatched::Answer(response) => {
                 keep_alive &= !self.stopping();

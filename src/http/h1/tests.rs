@@ -37,10 +37,10 @@ fn start(tweak: impl FnOnce(&mut Config)) -> Conn {
     let (client, server) = tokio::io::duplex(256 * 1024);
     let bridge = Bridge::new().expect("eventfd");
     let (stop, stop_rx) = watch::channel(None);
-    let ctx = Arc::new(ServerCtx::new(Arc::new(config(tweak)), bridge.clone(), None, stop_rx));
+    let ctx = Arc::new(ServerCtx::new(Arc::new(config(tweak)), bridge.clone(), None, None, stop_rx));
     let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
     tokio::spawn(fake_app(bridge, seen.clone()));
-    let info = ConnInfo { peer: Some("127.0.0.1:40000".parse().unwrap()), local: None, scheme: crate::bridge::exchange::Scheme::Http };
+    let info = ConnInfo { peer: Some("127.0.0.1:40000".parse().unwrap()), local: None, scheme: crate::bridge::exchange::Scheme::Http, tls: None };
     let done = tokio::spawn(conn::serve(server, ctx, info));
     Conn { client, stop, seen, done }
 }
