@@ -13,6 +13,7 @@ pub mod ipc;
 #[macro_use]
 pub mod log;
 pub mod master;
+pub mod tls;
 pub mod worker;
 
 use pyo3::prelude::*;
