@@ -9,7 +9,7 @@ Used two ways:
       python tests/pebble.py cargo test --test acme_pebble
 
   The child gets FERROGATE_PEBBLE_DIRECTORY, _CA_ROOT, _HTTP_PORT, _TLS_PORT and
-  _MGMT (the management URL).
+  _MGMT (the management URL) and _LOG (pebble's log, to count orders).
 
 Pebble validates challenges by connecting to 127.0.0.1 (pebble-challtestsrv answers
 every DNS name with it) on `http_port` (HTTP-01) and `tls_port` (TLS-ALPN-01): the
@@ -172,6 +172,7 @@ class Pebble:
             "FERROGATE_PEBBLE_HTTP_PORT": str(self.http_port),
             "FERROGATE_PEBBLE_TLS_PORT": str(self.tls_port),
             "FERROGATE_PEBBLE_MGMT": self.management,
+            "FERROGATE_PEBBLE_LOG": str(self.log_path),
         }
 
 
