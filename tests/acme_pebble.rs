@@ -142,8 +142,13 @@ async fn issue_renewal_info_and_revoke_against_pebble() {
         eprintln!("skipped: no FERROGATE_PEBBLE_DIRECTORY (run: python3 tests/pebble.py cargo test --test acme_pebble)");
         return;
     };
-    let state = std::env::temp_dir().join(format!("ferrogate-acme-pebble-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&state);
+    // FERROGATE_PEBBLE_STATE keeps the state (and so the account) between runs, to
+    // check that a restarted pebble, which forgot the account, gets a new one.
+    let kept = std::env::var_os("FERROGATE_PEBBLE_STATE").map(PathBuf::from);
+    let state = kept.clone().unwrap_or_else(|| std::env::temp_dir().join(format!("ferrogate-acme-pebble-{}", std::process::id())));
+    if kept.is_none() {
+        let _ = std::fs::remove_dir_all(&state);
+    }
     let orders_before = p.orders();
     let mut http: JoinHandle<()> = tokio::spawn(serve_http01(listen(p.http_port).await, state.clone()));
     let tls: JoinHandle<()> = tokio::spawn(serve_tls_alpn01(listen(p.tls_port).await, state.clone()));
@@ -205,5 +210,7 @@ async fn issue_renewal_info_and_revoke_against_pebble() {
         eprintln!("pebble orders placed by this test: {}", b - a);
     }
     tls.abort();
-    let _ = std::fs::remove_dir_all(&state);
+    if kept.is_none() {
+        let _ = std::fs::remove_dir_all(&state);
+    }
 }
