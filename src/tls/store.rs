@@ -6,7 +6,7 @@ mod atomic;
 mod lock;
 mod paths;
 
-pub use atomic::{SECRET_MODE, ensure_dir, remove_if_exists, write_atomic};
+pub use atomic::{PUBLIC_MODE, SECRET_MODE, ensure_dir, remove_if_exists, write_atomic};
 pub use lock::{StateLock, default_state_dir};
 pub use paths::*;
 
@@ -70,9 +70,9 @@ pub fn save(state: &Path, issued: &Issued) -> io::Result<()> {
         ari_cert_id: issued.ari_cert_id.clone(),
     };
     let json = serde_json::to_vec_pretty(&meta).map_err(io::Error::other)?;
-    write_atomic(&dir.join("cert.pem"), issued.chain_pem.as_bytes(), atomic::PUBLIC_MODE)?;
+    write_atomic(&dir.join("cert.pem"), issued.chain_pem.as_bytes(), PUBLIC_MODE)?;
     write_atomic(&dir.join("key.pem"), issued.key_pem.as_bytes(), SECRET_MODE)?;
-    write_atomic(&dir.join("meta.json"), &json, atomic::PUBLIC_MODE)
+    write_atomic(&dir.join("meta.json"), &json, PUBLIC_MODE)
 }
 
 /// The stored certificate for `names` (found by the first name), `Ok(None)` if there
@@ -196,7 +196,7 @@ pub(crate) mod tests {
     #[test]
     fn leftover_challenge_files_are_removed() {
         let state = tempdir("challenges");
-        write_atomic(&http01_path(&state, "tok").unwrap(), b"tok.thumb", atomic::PUBLIC_MODE).unwrap();
+        write_atomic(&http01_path(&state, "tok").unwrap(), b"tok.thumb", PUBLIC_MODE).unwrap();
         write_atomic(&tls_alpn01_path(&state, "a.example.test").unwrap(), b"pem", SECRET_MODE).unwrap();
         assert_eq!(remove_challenge_files(&state).unwrap(), 2);
         assert_eq!(remove_challenge_files(&state).unwrap(), 0);

@@ -142,13 +142,9 @@ impl AcmeError {
         }
     }
 
-    fn is_challenge_failure(&self) -> bool {
-        matches!(self, AcmeError::ChallengeFailed { .. } | AcmeError::ChallengeNotOffered { .. })
-    }
-
     /// Whether Auto mode should try the other challenge type (with a new order).
     pub fn worth_another_challenge(&self) -> bool {
-        self.is_challenge_failure()
+        matches!(self, AcmeError::ChallengeFailed { .. } | AcmeError::ChallengeNotOffered { .. })
     }
 }
 

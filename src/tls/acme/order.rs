@@ -60,7 +60,7 @@ pub(super) async fn attempt(account: &Account, settings: &AcmeSettings, names: &
             ChallengeKind::Http01 => (
                 store::http01_path(state, &challenge.token).map_err(protocol("the CA's challenge"))?,
                 key_auth.as_str().to_string(),
-                0o644,
+                store::PUBLIC_MODE,
             ),
             ChallengeKind::TlsAlpn01 => (
                 store::tls_alpn01_path(state, &domain).map_err(AcmeError::Invalid)?,
