@@ -472,3 +472,6 @@ from compat_support import fresh_pair_factory, pair_factory  # noqa: E402,F401
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow(reason): takes several seconds on 2 cores")
     config.addinivalue_line("markers", "websocket: WebSocket support (being implemented)")
+
+# A real ACME CA (Debian's pebble), session-scoped: tests/pebble.py.
+from pebble import pebble  # noqa: E402,F401

@@ -1,6 +1,8 @@
-//! HTTPS: certificates read from files or ordered by ACME (in the master), and the TLS
-//! handshake of accepted connections (in workers).
+//! HTTPS: certificates read from files or ordered by ACME (in the master), kept in the
+//! state directory, and the TLS handshake of accepted connections (in workers).
 
 pub mod acceptor;
+pub mod acme;
 pub mod certs;
+pub mod store;
 pub mod tickets;
