@@ -59,7 +59,7 @@ def _grouped(ax, rows, workloads, servers, field, ylabel, fmt, log=False, slots=
 
 
 def plot(rows, workloads, servers, path, subtitle=""):
-    rate = [w for w in workloads if w.kind in ("http", "ws")]
+    rate = [w for w in workloads if w.kind in ("http", "ws", "handshake")]
     idle = [w for w in workloads if w.kind == "idle"]
     panels = (2 if rate else 0) + (1 if idle else 0)
     if panels == 0:
@@ -70,9 +70,9 @@ def plot(rows, workloads, servers, path, subtitle=""):
     axes = list(axes[:, 0])
     if rate:
         _grouped(axes.pop(0), rows, rate, servers, "rps",
-                 "requests/s (ws: messages/s)", lambda v: f"{v:,.0f}")
+                 "requests/s (ws: messages/s;\ntls-*: handshakes/s)", lambda v: f"{v:,.0f}")
         _grouped(axes.pop(0), rows, rate, servers, "cpu_us_per_req",
-                 "server CPU µs per request\n(ws: per message; log scale)", lambda v: f"{v:.0f}",
+                 "server CPU µs per request\n(ws: per message; tls-*: per\nhandshake; log scale)", lambda v: f"{v:.0f}",
                  log=True)
     if idle:
         _grouped(axes.pop(0), rows, idle, servers, "kib_per_conn",

@@ -33,6 +33,8 @@ class Settings:
     idle_connections: int = 5000
     ws_connections: int = 16
     ws_message_size: int = 32
+    tls_clients: int = 4       # parallel openssl s_time processes (handshake workloads)
+    ca: str | None = None      # the run's throwaway CA (HTTPS workloads verify against it)
     python: str = sys.executable  # runs the Python load clients
 
 
@@ -78,12 +80,15 @@ class Window:
 def measure(server, workload, plan, settings):
     """Run one measurement; never raises for a server's own failure."""
     base = {"server": server.name, "workload": workload.key}
+    why = server.unsupported(plan)
+    if why:
+        return dict(base, status="n/a", error=why)
     try:
         running = server.start(plan)
     except ServerStartError as exc:
         return dict(base, status="failed", error=f"server did not start: {exc}")
     try:
-        kind = {"http": _http, "idle": _idle, "ws": _ws}[workload.kind]
+        kind = {"http": _http, "idle": _idle, "ws": _ws, "handshake": _handshake}[workload.kind]
         result = kind(running, workload, settings)
         why = running.dead()
         if why:
@@ -95,22 +100,24 @@ def measure(server, workload, plan, settings):
         running.stop()
 
 
-def _check_probe(running, request):
-    status, headers, body = loadgen.probe(running.port, request)
+def _check_probe(running, request, ca=None):
+    status, headers, body = loadgen.probe(running.port, request, ca=ca)
     if status != 200:
         raise MeasureError(f"{request.method} {request.path} answered {status}: {body[:200]!r}")
     return headers
 
 
 def _http(running, workload, settings):
-    headers = _check_probe(running, workload.request)
+    ca = settings.ca if workload.tls else None
+    scheme = "https" if workload.tls else "http"
+    headers = _check_probe(running, workload.request, ca)
     if settings.warmup > 0:
         loadgen.run_wrk(running.port, workload.request, settings.warmup,
-                        settings.connections, settings.threads)
+                        settings.connections, settings.threads, scheme)
     pids = running.root_pids
     with Window(pids) as window, proctree.RssSampler(pids) as rss:
         r = loadgen.run_wrk(running.port, workload.request, settings.duration,
-                            settings.connections, settings.threads)
+                            settings.connections, settings.threads, scheme)
     cpu = window.server_cpu
     served = r["requests"]
     return {
@@ -130,6 +137,44 @@ def _http(running, workload, settings):
         # server answered /static/ itself.
         "sent_via": headers.get("x-bench-sent"),
         "wrk_output": r["wrk_output"],
+    }
+
+
+def _handshake(running, workload, settings):
+    """New TLS connections, one request each: handshakes/s and CPU per handshake."""
+    _check_probe(running, workload.request, settings.ca)
+    path = workload.request.path
+    if settings.warmup > 0:
+        loadgen.run_handshakes(running.port, path, settings.warmup, settings.tls_clients,
+                               workload.resume)
+    pids = running.root_pids
+    with Window(pids) as window, proctree.RssSampler(pids) as rss:
+        r = loadgen.run_handshakes(running.port, path, settings.duration, settings.tls_clients,
+                                   workload.resume)
+    cpu = window.server_cpu
+    n = r["handshakes"]
+    resumed_pct = r["resumed"] * 100 / n
+    if not workload.resume and r["resumed"]:
+        # s_time -new offers no session: this would be a client bug.
+        raise MeasureError(f"{r['resumed']} of {n} connections resumed a session in a "
+                           "full-handshake run")
+    return {
+        "status": "ok",
+        "rps": r["rate"],
+        "cpu_us_per_req": cpu * 1e6 / n,
+        "handshakes_per_cpu_s": n / cpu if cpu else None,
+        "cpu_seconds": cpu,
+        "requests": n,
+        "resumed": r["resumed"],
+        # For the resumed workloads, the share of connections that really
+        # resumed: well under 100 % means the server lost the session (e.g.
+        # per-process ticket keys and another worker took the connection).
+        "resumed_pct": resumed_pct,
+        "peak_rss_mib": rss.peak / MIB,
+        "errors": r["failed_clients"],
+        "first_error": r["first_error"],
+        "clients": settings.tls_clients,
+        "other_cpu_pct": window.other_cpu_pct,
     }
 
 

@@ -19,6 +19,14 @@ directory and on a benchmark, and stated in the results:
   headers, without which nginx cannot proxy WebSockets at all;
 - for the idle-connections workload only, keepalive_timeout 300 instead of 5,
   so the connections stay open while memory is measured.
+
+For the HTTPS workloads nginx terminates TLS in front of the same stack
+(`listen ... ssl`, HTTP/1.1 only, no http2): the certificate and key of the
+run, TLS 1.2 and 1.3, Debian's `ssl_prefer_server_ciphers on`, a shared
+session cache and session tickets on (nginx makes one ticket key at start-up
+and its workers share it and the cache, so sessions resume on any worker).
+There nginx runs as many worker processes as gunicorn has workers (1, or one
+per core for the -allcores variants), since the handshakes are nginx's work.
 """
 
 import os
@@ -55,9 +63,9 @@ http {{
     }}
 
     server {{
-        listen 127.0.0.1:{port};
+        listen 127.0.0.1:{port}{listen_ssl};
         server_name localhost;
-
+{tls_lines}
         keepalive_timeout {keepalive};
         client_max_body_size 4G;
 
@@ -80,6 +88,16 @@ http {{
 }}
 """
 
+TLS_LINES = """\
+        ssl_certificate {cert};
+        ssl_certificate_key {key};
+        ssl_protocols TLSv1.2 TLSv1.3;
+        ssl_prefer_server_ciphers on;
+        ssl_session_cache shared:SSL:10m;
+        ssl_session_timeout 1d;
+        ssl_session_tickets on;
+"""
+
 WEBSOCKET_LINES = """\
             proxy_http_version 1.1;
             proxy_set_header Upgrade $http_upgrade;
@@ -88,7 +106,8 @@ WEBSOCKET_LINES = """\
 
 
 def render(tmp, port, socket_path, root, websocket=False, long_keepalive=False,
-           workers=1, connections=16384, nofile=20000):
+           workers=1, connections=16384, nofile=20000, tls=None):
+    """tls: None, or (certificate, key) to listen with TLS."""
     # Run as root when we are root so the worker can reach the socket and
     # files in our private temp directory; nginx warns if `user` is given
     # without root, so omit it otherwise.
@@ -106,4 +125,6 @@ def render(tmp, port, socket_path, root, websocket=False, long_keepalive=False,
         keepalive=300 if long_keepalive else 5,
         root=root,
         websocket_lines=WEBSOCKET_LINES if websocket else "",
+        listen_ssl=" ssl" if tls else "",
+        tls_lines=TLS_LINES.format(cert=tls[0], key=tls[1]) if tls else "",
     )

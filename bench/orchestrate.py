@@ -24,6 +24,7 @@ import proctree
 import report
 import servers
 import setup_env
+import tls_certs
 import workloads
 
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -119,6 +120,10 @@ def _one_line(sample):
     if "kib_per_conn" in sample:
         return (f"{sample['connections']} conns held, {sample['kib_per_conn']:.1f} KiB/conn, "
                 f"{sample['closed_by_server']} closed by server")
+    if "resumed_pct" in sample:
+        return (f"{sample['rps']:,.0f} handshakes/s  CPU {sample['cpu_us_per_req']:.1f} µs/handshake  "
+                f"resumed {sample['resumed_pct']:.0f}%  RSS {sample['peak_rss_mib']:.0f} MiB  "
+                f"errors {sample['errors']}")
     return (f"{sample['rps']:,.0f}/s  CPU {sample['cpu_us_per_req']:.1f} µs  "
             f"p50 {sample['p50_ms']:.2f} ms  p99 {sample['p99_ms']:.2f} ms  "
             f"RSS {sample['peak_rss_mib']:.0f} MiB  errors {sample['errors']}")
@@ -132,13 +137,17 @@ def run(args):
     if any(w.kind == "http" for w in chosen) and not loadgen.wrk_path():
         say("wrk is not installed (apt-get install wrk): cannot run the HTTP workloads")
         return 2
+    if any(w.tls for w in chosen) and not tls_certs.openssl_path():
+        say("openssl is not installed (apt-get install openssl): cannot run the HTTPS workloads")
+        return 2
     if fd_limit < args.idle_connections + 200 and any(w.kind == "idle" for w in chosen):
         args.idle_connections = max(100, fd_limit - 200)
         say(f"fd limit {fd_limit}: idle workload reduced to {args.idle_connections} connections")
 
     settings = measure.Settings(duration=args.duration, warmup=args.warmup,
                                 connections=args.connections,
-                                idle_connections=args.idle_connections, python=sys.executable)
+                                idle_connections=args.idle_connections, python=sys.executable,
+                                tls_clients=args.tls_clients)
     candidates = servers.make(args.servers, setup_env.VENV_BIN)
     unavailable = {}
     build = setup_env.read_build_status()
@@ -155,6 +164,11 @@ def run(args):
     samples, commands = [], {}
     try:
         static_dir = workloads.make_static_dir(scratch)
+        certs = None
+        if any(w.tls for w in chosen):
+            # One throwaway ECDSA P-256 CA and localhost certificate per run.
+            certs = tls_certs.make(os.path.join(scratch, "certs"))
+            settings.ca = certs.ca
         say("App floors (no server):")
         floors = compute_floors(chosen, static_dir, sys.executable,
                                 reps=1 if args.quick else 3, seconds=0.3 if args.quick else 0.7)
@@ -165,7 +179,7 @@ def run(args):
         # next door delays the run by minutes, not by a minute per sample.
         quiet_budget = args.quiet_wait * QUIET_BUDGET_FACTOR
         for w in chosen:
-            plan = w.plan(static_dir, ncpu, settings.idle_connections)
+            plan = w.plan(static_dir, ncpu, settings.idle_connections, certs)
             say(f"\n== {w.key}: {w.title} — {plan.workers} worker(s)")
             failed_here = set()
             for rnd in range(1, args.rounds + 1):
@@ -190,7 +204,8 @@ def run(args):
                 failed_workloads[s.name] = failed_workloads.get(s.name, 0) + 1 if s.name in failed_here else 0
                 # Report the static dir by a stable name, not this run's temp path.
                 commands.setdefault(s.name, {})[w.key] = [
-                    c.replace(static_dir, "TMP/www/static") for c in s.describe(plan)]
+                    c.replace(static_dir, "TMP/www/static").replace(scratch + "/certs", "TMP/certs")
+                    for c in s.describe(plan)]
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
@@ -205,10 +220,16 @@ def run(args):
                      "idle_connections": settings.idle_connections,
                      "ws_connections": settings.ws_connections,
                      "ws_message_size": settings.ws_message_size, "workers_all_cores": ncpu,
+                     "tls_clients": settings.tls_clients,
                      "quiet_wait": args.quiet_wait, "quiet_threshold_pct": QUIET_THRESHOLD_PCT},
         "machine": machine.describe(setup_env.REPO_DIR),
         # The classic stack's nginx.conf as the raw workload renders it.
         "nginx_conf_example": nginx_conf.render("TMP", "PORT", "TMP/gunicorn.sock", "TMP/www"),
+        # ... and as the HTTPS workloads render it (1 worker).
+        "nginx_tls_conf_example": (nginx_conf.render("TMP", "PORT", "TMP/gunicorn.sock", "TMP/www",
+                                                     tls=("TMP/certs/server.pem",
+                                                          "TMP/certs/server.key"))
+                                   if any(w.tls for w in chosen) else None),
         "ferrogate_build": build,
         "unavailable": unavailable,
         "commands": commands,

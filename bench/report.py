@@ -7,10 +7,11 @@ from collections import Counter
 
 NUMERIC = ["rps", "p50_ms", "p99_ms", "cpu_us_per_req", "peak_rss_mib", "errors",
            "connections", "closed_by_server", "rss_before_mib", "rss_after_mib",
-           "kib_per_conn", "connect_seconds", "other_cpu_pct"]
+           "kib_per_conn", "connect_seconds", "other_cpu_pct",
+           "handshakes_per_cpu_s", "resumed_pct"]
 # Shown with their spread over the rounds (min-max beside the median): a median
 # alone hides a row that wins in one round and loses in the next.
-SPREAD = ["rps", "cpu_us_per_req", "kib_per_conn"]
+SPREAD = ["rps", "cpu_us_per_req", "kib_per_conn", "handshakes_per_cpu_s", "resumed_pct"]
 
 
 def floor_key(workload, sent_via):
@@ -119,6 +120,61 @@ def _idle_table(rows):
     return "\n".join(lines)
 
 
+def _handshake_table(rows):
+    head = ("| server | handshakes/s (min–max) | CPU µs/handshake (min–max) "
+            "| handshakes per CPU-second (min–max) | resumed % (min–max) | app floor µs "
+            "| overhead µs/handshake | peak RSS MiB | errors | noise % | rounds ok |\n"
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    lines = [head]
+    for r in rows:
+        if r["status"] != "ok":
+            lines.append(_status_cell(r, 11))
+            continue
+        lines.append(
+            f"| {r['server']} | {_spread(r, 'rps')} | {_spread(r, 'cpu_us_per_req', 1)} "
+            f"| {_spread(r, 'handshakes_per_cpu_s')} | {_spread(r, 'resumed_pct', 1)} "
+            f"| {_floor_cell(r)} | {_fmt(r.get('overhead_us'), 1)} "
+            f"| {_fmt(r.get('peak_rss_mib'), 1)} | {_fmt(r.get('errors'))} "
+            f"| {_fmt(r.get('other_cpu_pct'))} | {r['rounds_ok']}/{r['rounds']} |")
+    return "\n".join(lines)
+
+
+def _https_summary(rows):
+    """Per server: what TLS adds per request, and full handshakes per CPU-second vs nginx."""
+    def get(workload, server, field):
+        r = next((r for r in rows if r["workload"] == workload and r["server"] == server), None)
+        return r.get(field) if r and r["status"] == "ok" else None
+
+    servers = list(dict.fromkeys(r["server"] for r in rows if r["workload"] in
+                                 ("https-raw", "https-fastapi", "tls-full", "tls-resumed",
+                                  "tls-resumed-allcores")))
+    if not servers:
+        return ""
+    nginx = get("tls-full", "nginx+gunicorn", "handshakes_per_cpu_s")
+    lines = ["## HTTPS summary", "",
+             "Medians from the tables above. TLS cost per request = CPU µs/req of `https-raw` "
+             "− that of `raw` (keep-alive connections: record encryption only). The project's "
+             "target: full handshakes per CPU-second ≥ nginx's (nginx+gunicorn = nginx terminating "
+             "TLS, plus the proxied request to gunicorn in its CPU).", "",
+             "| server | raw CPU µs/req | https-raw CPU µs/req | TLS cost µs/req "
+             "| full handshakes per CPU-s | vs nginx+gunicorn | resumed handshakes per CPU-s "
+             "| sessions resumed, 1 worker / all cores |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for name in servers:
+        raw, https = get("raw", name, "cpu_us_per_req"), get("https-raw", name, "cpu_us_per_req")
+        full = get("tls-full", name, "handshakes_per_cpu_s")
+        ratio = f"{full / nginx:.2f}×" if full and nginx else "–"
+        res1, resn = get("tls-resumed", name, "resumed_pct"), get("tls-resumed-allcores", name,
+                                                                   "resumed_pct")
+        lines.append(
+            f"| {name} | {_fmt(raw, 1)} | {_fmt(https, 1)} "
+            f"| {_fmt(https - raw, 1) if raw is not None and https is not None else '–'} "
+            f"| {_fmt(full)} | {ratio} | {_fmt(get('tls-resumed', name, 'handshakes_per_cpu_s'))} "
+            f"| {_fmt(res1, 0) + ' %' if res1 is not None else '–'} / "
+            f"{_fmt(resn, 0) + ' %' if resn is not None else '–'} |")
+    return "\n".join(lines)
+
+
 def _ws_table(rows):
     return _http_table(rows).replace("req/s", "messages/s").replace("µs/req", "µs/message", 2)
 
@@ -185,6 +241,21 @@ def _method_section(meta):
         "CPU per message is the figure to compare.",
         "- Both wrk (or the Python client) and the server run on the same machine: with 1 "
         "worker each gets about one core; the all-cores variants share the cores with wrk.",
+        "- HTTPS: one throwaway ECDSA P-256 CA and `localhost`/127.0.0.1 certificate per run "
+        "(openssl, bench/tls_certs.py); the server sends the leaf certificate; TLS 1.2 and 1.3 "
+        "enabled everywhere and every client negotiates TLS 1.3 (X25519). `https-*`: wrk over "
+        "https with keep-alive, as above. `tls-full` / `tls-resumed`: "
+        f"{s.get('tls_clients', 4)} parallel `openssl s_time -new` / `-reuse -www /` clients, "
+        "each making one connection at a time with one `GET / HTTP/1.0` request; `-new` offers "
+        "no session (a full handshake each time), `-reuse` offers the session of its previous "
+        "connection (TLS 1.3 resumption with a PSK and a fresh X25519 exchange). s_time marks "
+        "each connection resumed or not, which gives the resumed % column: a resumed "
+        "workload well under 100 % means the server did not resume (e.g. each worker process "
+        "has its own ticket keys or session cache and another worker took the connection). "
+        "Handshakes/s = connections ÷ wall time of the clients; CPU µs/handshake = the "
+        "server tree's CPU ÷ connections. The OpenSSL 3.0 client costs more CPU per handshake "
+        "than an efficient server, so on 2 cores the clients, not the server, often set "
+        "handshakes/s: compare CPU µs/handshake (handshakes per CPU-second).",
     ])
 
 
@@ -201,6 +272,10 @@ def _commands_section(meta):
     if meta.get("nginx_conf_example"):
         lines += ["<details><summary>nginx.conf of the classic stack (raw workload)</summary>", "",
                   "```nginx", meta["nginx_conf_example"].rstrip(), "```", "", "</details>", ""]
+    if meta.get("nginx_tls_conf_example"):
+        lines += ["<details><summary>nginx.conf of the classic stack terminating TLS "
+                  "(https-raw, tls-* workloads; N worker processes for -allcores)</summary>", "",
+                  "```nginx", meta["nginx_tls_conf_example"].rstrip(), "```", "", "</details>", ""]
     return "\n".join(lines)
 
 
@@ -229,9 +304,13 @@ def render_markdown(rows, workloads, meta, floors, chart_name):
             continue
         parts.append(f"## {w.title}  (`{w.key}`)")
         parts.append("")
-        table = {"idle": _idle_table, "ws": _ws_table}.get(w.kind, _http_table)
+        table = {"idle": _idle_table, "ws": _ws_table,
+                 "handshake": _handshake_table}.get(w.kind, _http_table)
         parts.append(table(mine))
         parts.append("")
+    summary = _https_summary(rows)
+    if summary:
+        parts += [summary, ""]
     if floors:
         parts += ["## App floor (no server)", "", "| floor | CPU µs per call |", "|---|---:|"]
         parts += [f"| {k} | {v:.2f} |" for k, v in sorted(floors.items()) if v is not None]

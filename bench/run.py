@@ -41,6 +41,8 @@ def parse_args(argv=None):
     p.add_argument("--connections", type=int, default=64, help="wrk -c (default 64)")
     p.add_argument("--idle-connections", type=int, default=None,
                    help="connections held by the idle workload (default 5000; --quick 500)")
+    p.add_argument("--tls-clients", type=int, default=4,
+                   help="parallel `openssl s_time` clients of the handshake workloads (default 4)")
     p.add_argument("--out", default=None,
                    help="output directory (default docs/benchmarks, or bench/out/quick with --quick)")
     p.add_argument("--quiet-wait", type=float, default=None,

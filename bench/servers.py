@@ -40,6 +40,7 @@ class Plan:
     websocket: bool = False
     long_keepalive: bool = False   # idle-connection workload: don't time idle clients out
     hold_connections: int = 0      # idle-connection workload: how many it will hold open
+    tls: tuple | None = None       # (certificate PEM, PKCS#8 key PEM): listen with TLS
 
 
 @dataclass
@@ -169,6 +170,10 @@ class Server:
         """None if the server can run here, else the reason it cannot."""
         return None
 
+    def unsupported(self, plan):
+        """None if the server can run this plan, else why not (reported as n/a)."""
+        return None
+
     def start(self, plan):
         raise NotImplementedError
 
@@ -226,6 +231,23 @@ class Ferrogate(SingleCommandServer):
             return "the `ferrogate` command is not installed in bench/.venv (build failed or no package yet)"
         return None
 
+    _help = None
+
+    def help_text(self):
+        if Ferrogate._help is None:
+            try:
+                proc = subprocess.run([self.exe("ferrogate"), "--help"], capture_output=True,
+                                      text=True, timeout=30)
+                Ferrogate._help = proc.stdout + proc.stderr
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                Ferrogate._help = f"(ferrogate --help failed: {exc})"
+        return Ferrogate._help
+
+    def unsupported(self, plan):
+        if plan.tls and "--ssl-certfile" not in self.help_text():
+            return "this ferrogate build has no --ssl-certfile (TLS not in it yet)"
+        return None
+
     def command(self, plan, port):
         cmd = [self.exe("ferrogate"), plan.app, "--host", "127.0.0.1", "--port", str(port),
                "--workers", str(plan.workers), "--no-access-log"]
@@ -233,6 +255,9 @@ class Ferrogate(SingleCommandServer):
             cmd += ["--timeout-keep-alive", "300"]
         if plan.static_dir:
             cmd += ["--static", f"/static={plan.static_dir}"]
+        if plan.tls:
+            # uvicorn's flags; TLS 1.2 and 1.3 (rustls).
+            cmd += ["--ssl-certfile", plan.tls[0], "--ssl-keyfile", plan.tls[1]]
         return cmd
 
 
@@ -254,6 +279,11 @@ class Granian(SingleCommandServer):
             # once (default backlog/workers = 1024) and leaves the rest
             # unserved, so holding thousands of idle ones needs it raised.
             cmd += ["--backpressure", str(plan.hold_connections + 100)]
+        if plan.tls:
+            # Granian's default minimum is TLS 1.3; the others accept 1.2 too.
+            # (The clients offer 1.3, so every server negotiates 1.3 here.)
+            cmd += ["--ssl-certificate", plan.tls[0], "--ssl-keyfile", plan.tls[1],
+                    "--ssl-protocol-min", "tls1.2"]
         return cmd + [plan.app]
 
 
@@ -269,6 +299,8 @@ class Uvicorn(SingleCommandServer):
             cmd += ["--workers", str(plan.workers)]
         if plan.long_keepalive:
             cmd += ["--timeout-keep-alive", "300"]
+        if plan.tls:
+            cmd += ["--ssl-certfile", plan.tls[0], "--ssl-keyfile", plan.tls[1]]
         return cmd
 
 
@@ -304,7 +336,11 @@ class ClassicStack(Server):
         conf = os.path.join(tmp, "nginx.conf")
         with open(conf, "w") as f:
             f.write(nginx_conf.render(tmp, port, sock, root, websocket=plan.websocket,
-                                      long_keepalive=plan.long_keepalive))
+                                      long_keepalive=plan.long_keepalive, tls=plan.tls,
+                                      # nginx keeps 1 worker process in front of N gunicorn
+                                      # workers, except where it terminates TLS: the
+                                      # handshakes are its work then.
+                                      workers=plan.workers if plan.tls else 1))
         env = server_env(self.bin_dir, plan.static_dir)
         try:
             self._spawn(running, self.gunicorn_command(plan, sock), "gunicorn.log", env)

@@ -24,7 +24,9 @@ BUILD_STATUS = os.path.join(VENV_DIR, "ferrogate-build.json")
 BUILD_LOG = os.path.join(VENV_DIR, "ferrogate-build.log")
 
 # Debian package for each command the harness drives directly.
-SYSTEM_TOOLS = {"nginx": "nginx", "wrk": "wrk"}
+# openssl: the HTTPS workloads' throwaway certificates and `openssl s_time`,
+# their handshake load.
+SYSTEM_TOOLS = {"nginx": "nginx", "wrk": "wrk", "openssl": "openssl"}
 
 
 def log(msg):

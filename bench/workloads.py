@@ -15,21 +15,27 @@ STATIC_FILES = {"10k.bin": 10 * 1024, "1m.bin": 1024 * 1024}
 class Workload:
     key: str
     title: str
-    kind: str                 # "http" (wrk), "idle" (held connections) or "ws" (echo)
+    kind: str                 # "http" (wrk), "idle" (held connections), "ws" (echo) or
+                              # "handshake" (new TLS connections, one request each)
     app: str                  # MODULE:ATTR in bench/apps
     request: Request = Request()
     all_cores: bool = False
     static: bool = False      # needs the static directory; /static/ may be served natively
+    tls: bool = False         # the server listens with TLS (throwaway cert of the run)
+    resume: bool = False      # handshake workloads: resume the session (else full handshakes)
+    floor: str = ""           # the floor to compare with, when another workload's (same app+request)
 
     @property
     def app_key(self):
         """Names the app's in-process floor: the same app and request share one."""
-        return self.key.removesuffix("-allcores")
+        return self.floor or self.key.removesuffix("-allcores")
 
     def workers(self, ncpu):
         return ncpu if self.all_cores else 1
 
-    def plan(self, static_dir, ncpu, idle_connections=0):
+    def plan(self, static_dir, ncpu, idle_connections=0, certs=None):
+        if self.tls and certs is None:
+            raise ValueError(f"workload {self.key} needs the run's TLS certificate")
         return Plan(
             app=self.app,
             workers=self.workers(ncpu),
@@ -37,6 +43,7 @@ class Workload:
             websocket=self.kind == "ws",
             long_keepalive=self.kind == "idle",
             hold_connections=idle_connections if self.kind == "idle" else 0,
+            tls=(certs.cert, certs.key) if self.tls else None,
         )
 
 
@@ -55,9 +62,26 @@ ALL = [
              all_cores=True),
     Workload("fastapi-get-allcores", "FastAPI GET / (all cores)", "http", "fastapi_app:app",
              all_cores=True),
+    # HTTPS (issue 9). The same apps and requests as raw / fastapi-get, over
+    # TLS with keep-alive (wrk), then new connections with one request each
+    # (openssl s_time): every handshake full, or every one resuming the
+    # session of the previous connection. The -allcores variant shows whether
+    # a session resumes on another worker process (shared ticket keys/cache).
+    Workload("https-raw", "HTTPS keep-alive, raw ASGI, small JSON (1 worker)", "http",
+             "raw_json:app", tls=True, floor="raw"),
+    Workload("https-fastapi", "HTTPS keep-alive, FastAPI GET / (1 worker)", "http",
+             "fastapi_app:app", tls=True, floor="fastapi-get"),
+    Workload("tls-full", "TLS full handshakes, 1 request per connection (1 worker)", "handshake",
+             "raw_json:app", tls=True, floor="raw"),
+    Workload("tls-resumed", "TLS resumed handshakes, 1 request per connection (1 worker)",
+             "handshake", "raw_json:app", tls=True, resume=True, floor="raw"),
+    Workload("tls-resumed-allcores", "TLS resumed handshakes, 1 request per connection (all cores)",
+             "handshake", "raw_json:app", tls=True, resume=True, all_cores=True, floor="raw"),
 ]
 BY_KEY = {w.key: w for w in ALL}
-QUICK = ["raw", "fastapi-get", "static-10k", "idle", "ws"]
+# CI's smoke run: HTTPS keep-alive is one more wrk run per server (~15 s for
+# four servers); the handshake workloads stay out of it.
+QUICK = ["raw", "fastapi-get", "static-10k", "idle", "ws", "https-raw"]
 
 
 def make_static_dir(scratch):
