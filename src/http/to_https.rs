@@ -3,7 +3,9 @@
 //! with a 308 (the method and body are kept, unlike a 301).
 
 use http::{HeaderMap, Uri, header};
-use std::path::{Path, PathBuf};
+use std::path::Path;
+
+use crate::tls::store;
 
 pub const CHALLENGE_PREFIX: &str = "/.well-known/acme-challenge/";
 
@@ -20,17 +22,11 @@ pub enum Answer {
     NoHost,
 }
 
-/// Where the master writes the answer to the HTTP-01 challenge `token`.
-pub fn http01_file(state_dir: &Path, token: &str) -> PathBuf {
-    state_dir.join("challenges").join("http-01").join(token)
-}
-
 /// The challenge answer for a request under /.well-known/acme-challenge/, else None.
 pub fn challenge(state_dir: &Path, uri: &Uri) -> Option<Answer> {
     let token = uri.path().strip_prefix(CHALLENGE_PREFIX)?;
     // Tokens are base64url (RFC 8555 8.1): anything else is no token, and never a path.
-    let valid = !token.is_empty() && token.len() <= 256 && token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    match valid.then(|| std::fs::read(http01_file(state_dir, token)).ok()).flatten() {
+    match store::http01_path(state_dir, token).ok().and_then(|path| std::fs::read(path).ok()) {
         Some(key_authorization) => {
             crate::debug!("answered an HTTP-01 validation for token {token}");
             Some(Answer::Challenge(key_authorization))
@@ -84,8 +80,8 @@ mod tests {
     #[test]
     fn challenge_tokens_are_never_paths() {
         let dir = std::env::temp_dir().join(format!("fg-http01-{}", std::process::id()));
-        std::fs::create_dir_all(http01_file(&dir, "x").parent().unwrap()).unwrap();
-        std::fs::write(http01_file(&dir, "tok_en-1"), "tok_en-1.thumb").unwrap();
+        std::fs::create_dir_all(store::http01_dir(&dir)).unwrap();
+        std::fs::write(store::http01_path(&dir, "tok_en-1").unwrap(), "tok_en-1.thumb").unwrap();
         let get = |path: &str| challenge(&dir, &path.parse().unwrap());
         assert_eq!(get("/.well-known/acme-challenge/tok_en-1"), Some(Answer::Challenge(b"tok_en-1.thumb".to_vec())));
         assert_eq!(get("/.well-known/acme-challenge/..%2Fsecret"), Some(Answer::NoChallenge));

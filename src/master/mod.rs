@@ -6,6 +6,7 @@
 //! (worker messages and exits, commands from the bus, ticks) and carries out
 //! the actions it answers with.
 
+mod acme;
 mod commands;
 mod policy;
 mod spawn;
@@ -21,6 +22,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
+use crate::config::tls::CertSource;
 use crate::http::listeners::{self, Bound};
 use crate::ipc::ToWorker;
 use policy::{Action, Policy, PolicyEvent, Settings, WorkerId};
@@ -38,17 +40,37 @@ struct Master {
     stopping: bool,
     /// Certificates and ticket keys the workers' TLS listeners use.
     tls: Option<tls::TlsState>,
+    /// Domain mode: what the certificate keepers need to start.
+    acme: Option<(crate::tls::acme::AcmeSettings, Vec<Vec<String>>, Vec<crate::tls::store::Stored>)>,
 }
 
 /// Runs the master until it stops; returns the process exit status.
 pub fn run(config: Config, python: PathBuf) -> i32 {
     crate::log::set_level(config.log.level);
-    let tls = match config.tls.as_ref().map(tls::TlsState::load).transpose() {
+    let mut tls = match config.tls.as_ref().map(tls::TlsState::load).transpose() {
         Ok(tls) => tls,
         Err(e) => {
             crate::error!("{e}");
             return 2;
         }
+    };
+    let acme = match (&config.tls, tls.as_mut()) {
+        (Some(settings), Some(state)) => match &settings.source {
+            Some(CertSource::Acme(options)) => {
+                let acme_settings = acme::settings(options, &settings.state_dir);
+                if let Err(e) = crate::tls::store::ensure_dir(&settings.state_dir) {
+                    crate::error!("cannot use the state directory {} (--state-dir): {e}", settings.state_dir.display());
+                    return 2;
+                }
+                let stored = acme::stored(&acme_settings, &options.certificates);
+                for s in &stored {
+                    state.install(acme::to_pem(s));
+                }
+                Some((acme_settings, options.certificates.clone(), stored))
+            }
+            _ => None,
+        },
+        _ => None,
     };
     let listeners = match listeners::bind_all(&config.bind, &config.bind_tls, config.backlog) {
         Ok(l) => l,
@@ -82,6 +104,7 @@ pub fn run(config: Config, python: PathBuf) -> i32 {
             watcher: None,
             stopping: false,
             tls,
+            acme,
         };
         let code = master.serve(rx).await;
         master.cleanup();
@@ -102,6 +125,10 @@ impl Master {
         if commands::relay_signals(bus.clone()).is_err() {
             crate::error!("cannot install signal handlers");
             return 1;
+        }
+        let (installed_tx, mut installed) = mpsc::unbounded_channel();
+        if let Some((settings, certificates, stored)) = self.acme.take() {
+            acme::spawn(settings, certificates, &stored, installed_tx);
         }
         let first_boot = self.policy.start(Instant::now());
         if let Some(code) = self.execute(first_boot) {
@@ -128,6 +155,13 @@ impl Master {
                 }
                 Some(event) = events.recv() => event,
                 _ = tick.tick() => PolicyEvent::Tick,
+                Some(pem) = installed.recv() => {
+                    if let Some(tls) = self.tls.as_mut() {
+                        tls.install(pem);
+                    }
+                    self.send_tls();
+                    continue;
+                }
                 _ = tokio::time::sleep(rotation.unwrap_or_default()), if rotation.is_some() => {
                     self.rotate_ticket_key();
                     continue;

@@ -195,17 +195,9 @@ impl Acceptor {
     }
 }
 
-/// Where the master writes the TLS-ALPN-01 certificate for a name being validated.
-pub fn tls_alpn01_file(state_dir: &Path, name: &str) -> PathBuf {
-    state_dir.join("challenges").join("tls-alpn-01").join(format!("{name}.pem"))
-}
-
 /// A one-handshake configuration presenting the challenge certificate for `name`.
 fn challenge_config(state_dir: &Path, name: &str) -> Result<Arc<ServerConfig>, String> {
-    if name.contains(['/', '\\']) || name.starts_with('.') {
-        return Err(format!("acme-tls/1 for a name that is no domain: {name:?}"));
-    }
-    let path = tls_alpn01_file(state_dir, name);
+    let path = super::store::tls_alpn01_path(state_dir, name).map_err(|e| format!("acme-tls/1 for {name:?}: {e}"))?;
     let text = std::fs::read_to_string(&path).map_err(|e| format!("acme-tls/1 for {name}, but no challenge is pending ({}: {e})", path.display()))?;
     let chain = certs::parse_chain(text.as_bytes())?;
     let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(text.as_bytes()).map_err(|e| format!("{}: {e}", path.display()))?;
