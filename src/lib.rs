@@ -7,6 +7,7 @@
 pub mod asgi;
 pub mod bridge;
 pub mod codec;
+pub mod commands;
 pub mod config;
 pub mod http;
 pub mod ipc;
@@ -23,6 +24,9 @@ use pyo3::prelude::*;
 fn main(py: Python<'_>) -> PyResult<i32> {
     let argv: Vec<String> = py.import("sys")?.getattr("argv")?.extract()?;
     let python: std::path::PathBuf = py.import("sys")?.getattr("executable")?.extract()?;
+    if let Some(code) = py.detach(|| commands::run(&argv, std::env::vars_os().collect())) {
+        return Ok(code);
+    }
     // The environment is read once, here, and passed in: configuration never reads or
     // changes the process environment itself.
     let layer = match config::gather(argv, std::env::vars_os(), std::process::id()) {

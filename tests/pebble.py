@@ -114,14 +114,23 @@ class Pebble:
             pem += self.get(f"{self.management}/intermediates/0").decode()
         return pem
 
-    def orders(self) -> int:
-        """New orders placed since the fixture began (across restarts)."""
-        if not self.log_path.exists():
-            return 0
-        return len(re.findall(r"POST /order-plz", self.log_path.read_text(errors="replace")))
+    def orders(self, since: int = 0) -> int:
+        """New orders placed since the fixture began (across restarts), or since `mark()`."""
+        return len(re.findall(r"POST /order-plz", self.log_since(since)))
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def mark(self) -> int:
+        """A position in pebble's log, for `log_since` and `orders(since=...)`."""
+        return self.log_path.stat().st_size if self.log_path.exists() else 0
+
+    def log_since(self, mark: int) -> str:
+        if not self.log_path.exists():
+            return ""
+        with open(self.log_path, "rb") as f:
+            f.seek(mark)
+            return f.read().decode("utf-8", "replace")
 
     # ---- lifecycle --------------------------------------------------------
     def _spawn(self, argv: list[str]) -> subprocess.Popen:

@@ -27,6 +27,11 @@ const AFTER_HELP: &str = "Examples:
   ferrogate main:app --uds /run/app.sock      listen on a unix socket
   ferrogate main:app --reload                 restart on code changes (development)
   ferrogate main:app --static /static=static  serve ./static at /static, without Python
+  sudo ferrogate main:app --domain example.com --acme-email you@example.com
+                                              HTTPS on :443 with a certificate from Let's Encrypt
+
+Certificates (with the same options as the server):
+  ferrogate certs list | renew [--force] [--dry-run] | revoke NAME
 
 Signals (to the master):
   TERM, INT   stop accepting, finish in-flight requests, run lifespan shutdown, exit 0

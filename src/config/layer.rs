@@ -136,10 +136,34 @@ where
     K: Into<OsString>,
     V: Into<OsString>,
 {
+    gather_layers(argv, env, pid, true)
+}
+
+/// As `gather`, for commands other than serving (`ferrogate certs ...`): they take the
+/// server's options, APP included, but need no APP.
+pub fn gather_without_app<A, E, K, V>(argv: A, env: E, pid: u32) -> Result<Layer, clap::Error>
+where
+    A: IntoIterator,
+    A::Item: Into<OsString> + Clone,
+    E: IntoIterator<Item = (K, V)>,
+    K: Into<OsString>,
+    V: Into<OsString>,
+{
+    gather_layers(argv, env, pid, false)
+}
+
+fn gather_layers<A, E, K, V>(argv: A, env: E, pid: u32, needs_app: bool) -> Result<Layer, clap::Error>
+where
+    A: IntoIterator,
+    A::Item: Into<OsString> + Clone,
+    E: IntoIterator<Item = (K, V)>,
+    K: Into<OsString>,
+    V: Into<OsString>,
+{
     let file = FileLayer::read();
     let env = EnvLayer::read(env, pid);
     // APP may come from a lower layer; only when none gives it is it required here.
-    let app_required = !(env.layer.sets("app") || env.errors.iter().any(|(id, _)| *id == "app") || file.sets("app"));
+    let app_required = needs_app && !(env.layer.sets("app") || env.errors.iter().any(|(id, _)| *id == "app") || file.sets("app"));
     let cli = Layer::from(cli::parse(argv, app_required)?);
     // A variable that does not parse matters only if the command line leaves its option to it.
     if let Some((_, e)) = env.errors.into_iter().find(|(id, _)| !cli.sets(id)) {

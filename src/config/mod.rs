@@ -25,7 +25,7 @@ pub use cli::{Cli, help_command};
 pub use env::{ENV_VARS, EnvLayer};
 pub use env_file::load_env_file;
 pub use file::FileLayer;
-pub use layer::{Layer, gather};
+pub use layer::{Layer, gather, gather_without_app};
 
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;

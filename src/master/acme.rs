@@ -17,7 +17,7 @@ use crate::tls::certs::CertPem;
 use crate::tls::store::{self, StateLock, Stored};
 
 /// How often the stored certificate is looked at again.
-const RECHECK: Duration = Duration::from_secs(10);
+pub const RECHECK: Duration = Duration::from_secs(10);
 /// How often the CA's renewal information (ARI) is asked for, when it offers it.
 const ARI_EVERY: Duration = Duration::from_secs(6 * 3600);
 

@@ -6,7 +6,7 @@
 //! (worker messages and exits, commands from the bus, ticks) and carries out
 //! the actions it answers with.
 
-mod acme;
+pub mod acme;
 mod commands;
 mod policy;
 mod spawn;
