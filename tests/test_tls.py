@@ -20,8 +20,8 @@ import trustme
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-from conftest import run_cli, free_port, wait_until
-from tls_support import HOST, client_context, write_cert, https_url, make_pki, served_serial, serial_of, tls_request
+from conftest import free_port, run_cli, wait_until
+from tls_support import HOST, client_context, https_url, make_pki, served_serial, serial_of, tls_request, write_cert
 
 
 @pytest.fixture(scope="module")
@@ -89,13 +89,17 @@ def encrypt_pkcs8_with_openssl(key_file, out, password):
                     "-passout", f"pass:{password}"], check=True, capture_output=True)
 
 
-@pytest.mark.parametrize("encrypt", [encrypt_pkcs8_with_cryptography, encrypt_pkcs8_with_openssl],
-                         ids=["cryptography", "openssl-pkcs8"])
-def test_encrypted_pkcs8_key_loads_with_its_password(server_factory, pki, tmp_path, encrypt):
+@pytest.mark.parametrize("encrypt,via", [(encrypt_pkcs8_with_cryptography, "flag"), (encrypt_pkcs8_with_openssl, "flag"),
+                                         (encrypt_pkcs8_with_openssl, "env")],
+                         ids=["cryptography", "openssl-pkcs8", "password-from-env"])
+def test_encrypted_pkcs8_key_loads_with_its_password(server_factory, pki, tmp_path, encrypt, via):
     enc = tmp_path / "enc.key"
     encrypt(pki.server.key, enc, "s3cret pass")
     assert b"ENCRYPTED PRIVATE KEY" in enc.read_bytes()
-    s = server_factory("basic:app", *ssl_args(pki.server.crt, enc, "--ssl-keyfile-password", "s3cret pass"))
+    if via == "flag":
+        s = server_factory("basic:app", *ssl_args(pki.server.crt, enc, "--ssl-keyfile-password", "s3cret pass"))
+    else:
+        s = server_factory("basic:app", *ssl_args(pki.server.crt, enc), env={"FERROGATE_SSL_KEYFILE_PASSWORD": "s3cret pass"})
     assert served_serial(s, pki) == pki.server.serial
 
 
@@ -309,9 +313,11 @@ def test_optional_client_certificate(server_factory, pki):
 ], ids=["default-off", "hsts", "subdomains", "preload", "both"])
 def test_hsts_header(server_factory, srv, pki, flags, expected):
     s = server_factory("basic:app", *ssl_args(pki.server.crt, pki.server.key, *flags)) if flags else srv
-    r = httpx.get(https_url(s, "/hello"), verify=client_context(pki), timeout=10)
-    assert r.status_code == 200
-    assert r.headers.get("strict-transport-security") == expected
+    # On the app's responses, and on the server's own (a 500 for an app that raised).
+    for path, status in (("/hello", 200), ("/status?code=404", 404), ("/error-before", 500)):
+        r = httpx.get(https_url(s, path), verify=client_context(pki), timeout=10)
+        assert r.status_code == status
+        assert r.headers.get("strict-transport-security") == expected, path
 
 
 # --------------------------------------------------------------------------
@@ -322,7 +328,7 @@ def test_sighup_serves_a_new_certificate_to_new_connections(server_factory, pki,
     crt, key = tmp_path / "live.crt", tmp_path / "live.key"
     crt.write_bytes(pki.server.crt.read_bytes())
     key.write_bytes(pki.server.key.read_bytes())
-    s = server_factory("basic:app", *ssl_args(crt, key))
+    s = server_factory("basic:app", *ssl_args(crt, key), workers=2)
     assert served_serial(s, pki) == pki.server.serial
     renewed = pki.ca.issue_cert("localhost", HOST, "renewed.example")
     crt.write_bytes(b"".join(p.bytes() for p in renewed.cert_chain_pems))
@@ -333,6 +339,9 @@ def test_sighup_serves_a_new_certificate_to_new_connections(server_factory, pki,
     new_serial = serial_of(renewed.cert_chain_pems[0].bytes())
     wait_until(lambda: served_serial(s, pki) == new_serial, 15,
                message=lambda: f"still serving the old certificate after SIGHUP\n{s.log_tail()}")
+    # Once SIGHUP's rolling restart is over, no worker serves the old certificate any more.
+    s.wait_for_log(r"Worker \d+ stopped", count=2, since=mark)
+    assert {served_serial(s, pki) for _ in range(10)} == {new_serial}
     assert "keeping the certificate in use" not in s.log()
 
 
