@@ -35,9 +35,20 @@ pub struct LeafFacts {
 /// the key belongs to the certificate.
 pub fn load_files(certfile: &Path, keyfile: &Path, password: Option<&str>) -> Result<CertPem, String> {
     let cert_bytes = read(certfile, "--ssl-certfile")?;
-    let chain = parse_chain(&cert_bytes).map_err(|e| format!("--ssl-certfile {}: {e}", certfile.display()))?;
-    let key_bytes = if keyfile == certfile { cert_bytes } else { read(keyfile, "--ssl-keyfile")? };
-    let key = parse_key(&key_bytes, password).map_err(|e| format!("--ssl-keyfile {}: {e}", keyfile.display()))?;
+    let chain = parse_chain(&cert_bytes).map_err(|e| {
+        let hint = if looks_like_key(&cert_bytes) { " (it holds a private key: did you swap --ssl-certfile and --ssl-keyfile?)" } else { "" };
+        format!("--ssl-certfile {}: {e}{hint}", certfile.display())
+    })?;
+    let key = if keyfile == certfile {
+        // No --ssl-keyfile: the key must be in the certificate file, as uvicorn reads it.
+        parse_key(&cert_bytes, password).map_err(|e| match e {
+            KeyError::Missing(_) => format!("--ssl-certfile {} holds no private key: give the key's file with --ssl-keyfile", certfile.display()),
+            KeyError::Other(e) => format!("--ssl-certfile {}: {e}", certfile.display()),
+        })?
+    } else {
+        let key_bytes = read(keyfile, "--ssl-keyfile")?;
+        parse_key(&key_bytes, password).map_err(|e| format!("--ssl-keyfile {}: {}", keyfile.display(), e.message(&key_bytes)))?
+    };
     let signing = any_supported_type(&key).map_err(|e| {
         format!("--ssl-keyfile {}: the key cannot sign TLS handshakes ({e}); use an RSA (2048+ bits), ECDSA P-256/P-384 or Ed25519 key", keyfile.display())
     })?;
@@ -59,7 +70,10 @@ pub fn load_files(certfile: &Path, keyfile: &Path, password: Option<&str>) -> Re
 /// Reads --ssl-ca-certs: the CAs that client certificates must chain to.
 pub fn load_ca_bundle(path: &Path) -> Result<String, String> {
     let bytes = read(path, "--ssl-ca-certs")?;
-    let certs = parse_chain(&bytes).map_err(|e| format!("--ssl-ca-certs {}: {e}", path.display()))?;
+    let certs = parse_chain(&bytes).map_err(|e| {
+        let hint = if looks_like_key(&bytes) { " (it holds a private key; --ssl-ca-certs takes the CA certificates that client certificates chain to)" } else { "" };
+        format!("--ssl-ca-certs {}: {e}{hint}", path.display())
+    })?;
     Ok(chain_to_pem(&certs))
 }
 
@@ -86,7 +100,7 @@ pub fn parse_chain(bytes: &[u8]) -> Result<Vec<CertificateDer<'static>>, String>
         chain.push(cert.map_err(|e| format!("a CERTIFICATE block is damaged ({e})"))?);
     }
     if chain.is_empty() {
-        let hint = if looks_like_key(bytes) { " (it holds a private key: did you swap --ssl-certfile and --ssl-keyfile?)" } else if bytes.starts_with(&[0x30]) { " (it looks like DER: convert it with `openssl x509 -inform der -in FILE -out FILE.pem`)" } else { "" };
+        let hint = if bytes.starts_with(&[0x30]) { " (it looks like DER: convert it with `openssl x509 -inform der -in FILE -out FILE.pem`)" } else { "" };
         return Err(format!("no certificate in it: expected PEM with -----BEGIN CERTIFICATE-----{hint}"));
     }
     Ok(chain)
@@ -97,29 +111,44 @@ fn looks_like_key(bytes: &[u8]) -> bool {
     text.contains("PRIVATE KEY-----")
 }
 
+enum KeyError {
+    /// No private key block at all; the message says what the file looked like.
+    Missing(String),
+    Other(String),
+}
+
+impl KeyError {
+    fn message(self, bytes: &[u8]) -> String {
+        match self {
+            KeyError::Missing(_) if String::from_utf8_lossy(bytes).contains("BEGIN CERTIFICATE") => "no private key in it, only certificates: did you swap --ssl-certfile and --ssl-keyfile?".into(),
+            KeyError::Missing(m) | KeyError::Other(m) => m,
+        }
+    }
+}
+
 /// The first private key in `bytes`, decrypting an ENCRYPTED PRIVATE KEY with `password`.
-fn parse_key(bytes: &[u8], password: Option<&str>) -> Result<PrivateKeyDer<'static>, String> {
+fn parse_key(bytes: &[u8], password: Option<&str>) -> Result<PrivateKeyDer<'static>, KeyError> {
+    use KeyError::Other;
     let text = String::from_utf8_lossy(bytes);
     if text.contains("Proc-Type: 4,ENCRYPTED") {
-        return Err("the key uses OpenSSL's legacy PEM encryption, which ferrogate does not read; convert it to encrypted PKCS#8 with `openssl pkcs8 -topk8 -v2 aes-256-cbc -in OLD.key -out NEW.key`".into());
+        return Err(Other("the key uses OpenSSL's legacy PEM encryption, which ferrogate does not read; convert it to encrypted PKCS#8 with `openssl pkcs8 -topk8 -v2 aes-256-cbc -in OLD.key -out NEW.key`".into()));
     }
     if let Some(block) = pem_block(&text, "ENCRYPTED PRIVATE KEY") {
         let Some(password) = password else {
-            return Err("the key is encrypted: give its password with --ssl-keyfile-password".into());
+            return Err(Other("the key is encrypted: give its password with --ssl-keyfile-password".into()));
         };
-        let der = base64_decode(&block).ok_or("the ENCRYPTED PRIVATE KEY block is damaged")?;
-        let info = pkcs8::EncryptedPrivateKeyInfo::try_from(der.as_slice()).map_err(|e| format!("the ENCRYPTED PRIVATE KEY block is damaged ({e})"))?;
-        let plain = info.decrypt(password).map_err(|_| "wrong --ssl-keyfile-password (or a cipher other than PBES2 with AES; re-encrypt with `openssl pkcs8 -topk8 -v2 aes-256-cbc`)".to_string())?;
+        let der = base64_decode(&block).ok_or_else(|| Other("the ENCRYPTED PRIVATE KEY block is damaged".into()))?;
+        let info = pkcs8::EncryptedPrivateKeyInfo::try_from(der.as_slice()).map_err(|e| Other(format!("the ENCRYPTED PRIVATE KEY block is damaged ({e})")))?;
+        let plain = info.decrypt(password).map_err(|_| Other("wrong --ssl-keyfile-password (or a cipher other than PBES2 with AES; re-encrypt with `openssl pkcs8 -topk8 -v2 aes-256-cbc`)".to_string()))?;
         return Ok(PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(plain.as_bytes().to_vec())));
     }
     if password.is_some() && looks_like_key(bytes) {
         crate::warn!("--ssl-keyfile-password is given but the key is not encrypted; the password is not used");
     }
     PrivateKeyDer::from_pem_slice(bytes).map_err(|e| match e {
-        rustls::pki_types::pem::Error::NoItemsFound if bytes.starts_with(&[0x30]) => "no private key in it: it looks like DER; convert it with `openssl pkey -inform der -in FILE -out FILE.pem`".into(),
-        rustls::pki_types::pem::Error::NoItemsFound if text.contains("BEGIN CERTIFICATE") => "no private key in it, only certificates: did you swap --ssl-certfile and --ssl-keyfile?".into(),
-        rustls::pki_types::pem::Error::NoItemsFound => "no private key in it: expected PEM with -----BEGIN PRIVATE KEY----- (or RSA/EC PRIVATE KEY)".into(),
-        other => format!("the private key block is damaged ({other})"),
+        rustls::pki_types::pem::Error::NoItemsFound if bytes.starts_with(&[0x30]) => Other("no private key in it: it looks like DER; convert it with `openssl pkey -inform der -in FILE -out FILE.pem`".into()),
+        rustls::pki_types::pem::Error::NoItemsFound => KeyError::Missing("no private key in it: expected PEM with -----BEGIN PRIVATE KEY----- (or RSA/EC PRIVATE KEY)".into()),
+        other => Other(format!("the private key block is damaged ({other})")),
     })
 }
 
