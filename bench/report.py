@@ -87,56 +87,64 @@ def _floor_cell(row):
     return _fmt(row["floor_us"], 1)
 
 
-def _http_table(rows):
-    head = ("| server | req/s (min–max) | p50 ms | p99 ms | CPU µs/req (min–max) | app floor µs | overhead µs/req "
-            "| peak RSS MiB | errors | noise % | rounds ok |\n"
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    lines = [head]
+def _table(rows, columns):
+    """A markdown table, one line per server: `columns` is a list of (header, align, cell)
+    where `cell(row)` renders that column; rows that did not run show their status."""
+    head = "| server | " + " | ".join(h for h, _, _ in columns) + " |"
+    rule = "|---|" + "|".join(a for _, a, _ in columns) + "|"
+    lines = [head, rule]
     for r in rows:
         if r["status"] != "ok":
-            lines.append(_status_cell(r, 11))
+            lines.append(_status_cell(r, len(columns) + 1))
             continue
-        lines.append(
-            f"| {r['server']} | {_spread(r, 'rps')} | {_fmt(r.get('p50_ms'), 2)} "
-            f"| {_fmt(r.get('p99_ms'), 2)} | {_spread(r, 'cpu_us_per_req', 1)} | {_floor_cell(r)} "
-            f"| {_fmt(r.get('overhead_us'), 1)} | {_fmt(r.get('peak_rss_mib'), 1)} "
-            f"| {_fmt(r.get('errors'))} | {_fmt(r.get('other_cpu_pct'))} "
-            f"| {r['rounds_ok']}/{r['rounds']} |")
+        lines.append(f"| {r['server']} | " + " | ".join(cell(r) for _, _, cell in columns) + " |")
     return "\n".join(lines)
+
+
+def _col(header, key, digits=0, spread=False):
+    render = (lambda r: _spread(r, key, digits)) if spread else (lambda r: _fmt(r.get(key), digits))
+    return (header, "---:", render)
+
+
+_TAIL = [
+    _col("peak RSS MiB", "peak_rss_mib", 1),
+    _col("errors", "errors"),
+    _col("noise %", "other_cpu_pct"),
+    ("rounds ok", "---:", lambda r: f"{r['rounds_ok']}/{r['rounds']}"),
+]
+
+
+def _http_table(rows):
+    return _table(rows, [
+        _col("req/s (min–max)", "rps", spread=True),
+        _col("p50 ms", "p50_ms", 2),
+        _col("p99 ms", "p99_ms", 2),
+        _col("CPU µs/req (min–max)", "cpu_us_per_req", 1, spread=True),
+        ("app floor µs", "---:", _floor_cell),
+        _col("overhead µs/req", "overhead_us", 1),
+    ] + _TAIL)
 
 
 def _idle_table(rows):
-    head = ("| server | connections held | closed by server | RSS before MiB | RSS after MiB "
-            "| KiB per idle connection (min–max) | rounds ok |\n|---|---:|---:|---:|---:|---:|---:|")
-    lines = [head]
-    for r in rows:
-        if r["status"] != "ok":
-            lines.append(_status_cell(r, 7))
-            continue
-        lines.append(
-            f"| {r['server']} | {_fmt(r.get('connections'))} | {_fmt(r.get('closed_by_server'))} "
-            f"| {_fmt(r.get('rss_before_mib'), 1)} | {_fmt(r.get('rss_after_mib'), 1)} "
-            f"| {_spread(r, 'kib_per_conn', 1)} | {r['rounds_ok']}/{r['rounds']} |")
-    return "\n".join(lines)
+    return _table(rows, [
+        _col("connections held", "connections"),
+        _col("closed by server", "closed_by_server"),
+        _col("RSS before MiB", "rss_before_mib", 1),
+        _col("RSS after MiB", "rss_after_mib", 1),
+        _col("KiB per idle connection (min–max)", "kib_per_conn", 1, spread=True),
+        ("rounds ok", "---:", lambda r: f"{r['rounds_ok']}/{r['rounds']}"),
+    ])
 
 
 def _handshake_table(rows):
-    head = ("| server | handshakes/s (min–max) | CPU µs/handshake (min–max) "
-            "| handshakes per CPU-second (min–max) | resumed % (min–max) | app floor µs "
-            "| overhead µs/handshake | peak RSS MiB | errors | noise % | rounds ok |\n"
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    lines = [head]
-    for r in rows:
-        if r["status"] != "ok":
-            lines.append(_status_cell(r, 11))
-            continue
-        lines.append(
-            f"| {r['server']} | {_spread(r, 'rps')} | {_spread(r, 'cpu_us_per_req', 1)} "
-            f"| {_spread(r, 'handshakes_per_cpu_s')} | {_spread(r, 'resumed_pct', 1)} "
-            f"| {_floor_cell(r)} | {_fmt(r.get('overhead_us'), 1)} "
-            f"| {_fmt(r.get('peak_rss_mib'), 1)} | {_fmt(r.get('errors'))} "
-            f"| {_fmt(r.get('other_cpu_pct'))} | {r['rounds_ok']}/{r['rounds']} |")
-    return "\n".join(lines)
+    return _table(rows, [
+        _col("handshakes/s (min–max)", "rps", spread=True),
+        _col("CPU µs/handshake (min–max)", "cpu_us_per_req", 1, spread=True),
+        _col("handshakes per CPU-second (min–max)", "handshakes_per_cpu_s", spread=True),
+        _col("resumed % (min–max)", "resumed_pct", 1, spread=True),
+        ("app floor µs", "---:", _floor_cell),
+        _col("overhead µs/handshake", "overhead_us", 1),
+    ] + _TAIL)
 
 
 def _https_summary(rows):

@@ -141,14 +141,7 @@ where
 
 /// As `gather`, for commands other than serving (`ferrogate certs ...`): they take the
 /// server's options, APP included, but need no APP.
-pub fn gather_without_app<A, E, K, V>(argv: A, env: E, pid: u32) -> Result<Layer, clap::Error>
-where
-    A: IntoIterator,
-    A::Item: Into<OsString> + Clone,
-    E: IntoIterator<Item = (K, V)>,
-    K: Into<OsString>,
-    V: Into<OsString>,
-{
+pub fn gather_without_app(argv: Vec<String>, env: Vec<(OsString, OsString)>, pid: u32) -> Result<Layer, clap::Error> {
     gather_layers(argv, env, pid, false)
 }
 
