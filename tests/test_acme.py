@@ -10,149 +10,35 @@ the test domain while connecting to 127.0.0.1.
 The renewal tests make a renewal due without waiting years: they move the dates in
 the certificate's meta.json (the state directory's record of when it was issued and
 expires) back, as if two thirds of its lifetime had passed; the master re-reads the
-state directory every 10 s and renews. The `ferrogate certs` tests are in
-test_acme_certs.py.
+state directory every 10 s and renews. Helpers and the `domain_server` fixture are in
+acme_support.py; the `ferrogate certs` tests in test_acme_certs.py.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import re
 import socket
 import ssl
 import stat
-import threading
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from conftest import FERROGATE, free_port, parse_response, read_response, wait_until
-
-DOMAIN = "app.example.test"
-# The master looks at the state directory every 10 s; an order against pebble takes ~1.5 s.
-RENEWAL_TIMEOUT = 40.0
+from acme_support import (DOMAIN, RENEWAL_TIMEOUT, ConnectionLoop, domain_server, got_line, http_get,  # noqa: F401
+                          https_get, make_renewal_due, read_meta, start_domain_server, stored_serial, tls_context)
+from conftest import free_port, wait_until
 
 
-# --------------------------------------------------------------------------
-# Clients
-# --------------------------------------------------------------------------
-
-@dataclass
-class Reply:
-    status: int
-    headers: dict
-    body: bytes
-    serial: int
-
-
-def tls_context(root_pem: str) -> ssl.SSLContext:
-    """Verifies the chain up to pebble's root and the name against the SNI."""
-    return ssl.create_default_context(cadata=root_pem)
-
-
-def https_get(port: int, root_pem: str, path: str = "/hello", sni: str = DOMAIN, timeout: float = 10.0) -> Reply:
-    """One GET on a new TLS connection to 127.0.0.1:port; the certificate must verify."""
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as raw:
-        with tls_context(root_pem).wrap_socket(raw, server_hostname=sni) as s:
-            serial = int(s.getpeercert()["serialNumber"], 16)
-            s.sendall(f"GET {path} HTTP/1.1\r\nHost: {sni}\r\nConnection: close\r\n\r\n".encode())
-            status, headers, body = parse_response(read_response(s, read_until_close=False))
-    return Reply(status, headers, body, serial)
-
-
-def http_get(port: int, path: str, host: str = DOMAIN) -> tuple[int, dict, bytes]:
-    """One GET over plain HTTP (raw bytes: the path goes out exactly as given)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-        s.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
-        return parse_response(read_response(s, read_until_close=False))
-
-
-def stored_serial(state: Path) -> int:
-    return int(json.loads((state / "certs" / DOMAIN / "meta.json").read_text())["serial"], 16)
-
-
-def make_renewal_due(state: Path):
-    """Rewrites meta.json as if the certificate were 60 days into a 90-day life: a third
-    is left, so renewal is due now (30 days left: no expiry warning yet)."""
-    path = state / "certs" / DOMAIN / "meta.json"
-    meta = json.loads(path.read_text())
-    now = int(time.time())
-    meta["not_before"], meta["not_after"] = now - 60 * 86400, now + 30 * 86400
-    tmp = path.with_name("meta.json.test-tmp")
-    tmp.write_text(json.dumps(meta, indent=2))
-    os.chmod(tmp, stat.S_IMODE(path.stat().st_mode))
-    os.replace(tmp, path)
-
-
-class ConnectionLoop(threading.Thread):
-    """Opens new HTTPS connections one after another (a full handshake each), verifying
-    every certificate, until stopped; records each serial served and every failure."""
-
-    def __init__(self, port: int, root_pem: str):
-        super().__init__(daemon=True)
-        self.port, self.root_pem = port, root_pem
-        self.serials: list[int] = []
-        self.failures: list[str] = []
-        self._halt = threading.Event()
-
-    def run(self):
-        while not self._halt.is_set():
-            try:
-                r = https_get(self.port, self.root_pem)
-                if r.status != 200 or r.body != b"Hello, world!\n":
-                    self.failures.append(f"status {r.status}, body {r.body[:100]!r}")
-                self.serials.append(r.serial)
-            except Exception as e:  # noqa: BLE001 - every failure counts
-                self.failures.append(repr(e))
-
-    def stop(self):
-        self._halt.set()
-        self.join(30)
-        assert not self.is_alive(), "the connection loop hung"
-
-
-# --------------------------------------------------------------------------
-# The server under test
-# --------------------------------------------------------------------------
-
-@pytest.fixture
-def domain_server(server_factory, pebble, tmp_path):
-    """Starts `ferrogate basic:app --domain app.example.test` against pebble.
-
-    By default it listens on pebble's ports (any challenge can succeed), with 3 workers
-    and a state directory private to the test, and waits until a certificate is served
-    (issued or read from the state directory)."""
-
-    def start(*extra: str, state: Path | None = None, challenge: str | None = None, http_port: int | None = None,
-              https_port: int | None = None, workers: int = 3, wait_cert: bool = True):
-        state = Path(state or tmp_path / "state")
-        http_port = http_port or pebble.http_port
-        https_port = https_port or pebble.tls_port
-        argv = [FERROGATE, "basic:app", "--workers", str(workers), "--host", "127.0.0.1",
-                "--domain", DOMAIN, "--acme-directory", pebble.directory, "--acme-ca-root", str(pebble.ca_root),
-                "--acme-email", "ops@example.test", "--http-port", str(http_port), "--https-port", str(https_port),
-                "--state-dir", str(state)]
-        if challenge:
-            argv += ["--acme-challenge", challenge]
-        argv += list(extra)
-        srv = server_factory(None, argv=argv, workers=workers, port=http_port)
-        srv.state, srv.http_port, srv.https_port = state, http_port, https_port
-        if wait_cert:
-            m = srv.wait_for_log(rf"Got a certificate for {DOMAIN}|Serving the stored certificate for {DOMAIN}"
-                                 rf"|Could not get a certificate for {DOMAIN}.*", timeout=30)[0]
-            if m.group(0).startswith("Could not"):
-                pytest.fail(f"no certificate: {m.group(0)}\n--- log ---\n{srv.log_tail()}")
-        return srv
-
-    return start
-
-
-def got_line(srv) -> re.Match:
-    return srv.wait_for_log(rf"\[(\d+)\] \[INFO\] Got a certificate for {re.escape(DOMAIN)} from (.+?) in [\d.]+ s "
-                            r"\(serial ([0-9a-f]+), valid until ([^)]+)\)")[0]
+@pytest.fixture(scope="module")
+def served(module_server_factory, pebble, tmp_path_factory):
+    """For the tests that only look: one certificate, issued through pebble's ports by a
+    first server, then served from the state directory by a second one on free ports
+    (pebble's stay free for the other tests). `root` verifies it even after pebble restarts."""
+    state = tmp_path_factory.mktemp("served") / "state"
+    start_domain_server(module_server_factory, pebble, state).stop()
+    srv = start_domain_server(module_server_factory, pebble, state, http_port=free_port(), https_port=free_port())
+    srv.root = pebble.roots_pem()
+    return srv
 
 
 # --------------------------------------------------------------------------
@@ -196,10 +82,10 @@ def test_auto_falls_back_to_tls_alpn01_in_a_new_order_when_http01_fails(domain_s
     assert "Attempting to validate w/ HTTP" in log  # the first order tried HTTP-01 (and failed)
 
 
-def test_served_chain_verifies_against_pebble_root_alone(domain_server, pebble):
+def test_served_chain_verifies_against_pebble_root_alone(served):
     """The server sends the intermediate: a client that trusts only the root verifies."""
-    srv = domain_server()
-    root = pebble.roots_pem()
+    srv = served
+    root = srv.root
     assert root.count("BEGIN CERTIFICATE") == 1
     with socket.create_connection(("127.0.0.1", srv.https_port), timeout=10) as raw:
         with tls_context(root).wrap_socket(raw, server_hostname=DOMAIN) as s:
@@ -213,17 +99,17 @@ def test_served_chain_verifies_against_pebble_root_alone(domain_server, pebble):
 # --------------------------------------------------------------------------
 
 @pytest.mark.parametrize("host", [DOMAIN, "{domain}:{http_port}"])
-def test_plain_http_redirects_308_to_https_port_keeping_path_and_query(domain_server, pebble, host):
-    srv = domain_server()
+def test_plain_http_redirects_308_to_https_port_keeping_path_and_query(served, host):
+    srv = served
     status, headers, _ = http_get(srv.http_port, "/a/b?x=1&y=%2F", host=host.format(domain=DOMAIN, http_port=srv.http_port))
     assert status == 308
     assert headers["location"] == f"https://{DOMAIN}:{srv.https_port}/a/b?x=1&y=%2F"
     assert "strict-transport-security" not in headers, "HSTS over plain HTTP is ignored by browsers (RFC 6797 7.2)"
 
 
-def test_https_responses_carry_hsts(domain_server, pebble):
-    srv = domain_server()
-    reply = https_get(srv.https_port, pebble.roots_pem())
+def test_https_responses_carry_hsts(served):
+    srv = served
+    reply = https_get(srv.https_port, srv.root)
     assert reply.status == 200
     assert reply.headers.get("strict-transport-security") == "max-age=63072000"
 
@@ -240,8 +126,8 @@ def test_no_redirect_serves_the_app_over_plain_http_and_still_answers_http01(dom
     assert (status, body) == (200, b"Hello, world!\n")
 
 
-def test_challenge_path_answers_from_the_state_directory_and_404s_unknown_tokens(domain_server, pebble):
-    srv = domain_server()
+def test_challenge_path_answers_from_the_state_directory_and_404s_unknown_tokens(served):
+    srv = served
     challenges = srv.state / "challenges" / "http-01"
     challenges.mkdir(parents=True, exist_ok=True, mode=0o700)
     token = "tok-EN_sq3cVFUOsh8xL1"
@@ -257,14 +143,14 @@ def test_challenge_path_answers_from_the_state_directory_and_404s_unknown_tokens
     "/.well-known/acme-challenge/../../certs/app.example.test/key.pem",
     "/.well-known/acme-challenge/%2e%2e/%2e%2e/certs/app.example.test/key.pem",
 ])
-def test_challenge_path_never_serves_files_outside_the_challenge_directory(domain_server, pebble, path):
-    srv = domain_server()
+def test_challenge_path_never_serves_files_outside_the_challenge_directory(served, path):
+    srv = served
     status, _, body = http_get(srv.http_port, path)
     assert status != 200 and b"PRIVATE KEY" not in body, (status, body[:200])
 
 
-def test_unknown_sni_gets_no_certificate(domain_server, pebble):
-    srv = domain_server()
+def test_unknown_sni_gets_no_certificate(served):
+    srv = served
     ctx = ssl.create_default_context()
     ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE  # any certificate at all would be accepted
     with socket.create_connection(("127.0.0.1", srv.https_port), timeout=10) as raw:
@@ -272,7 +158,7 @@ def test_unknown_sni_gets_no_certificate(domain_server, pebble):
             with ctx.wrap_socket(raw, server_hostname="other.example.test"):
                 pass
     # That connection only: the served name still works.
-    assert https_get(srv.https_port, pebble.roots_pem()).status == 200
+    assert https_get(srv.https_port, srv.root).status == 200
 
 
 # --------------------------------------------------------------------------
@@ -292,8 +178,8 @@ def test_restart_serves_the_stored_certificate_and_orders_nothing(domain_server,
     assert pebble.orders(since=mark) == 0, pebble.log_since(mark)
 
 
-def test_private_keys_are_0600_and_directories_0700(domain_server, pebble):
-    srv = domain_server()
+def test_private_keys_are_0600_and_directories_0700(served):
+    srv = served
     state = srv.state
 
     def mode(p: Path) -> int:
@@ -352,7 +238,7 @@ def test_due_renewal_is_served_hot_while_new_connections_keep_coming(domain_serv
     root = pebble.roots_pem()
     old = https_get(srv.https_port, root).serial
     workers = sorted(srv.worker_pids())
-    mark = srv.log_mark()
+    mark, pebble_mark = srv.log_mark(), pebble.mark()
     loop = ConnectionLoop(srv.https_port, root)
     loop.start()
     try:
@@ -368,7 +254,11 @@ def test_due_renewal_is_served_hot_while_new_connections_keep_coming(domain_serv
     new = loop.serials[-1]
     assert loop.failures == [], loop.failures[:10]
     assert new == stored_serial(srv.state) != old
-    new_hex = json.loads((srv.state / "certs" / DOMAIN / "meta.json").read_text())["serial"]
+    new_hex = read_meta(srv.state)["serial"]
     srv.wait_for_log(rf"Got a certificate for {re.escape(DOMAIN)} .*\(serial {new_hex},", since=mark)
     assert srv.alive() and sorted(srv.worker_pids()) == workers, "no process was restarted"
     assert srv.count(r"Booting worker", since=mark) == 0
+    # The workers answered a real HTTP-01 validation meanwhile (pebble runs without authz reuse).
+    ca_log = "\n".join(line for line in pebble.log_since(pebble_mark).splitlines() if "nonce" not in line)
+    assert pebble.orders(since=pebble_mark) == 1, ca_log
+    assert "Attempting to validate w/ HTTP" in ca_log, ca_log
