@@ -185,13 +185,21 @@ impl Keeper {
         let started = Instant::now();
         crate::info!("Ordering a certificate for {} from {}", self.names.join(", "), self.settings.directory);
         let result = acme::issue(&self.settings, &self.names).await;
-        let result = result.and_then(|issued| {
-            store::save(&self.settings.state_dir, &issued).map_err(|e| acme::AcmeError::State(format!("cannot store the certificate: {e}")))?;
-            Ok(issued)
-        });
-        drop(lock);
         match result {
             Ok(issued) => {
+                // Workers first: storing costs a few fsyncs, and a client may be waiting.
+                self.serving = Some(issued.serial.clone());
+                let _ = self.installed.send(CertPem { names: self.names.clone(), chain_pem: issued.chain_pem.clone(), key_pem: issued.key_pem.clone() });
+                let stored = store::save(&self.settings.state_dir, &issued);
+                drop(lock);
+                if let Err(e) = stored {
+                    // Not stored, it looks missing to the next look: order again only after a backoff.
+                    self.failures += 1;
+                    let delay = renew::retry_delay(self.failures, None);
+                    self.not_before = Some(Instant::now() + delay);
+                    crate::error!("the new certificate for {} is served but could not be stored ({e}); ordering again in {}", self.names.join(", "), human(delay));
+                    return;
+                }
                 self.failures = 0;
                 self.not_before = None;
                 self.ari_checked = None;
@@ -205,6 +213,7 @@ impl Keeper {
                 );
             }
             Err(e) => {
+                drop(lock);
                 self.failures += 1;
                 let delay = renew::retry_delay(self.failures, e.retry_after());
                 self.not_before = Some(Instant::now() + delay);

@@ -6,7 +6,7 @@ mod atomic;
 mod lock;
 mod paths;
 
-pub use atomic::{PUBLIC_MODE, SECRET_MODE, ensure_dir, remove_if_exists, write_atomic};
+pub use atomic::{PUBLIC_MODE, SECRET_MODE, ensure_dir, remove_if_exists, write_atomic, write_transient};
 pub use lock::{StateLock, default_state_dir};
 pub use paths::*;
 

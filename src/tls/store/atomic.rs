@@ -22,6 +22,17 @@ pub fn ensure_dir(dir: &Path) -> io::Result<()> {
 /// Writes `bytes` to `path` with `mode`: a temporary file in the same directory,
 /// fsync, rename over `path`, fsync the directory. The parent is created (0700).
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    write_replacing(path, bytes, mode, true)
+}
+
+/// As `write_atomic` without the fsyncs, for files that matter only while this
+/// process runs (challenge answers): readers never see half a file, and a crash
+/// loses nothing worth keeping. The fsyncs cost tens of milliseconds per order.
+pub fn write_transient(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    write_replacing(path, bytes, mode, false)
+}
+
+fn write_replacing(path: &Path, bytes: &[u8], mode: u32, durable: bool) -> io::Result<()> {
     static SEQ: AtomicU64 = AtomicU64::new(0);
     let dir = path.parent().ok_or_else(|| io::Error::other(format!("{} has no parent directory", path.display())))?;
     ensure_dir(dir)?;
@@ -32,9 +43,14 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
         // The umask may have removed bits from `mode`; 0644 must stay readable.
         f.set_permissions(fs::Permissions::from_mode(mode))?;
         f.write_all(bytes)?;
-        f.sync_all()?;
+        if durable {
+            f.sync_all()?;
+        }
         fs::rename(&tmp, path)?;
-        File::open(dir)?.sync_all()
+        if durable {
+            File::open(dir)?.sync_all()?;
+        }
+        Ok(())
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
