@@ -201,13 +201,16 @@ fn challenge_config(state_dir: &Path, name: &str) -> Result<Arc<ServerConfig>, S
     let text = std::fs::read_to_string(&path).map_err(|e| format!("acme-tls/1 for {name}, but no challenge is pending ({}: {e})", path.display()))?;
     let chain = certs::parse_chain(text.as_bytes())?;
     let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(text.as_bytes()).map_err(|e| format!("{}: {e}", path.display()))?;
+    let signing = rustls::crypto::aws_lc_rs::sign::any_supported_type(&key).map_err(|e| format!("{}: {e}", path.display()))?;
+    // Not `with_single_cert`: it parses the certificate with webpki, which refuses the
+    // critical acmeIdentifier extension that RFC 8737 requires of this certificate.
+    let resolver = rustls::sign::SingleCertAndKey::from(CertifiedKey::new(chain, signing));
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| e.to_string())?
         .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+        .with_cert_resolver(Arc::new(resolver));
     config.alpn_protocols = vec![ACME_TLS_ALPN.to_vec()];
     Ok(Arc::new(config))
 }
