@@ -147,6 +147,9 @@ pub(super) fn resolve(layer: &mut Layer, default_state_dir: PathBuf) -> Result<R
             if layer.ssl_keyfile.is_some() {
                 return Err(ConfigError::new("--ssl-keyfile", "--ssl-keyfile needs --ssl-certfile FILE, the certificate (chain) that goes with the key"));
             }
+            if layer.ssl_keyfile_password.is_some() {
+                return Err(ConfigError::new("--ssl-keyfile-password", "--ssl-keyfile-password is the password of --ssl-keyfile: add --ssl-certfile and --ssl-keyfile"));
+            }
             if client_ca.is_some() {
                 return Err(ConfigError::new("--ssl-ca-certs", "--ssl-ca-certs verifies client certificates over HTTPS: add --ssl-certfile and --ssl-keyfile (or --domain)"));
             }
