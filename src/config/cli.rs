@@ -67,7 +67,7 @@ pub struct Cli {
     #[arg(long, value_name = "FILE", help_heading = "Application")]
     pub env_file: Option<PathBuf>,
 
-    /// Address to listen on; 0.0.0.0 for every IPv4 interface, :: for IPv6.
+    /// Address to listen on; 0.0.0.0 for every IPv4 interface, :: for IPv6 [with --domain: both].
     #[arg(long, help_heading = "Listening")]
     pub host: Option<String>,
 

@@ -180,7 +180,7 @@ fn every_variable() -> Vec<(&'static str, &'static str, fn(&Config) -> bool)> {
         ("FERROGATE_ACME_EAB_KID", "kid", |c| acme(c).eab == Some(("kid".into(), "key".into()))),
         ("FERROGATE_ACME_EAB_HMAC_KEY", "key", |c| acme(c).eab == Some(("kid".into(), "key".into()))),
         ("FERROGATE_ACME_CHALLENGE", "tls-alpn-01", |c| acme(c).challenge == tls::ChallengeChoice::TlsAlpn01),
-        ("FERROGATE_HTTP_PORT", "8080", |c| c.bind[0] == BindSpec::Tcp { host: "0.0.0.0".into(), port: 8080 } && c.bind_tls == [false, true]),
+        ("FERROGATE_HTTP_PORT", "8080", |c| c.bind[0] == BindSpec::Tcp { host: "0.0.0.0".into(), port: 8080 } && c.bind_tls[..2] == [false, true] && c.bind.len() == c.bind_tls.len()),
         ("FERROGATE_HTTPS_PORT", "8443", |c| c.bind[1] == BindSpec::Tcp { host: "0.0.0.0".into(), port: 8443 } && c.tls.as_ref().unwrap().https_port == 8443),
         ("FERROGATE_STATE_DIR", "/st", |c| c.tls.as_ref().unwrap().state_dir == std::path::Path::new("/st")),
         ("FERROGATE_HSTS", "false", |c| c.tls.as_ref().unwrap().hsts.is_none()),

@@ -204,7 +204,12 @@ pub(super) fn resolve(layer: &mut Layer, default_state_dir: PathBuf) -> Result<R
     if !directory.starts_with("https://") {
         return Err(ConfigError::new("--acme-directory", format!("--acme-directory {directory}: an ACME directory is an https:// URL")));
     }
-    let host = layer.host.clone().unwrap_or_else(|| "0.0.0.0".into());
+    // Without --host, every address: IPv4, and IPv6 where the machine has it.
+    let hosts = match layer.host.clone() {
+        Some(host) => vec![host],
+        None if ipv6_available() => vec!["0.0.0.0".into(), "::".into()],
+        None => vec!["0.0.0.0".into()],
+    };
     let http_port = layer.http_port.unwrap_or(80);
     let https_port = layer.https_port.unwrap_or(443);
     if http_port == https_port {
@@ -229,8 +234,16 @@ pub(super) fn resolve(layer: &mut Layer, default_state_dir: PathBuf) -> Result<R
         handshake_timeout: HANDSHAKE_TIMEOUT,
         acme: true,
     };
-    let binds = vec![(BindSpec::Tcp { host: host.clone(), port: http_port }, false), (BindSpec::Tcp { host, port: https_port }, true)];
+    let binds = hosts
+        .into_iter()
+        .flat_map(|host| [(BindSpec::Tcp { host: host.clone(), port: http_port }, false), (BindSpec::Tcp { host, port: https_port }, true)])
+        .collect();
     Ok(Resolved { tls: Some(tls), binds, given_binds_tls: false })
+}
+
+/// Whether this machine can listen on IPv6 (containers and some hosts have it off).
+fn ipv6_available() -> bool {
+    std::net::TcpListener::bind((std::net::Ipv6Addr::UNSPECIFIED, 0)).is_ok()
 }
 
 /// A name a public CA can issue for: letters, digits, hyphens, dots; `*.` only first.

@@ -128,11 +128,14 @@ fn spawn_connection(stream: Stream, info: ConnInfo, tls: Option<Arc<Acceptor>>, 
     let ctx = ctx.clone();
     let open = ctx.open.enter();
     tokio::spawn(async move {
+        // The TLS path is boxed: its state (rustls's connection, the handshake) would
+        // otherwise size every connection's task, plain ones included, and an idle
+        // plain keep-alive connection is meant to cost about 2 KiB.
         match (stream, tls) {
             (Stream::Tcp(s), None) => serve_http(s, info, ctx).await,
             (Stream::Unix(s), None) => serve_http(s, info, ctx).await,
-            (Stream::Tcp(s), Some(tls)) => serve_https(s, info, &tls, ctx).await,
-            (Stream::Unix(s), Some(tls)) => serve_https(s, info, &tls, ctx).await,
+            (Stream::Tcp(s), Some(tls)) => Box::pin(serve_https(s, info, tls, ctx)).await,
+            (Stream::Unix(s), Some(tls)) => Box::pin(serve_https(s, info, tls, ctx)).await,
         }
         drop(open);
     });
@@ -141,7 +144,7 @@ fn spawn_connection(stream: Stream, info: ConnInfo, tls: Option<Arc<Acceptor>>, 
 /// The TLS handshake, then HTTP on the secured stream. A connection that fails its
 /// handshake (garbage, plain HTTP, an unknown name, too slow) is closed and costs
 /// nothing else; it is logged at debug level, as scanners make many.
-async fn serve_https<S>(stream: S, mut info: ConnInfo, tls: &Acceptor, ctx: Arc<ServerCtx>)
+async fn serve_https<S>(stream: S, mut info: ConnInfo, tls: Arc<Acceptor>, ctx: Arc<ServerCtx>)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + Sync + 'static,
     tokio_rustls::server::TlsStream<S>: Transport,
