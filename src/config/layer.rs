@@ -136,23 +136,18 @@ where
     K: Into<OsString>,
     V: Into<OsString>,
 {
+    let argv = argv.into_iter().map(Into::into).collect();
+    let env = env.into_iter().map(|(k, v)| (k.into(), v.into())).collect();
     gather_layers(argv, env, pid, true)
 }
 
 /// As `gather`, for commands other than serving (`ferrogate certs ...`): they take the
 /// server's options, APP included, but need no APP.
 pub fn gather_without_app(argv: Vec<String>, env: Vec<(OsString, OsString)>, pid: u32) -> Result<Layer, clap::Error> {
-    gather_layers(argv, env, pid, false)
+    gather_layers(argv.into_iter().map(OsString::from).collect(), env, pid, false)
 }
 
-fn gather_layers<A, E, K, V>(argv: A, env: E, pid: u32, needs_app: bool) -> Result<Layer, clap::Error>
-where
-    A: IntoIterator,
-    A::Item: Into<OsString> + Clone,
-    E: IntoIterator<Item = (K, V)>,
-    K: Into<OsString>,
-    V: Into<OsString>,
-{
+fn gather_layers(argv: Vec<OsString>, env: Vec<(OsString, OsString)>, pid: u32, needs_app: bool) -> Result<Layer, clap::Error> {
     let file = FileLayer::read();
     let env = EnvLayer::read(env, pid);
     // APP may come from a lower layer; only when none gives it is it required here.
