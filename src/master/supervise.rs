@@ -17,6 +17,8 @@ use crate::ipc::{self, ToMaster, ToWorker};
 
 /// Between the stack dump and SIGKILL: time for faulthandler to write every thread's stack.
 const DUMP_GRACE: Duration = Duration::from_secs(1);
+/// After a worker's exit, how long its channel may take to yield what it wrote last.
+const LAST_WORDS: Duration = Duration::from_millis(500);
 
 pub enum Order {
     Send(ToWorker),
@@ -32,7 +34,18 @@ pub async fn supervise(id: WorkerId, spawned: Spawned, mut orders: mpsc::Unbound
     let mut kill_at: Option<Instant> = None;
     let status = loop {
         tokio::select! {
-            status = child.wait() => break status.ok(),
+            status = child.wait() => {
+                // Its last words (BootFailed) may still be unread when the exit is seen
+                // first: read up to the end of the channel, which the exit closed (bounded,
+                // in case a process the app started holds the worker's end open).
+                while reading {
+                    match tokio::time::timeout(LAST_WORDS, lines.next_line()).await {
+                        Ok(Ok(Some(line))) => relay(id, &line, &events),
+                        _ => reading = false,
+                    }
+                }
+                break status.ok();
+            }
             Some(order) = orders.recv() => match order {
                 Order::Send(msg) => {
                     let _ = write.write_all(&ipc::encode(&msg)).await;
@@ -51,15 +64,21 @@ pub async fn supervise(id: WorkerId, spawned: Spawned, mut orders: mpsc::Unbound
                 let _ = child.start_kill();
             }
             line = lines.next_line(), if reading => match line {
-                Ok(Some(line)) => match ipc::decode::<ToMaster>(&line) {
-                    Ok(msg) => { let _ = events.send(event_of(id, msg)); }
-                    Err(e) => crate::warn!("{e}"),
-                },
+                Ok(Some(line)) => relay(id, &line, &events),
                 _ => reading = false,
             },
         }
     };
     let _ = events.send(PolicyEvent::Exited(id, exit_kind(status)));
+}
+
+fn relay(id: WorkerId, line: &str, events: &mpsc::UnboundedSender<PolicyEvent>) {
+    match ipc::decode::<ToMaster>(line) {
+        Ok(msg) => {
+            let _ = events.send(event_of(id, msg));
+        }
+        Err(e) => crate::warn!("{e}"),
+    }
 }
 
 fn event_of(id: WorkerId, msg: ToMaster) -> PolicyEvent {
