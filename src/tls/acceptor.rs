@@ -5,6 +5,7 @@
 //! master (`TlsMaterial`, over the channel) and can be replaced while connections run:
 //! a handshake uses the configuration current when it began.
 
+use rustls::pki_types::pem::PemObject;
 use rustls::server::{ClientHello, ResolvesServerCert, ServerSessionMemoryCache, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::{RootCertStore, ServerConfig};
@@ -215,4 +216,3 @@ fn challenge_config(state_dir: &Path, name: &str) -> Result<Arc<ServerConfig>, S
     Ok(Arc::new(config))
 }
 
-use rustls::pki_types::pem::PemObject;
