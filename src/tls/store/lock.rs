@@ -1,4 +1,4 @@
-//! The state directory itself: where it is by default, and the lock that makes one
+//! The state directory's lock, which makes one
 //! process at a time the one that orders certificates for it.
 
 use super::atomic::{ensure_dir, with_path};
@@ -7,24 +7,7 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
-
-/// `/var/lib/ferrogate` as root; otherwise `$XDG_STATE_HOME/ferrogate`, else
-/// `~/.local/state/ferrogate` (XDG Base Directory spec: relative values are ignored).
-/// Without a usable HOME the root default is returned: creating it then fails with
-/// a message that names it.
-pub fn default_state_dir(is_root: bool, env: impl Fn(&str) -> Option<String>) -> PathBuf {
-    let absolute = |key: &str| env(key).filter(|v| v.starts_with('/')).map(PathBuf::from);
-    if is_root {
-        PathBuf::from("/var/lib/ferrogate")
-    } else if let Some(xdg) = absolute("XDG_STATE_HOME") {
-        xdg.join("ferrogate")
-    } else if let Some(home) = absolute("HOME") {
-        home.join(".local/state/ferrogate")
-    } else {
-        PathBuf::from("/var/lib/ferrogate")
-    }
-}
+use std::path::Path;
 
 /// An exclusive flock(2) on `<state>/lock`, released when dropped (closing the file
 /// releases it, also when the process dies, so a crash never leaves it stuck).
@@ -96,15 +79,4 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
-    #[test]
-    fn default_state_dir_follows_root_then_xdg_then_home() {
-        let env = |pairs: &'static [(&'static str, &'static str)]| {
-            move |k: &str| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
-        };
-        let both: &[(&str, &str)] = &[("XDG_STATE_HOME", "/x"), ("HOME", "/h")];
-        assert_eq!(default_state_dir(true, env(both)), Path::new("/var/lib/ferrogate"));
-        assert_eq!(default_state_dir(false, env(both)), Path::new("/x/ferrogate"));
-        assert_eq!(default_state_dir(false, env(&[("XDG_STATE_HOME", "rel"), ("HOME", "/h")])), Path::new("/h/.local/state/ferrogate"));
-        assert_eq!(default_state_dir(false, env(&[])), Path::new("/var/lib/ferrogate"));
-    }
 }
