@@ -7,7 +7,7 @@ mod lock;
 mod paths;
 
 pub use atomic::{PUBLIC_MODE, SECRET_MODE, ensure_dir, remove_if_exists, write_atomic, write_transient};
-pub use lock::{StateLock, default_state_dir};
+pub use lock::StateLock;
 pub use paths::*;
 
 use crate::tls::acme::{Issued, cert};
