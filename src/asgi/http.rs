@@ -21,6 +21,8 @@ enum Phase {
     /// `http.response.start` received; held back so that a one-message body can go out with it.
     Head { status: StatusCode, headers: Vec<(HeaderName, HeaderValue)> },
     Streaming,
+    /// The body is complete; the app announced trailers and has yet to send them.
+    Trailers(Vec<(HeaderName, HeaderValue)>),
     Complete,
 }
 
@@ -36,11 +38,13 @@ pub struct HttpCycle {
     /// HEAD, 204 or 304: no body goes on the wire, so a content-length only
     /// describes the representation (RFC 9110 8.6) and is not checked.
     bodiless: bool,
+    /// `http.response.start` said `trailers: True`: the response ends with `http.response.trailers`.
+    trailers: bool,
 }
 
 impl HttpCycle {
     pub fn new(ex: Arc<Exchange>, ctx: Arc<AsgiContext>) -> Self {
-        HttpCycle { ex, ctx, phase: Phase::Start, declared_len: None, body_len: 0, bodiless: false }
+        HttpCycle { ex, ctx, phase: Phase::Start, declared_len: None, body_len: 0, bodiless: false, trailers: false }
     }
 
     /// Counts body bytes against the declared content-length (HEAD responses carry none).
@@ -72,7 +76,7 @@ impl HttpCycle {
                 let headers = vec![(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"))];
                 self.emit(py, ResponseEvent::Start { status, headers, body: Body::Full(body) });
             }
-            Phase::Streaming => self.emit(py, ResponseEvent::Abort),
+            Phase::Streaming | Phase::Trailers(_) => self.emit(py, ResponseEvent::Abort),
             Phase::Complete => {}
         }
     }
@@ -171,6 +175,10 @@ impl HttpCycle {
                     self.declared_len = n;
                 }
                 self.bodiless = self.ex.head.method == http::Method::HEAD || matches!(status, StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED);
+                self.trailers = match msg.get_item(intern!(py, "trailers"))? {
+                    Some(t) => t.is_truthy()?,
+                    None => false,
+                };
                 self.phase = Phase::Head { status, headers };
             }
             (Phase::Head { .. }, "http.response.body") => {
@@ -182,10 +190,13 @@ impl HttpCycle {
                     return Err(ClientDisconnected::new_err("the client closed the connection"));
                 }
                 let len = body.len();
-                if more {
+                if more || self.trailers {
                     self.emit(py, ResponseEvent::Start { status, headers, body: Body::Streaming });
                     if !body.is_empty() {
                         self.emit(py, ResponseEvent::Chunk(body));
+                    }
+                    if !more {
+                        self.phase = Phase::Trailers(Vec::new());
                     }
                 } else {
                     self.phase = Phase::Complete;
@@ -219,11 +230,26 @@ impl HttpCycle {
                 if !body.is_empty() {
                     self.emit(py, ResponseEvent::Chunk(body));
                 }
-                if !more {
+                if !more && self.trailers {
+                    self.phase = Phase::Trailers(Vec::new());
+                } else if !more {
                     self.phase = Phase::Complete;
                     self.emit(py, ResponseEvent::End);
                 }
                 return self.after_body(py, len, more);
+            }
+            (Phase::Trailers(_), "http.response.trailers") => {
+                let fields = headers_from(py, msg.get_item(intern!(py, "headers"))?)?;
+                let more = match msg.get_item(intern!(py, "more_trailers"))? {
+                    Some(m) => m.is_truthy()?,
+                    None => false,
+                };
+                let Phase::Trailers(mut all) = std::mem::replace(&mut self.phase, Phase::Complete) else { unreachable!() };
+                all.extend(fields);
+                match more {
+                    true => self.phase = Phase::Trailers(all),
+                    false => self.emit(py, ResponseEvent::Trailers(all)),
+                }
             }
             (Phase::Complete, _) if disconnected => return Err(ClientDisconnected::new_err("the client closed the connection")),
             (phase, kind) => {
@@ -231,6 +257,7 @@ impl HttpCycle {
                     Phase::Start => "'http.response.start'",
                     Phase::Head { .. } => "'http.response.body' or 'http.response.pathsend'",
                     Phase::Streaming => "'http.response.body'",
+                    Phase::Trailers(_) => "'http.response.trailers' (http.response.start asked for trailers)",
                     Phase::Complete => "nothing: the response is already complete",
                 };
                 return Err(PyRuntimeError::new_err(format!("Unexpected ASGI message '{kind}' sent; expected {expected}")));

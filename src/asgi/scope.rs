@@ -98,6 +98,10 @@ pub fn http_scope<'py>(py: Python<'py>, ctx: &AsgiContext, head: &RequestHead) -
     scope.set_item(intern!(py, "method"), method_str(py, &head.method))?;
     let extensions = PyDict::new(py);
     extensions.set_item(intern!(py, "http.response.pathsend"), PyDict::new(py))?;
+    if head.version == http::Version::HTTP_2 {
+        // Only HTTP/2 carries them to the client (HTTP/1.1 would need the client's TE: trailers).
+        extensions.set_item(intern!(py, "http.response.trailers"), PyDict::new(py))?;
+    }
     add_tls(py, head, &extensions)?;
     scope.set_item(intern!(py, "extensions"), extensions)?;
     Ok(scope)

@@ -98,6 +98,8 @@ pub enum ResponseEvent {
     Chunk(Bytes),
     /// The last body message: nothing follows.
     End,
+    /// `http.response.trailers`, after the last body message: the response ends with them.
+    Trailers(Vec<(HeaderName, HeaderValue)>),
     /// The app failed after starting the response: cut the connection.
     Abort,
     /// WebSocket: complete the handshake with a 101.

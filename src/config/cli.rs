@@ -143,9 +143,14 @@ pub struct Cli {
     #[arg(long, value_parser = ["auto", "asgi3", "asgi2", "wsgi"], help_heading = "Application")]
     pub interface: Option<String>,
 
-    /// Accepted for uvicorn compatibility and ignored: ferrogate's HTTP parser is in Rust.
-    #[arg(long, value_parser = ["auto", "h11", "httptools"], help_heading = "HTTP")]
+    /// Protocols served: auto speaks HTTP/1.1 and HTTP/2 (h2 by ALPN over TLS, h2c by prior
+    /// knowledge in cleartext); h1 only HTTP/1.1; h2 only HTTP/2. uvicorn's h11 and httptools mean h1.
+    #[arg(long, value_parser = ["auto", "h1", "h2", "h11", "httptools"], help_heading = "HTTP")]
     pub http: Option<String>,
+
+    /// HTTP/2 streams a client may have open at once on one connection (SETTINGS_MAX_CONCURRENT_STREAMS).
+    #[arg(long, value_name = "N", help_heading = "HTTP")]
+    pub h2_max_concurrent_streams: Option<u32>,
 
     /// Same as --max-header-size (uvicorn's name for the h11 limit).
     #[arg(long, value_name = "BYTES", help_heading = "HTTP", hide_short_help = true)]
@@ -418,9 +423,10 @@ pub(super) fn help_defaults() -> Vec<(&'static str, String)> {
         ("max_requests_jitter", d.workers.max_requests_jitter.to_string()),
         ("reload_delay", d.workers.reload_delay.to_string()),
         ("event_loop", name(d.app.event_loop.to_possible_value())),
-        // Accepted for uvicorn's sake, with no setting of ours behind them.
+        // Accepted for uvicorn's sake, with no setting of ours behind it.
         ("interface", "auto".into()),
-        ("http", "auto".into()),
+        ("http", d.http.protocols.name().into()),
+        ("h2_max_concurrent_streams", d.http.h2_max_concurrent_streams.to_string()),
         ("ws", if d.ws.enabled { "auto" } else { "none" }.into()),
         ("ws_max_queue", d.ws.max_queue.to_string()),
         ("timeout_keep_alive", d.http.keep_alive_timeout.to_string()),
@@ -478,6 +484,7 @@ impl From<Cli> for Layer {
             log_config: c.log_config,
             use_colors: (c.use_colors || c.no_use_colors).then_some(c.use_colors),
             http: c.http,
+            h2_max_concurrent_streams: c.h2_max_concurrent_streams,
             ssl_certfile: c.ssl_certfile,
             ssl_keyfile: c.ssl_keyfile,
             ssl_keyfile_password: c.ssl_keyfile_password,

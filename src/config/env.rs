@@ -41,6 +41,7 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("FERROGATE_LOOP", "event_loop"),
     ("FERROGATE_INTERFACE", "interface"),
     ("FERROGATE_HTTP", "http"),
+    ("FERROGATE_H2_MAX_CONCURRENT_STREAMS", "h2_max_concurrent_streams"),
     ("FERROGATE_WS", "ws"),
     ("FERROGATE_WS_MAX_QUEUE", "ws_max_queue"),
     ("FERROGATE_LOG_CONFIG", "log_config"),

@@ -70,8 +70,9 @@ layer! {
     log_config: PathBuf,
     /// uvicorn's --use-colors/--no-use-colors: accepted, without effect.
     use_colors: bool,
-    /// uvicorn's --http h11|httptools: accepted, without effect.
+    /// auto|h1|h2 (uvicorn's h11 and httptools mean h1).
     http: String,
+    h2_max_concurrent_streams: u32,
     ssl_certfile: PathBuf,
     ssl_keyfile: PathBuf,
     ssl_keyfile_password: String,

@@ -405,7 +405,7 @@ fn the_defaults_the_help_shows_are_the_real_ones() {
     // The options that showed a [default: ...] when clap held the defaults.
     assert_eq!(ids, [
         "app_dir", "lifespan", "root_path", "host", "port", "backlog", "timeout", "timeout_graceful_shutdown",
-        "limit_max_requests", "max_requests_jitter", "reload_delay", "event_loop", "interface", "http", "ws",
+        "limit_max_requests", "max_requests_jitter", "reload_delay", "event_loop", "interface", "http", "h2_max_concurrent_streams", "ws",
         "ws_max_queue", "timeout_keep_alive", "timeout_io", "max_header_size", "max_headers", "server_header",
         "date_header", "proxy_headers", "ws_max_size", "ws_ping_interval", "ws_ping_timeout",
         "ws_per_message_deflate", "log_level", "access_log", "access_log_format",

@@ -178,6 +178,58 @@ pub struct HttpConfig {
     pub date_header: bool,
     /// Extra headers added to every response, already split into name and value.
     pub default_headers: Vec<(String, String)>,
+    /// Which HTTP versions the listeners speak.
+    pub protocols: Protocols,
+    pub h2_max_concurrent_streams: u32,
+}
+
+/// The HTTP versions a server speaks (--http).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Protocols {
+    /// HTTP/1.1 and HTTP/2: h2 by ALPN over TLS, h2c by prior knowledge in cleartext.
+    Auto,
+    H1,
+    H2,
+}
+
+impl Protocols {
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "auto" => Some(Protocols::Auto),
+            // uvicorn's HTTP/1.1 implementations: uvicorn speaks nothing else.
+            "h1" | "h11" | "httptools" => Some(Protocols::H1),
+            "h2" => Some(Protocols::H2),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocols::Auto => "auto",
+            Protocols::H1 => "h1",
+            Protocols::H2 => "h2",
+        }
+    }
+
+    pub fn h1(self) -> bool {
+        self != Protocols::H2
+    }
+
+    pub fn h2(self) -> bool {
+        self != Protocols::H1
+    }
+
+    /// What a TLS listener offers in ALPN, preferred first.
+    pub fn alpn(self) -> Vec<Vec<u8>> {
+        let mut offered = Vec::new();
+        if self.h2() {
+            offered.push(b"h2".to_vec());
+        }
+        if self.h1() {
+            offered.push(b"http/1.1".to_vec());
+        }
+        offered
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -359,6 +411,9 @@ impl Default for HttpConfig {
             server_header: true,
             date_header: true,
             default_headers: Vec::new(),
+            protocols: Protocols::Auto,
+            // nginx's http2_max_concurrent_streams and the h2 crate's advice alike.
+            h2_max_concurrent_streams: 100,
         }
     }
 }

@@ -27,8 +27,8 @@ impl Layer {
         if self.ssl_ciphers.is_some() {
             out.push("--ssl-ciphers is ignored: ferrogate offers Mozilla's \"intermediate\" suites (AES-GCM and ChaCha20-Poly1305 with forward secrecy)".into());
         }
-        if let Some(http) = self.http.as_deref().filter(|h| *h != "auto") {
-            out.push(format!("--http {http} is ignored: ferrogate parses HTTP/1.1 itself, in Rust"));
+        if let Some(http) = self.http.as_deref().filter(|h| matches!(*h, "h11" | "httptools")) {
+            out.push(format!("--http {http} means --http h1 here: HTTP/1.1 only, as uvicorn speaks (ferrogate's parser is its own); --http auto adds HTTP/2"));
         }
         out
     }
@@ -140,6 +140,15 @@ impl Layer {
                 server_header: self.server_header.unwrap_or(d.http.server_header),
                 date_header: self.date_header.unwrap_or(d.http.date_header),
                 default_headers,
+                protocols: match self.http.as_deref() {
+                    None => d.http.protocols,
+                    Some(name) => Protocols::from_name(name).ok_or_else(|| ConfigError::new("--http", format!("{name:?} is not a protocol choice: use auto, h1 or h2")))?,
+                },
+                h2_max_concurrent_streams: match self.h2_max_concurrent_streams {
+                    None => d.http.h2_max_concurrent_streams,
+                    Some(0) => return Err(ConfigError::new("--h2-max-concurrent-streams", "must be at least 1 (a client could open no stream at all)")),
+                    Some(n) => n,
+                },
             },
             proxy: ProxyConfig { enabled: self.proxy_headers.unwrap_or(d.proxy.enabled), trusted },
             ws: WsConfig {

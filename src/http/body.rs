@@ -136,6 +136,7 @@ impl http_body::Body for ResponseBody {
                 Some(d) if !d.is_empty() => this.data(d),
                 _ => this.end(),
             },
+            Kind::Stream(_) if this.finished => this.end(),
             Kind::Stream(_) if this.failing => {
                 Poll::Ready(Some(Err(std::io::Error::other("the application failed while streaming the response"))))
             }
@@ -143,6 +144,11 @@ impl http_body::Body for ResponseBody {
                 Poll::Pending => Poll::Pending,
                 Poll::Ready(Some(ResponseEvent::Chunk(d))) => this.data(d),
                 Poll::Ready(Some(ResponseEvent::End)) => this.end(),
+                Poll::Ready(Some(ResponseEvent::Trailers(fields))) => {
+                    // Sent where the protocol carries them (HTTP/2); HTTP/1.1 ends the body without.
+                    this.finished = true;
+                    Poll::Ready(Some(Ok(Frame::trailers(fields.into_iter().collect()))))
+                }
                 Poll::Ready(_) => {
                     this.failing = true;
                     cx.waker().wake_by_ref();

@@ -12,6 +12,9 @@ use std::time::{Duration, Instant};
 use super::ctx::{ConnInfo, ServerCtx};
 use super::h1::conn::{self, Transport};
 use super::listeners::Inherited;
+use super::sniff::{Rewind, Sniffed, sniff};
+use crate::config::Protocols;
+use bytes::BytesMut;
 use crate::bridge::Event;
 use crate::bridge::exchange::{Scheme, TlsInfo};
 use crate::tls::acceptor::Acceptor;
@@ -153,15 +156,33 @@ where
         Ok(Some(established)) => {
             info.scheme = Scheme::Https;
             info.tls = Some(Arc::new(TlsInfo { version: established.version, cipher_suite: established.cipher_suite, client_cert_chain: established.client_chain }));
-            serve_http(established.stream, info, ctx).await;
+            // ALPN decided; a client that offered none gets what --http allows, HTTP/1.1 first.
+            let h2 = established.h2 || !ctx.config.http.protocols.h1();
+            match h2 {
+                true => super::h2::conn::serve(established.stream, ctx, info).await,
+                false => conn::serve(established.stream, ctx, info, BytesMut::new()).await,
+            }
         }
         Ok(None) => {}
         Err(e) => crate::debug!("{}: {e}", info.peer.map_or_else(|| "unix socket".into(), |p| p.to_string())),
     }
 }
 
-/// The protocol on an established (plain or secured) connection: HTTP/1.1 today;
-/// ALPN or the HTTP/2 preface will choose between h1 and h2 here.
-async fn serve_http<S: Transport>(stream: S, info: ConnInfo, ctx: Arc<ServerCtx>) {
-    conn::serve(stream, ctx, info).await;
+/// The protocol on a cleartext connection: as --http says, and with both (auto) as the
+/// first bytes say (HTTP/2's preface, else HTTP/1.1). HTTP/2's connection state is
+/// boxed: an idle HTTP/1.1 connection's task stays small.
+async fn serve_http<S: Transport>(mut stream: S, info: ConnInfo, ctx: Arc<ServerCtx>) {
+    match ctx.config.http.protocols {
+        Protocols::H1 => conn::serve(stream, ctx, info, BytesMut::new()).await,
+        Protocols::H2 => Box::pin(super::h2::conn::serve(stream, ctx, info)).await,
+        Protocols::Auto => {
+            let patience = Duration::from_secs(ctx.config.http.keep_alive_timeout);
+            let mut stop = ctx.stop.clone();
+            match sniff(&mut stream, patience, &mut stop).await {
+                Sniffed::H1(read) => conn::serve(stream, ctx, info, read).await,
+                Sniffed::H2(read) => Box::pin(super::h2::conn::serve(Rewind::new(read, stream), ctx, info)).await,
+                Sniffed::Closed => {}
+            }
+        }
+    }
 }

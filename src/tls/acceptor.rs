@@ -81,6 +81,8 @@ pub struct Acceptor {
     state_dir: PathBuf,
     acme: bool,
     timeout: Duration,
+    /// The protocols offered in ALPN, preferred first (h2, http/1.1 as --http allows).
+    alpn: Vec<Vec<u8>>,
 }
 
 /// What the handshake established, for the ASGI `tls` extension.
@@ -90,10 +92,13 @@ pub struct Established<IO> {
     pub cipher_suite: u16,
     /// The client's certificates, leaf first, as PEM.
     pub client_chain: Vec<String>,
+    /// The client chose HTTP/2 in ALPN.
+    pub h2: bool,
 }
 
 impl Acceptor {
-    pub fn new(settings: &TlsConfig, material: &TlsMaterial) -> Result<Self, String> {
+    /// `alpn`: the application protocols to offer, preferred first.
+    pub fn new(settings: &TlsConfig, material: &TlsMaterial, alpn: Vec<Vec<u8>>) -> Result<Self, String> {
         let store = Arc::new(CertStore { certs: RwLock::new(Arc::new(Certs::default())), strict_sni: settings.acme });
         let ticketer = Arc::new(SharedTicketer::new(&material.ticket_keys)?);
         let acceptor = Acceptor {
@@ -105,6 +110,7 @@ impl Acceptor {
             state_dir: settings.state_dir.clone(),
             acme: settings.acme,
             timeout: Duration::from_secs(settings.handshake_timeout),
+            alpn,
         };
         acceptor.update(material)?;
         Ok(acceptor)
@@ -153,7 +159,7 @@ impl Acceptor {
             }
         };
         let mut config = builder.with_cert_resolver(self.store.clone());
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        config.alpn_protocols = self.alpn.clone();
         config.ticketer = self.ticketer.clone();
         config.session_storage = self.sessions.clone();
         config.max_early_data_size = 0;
@@ -192,7 +198,8 @@ impl Acceptor {
         let version = conn.protocol_version().map_or(0, u16::from);
         let cipher_suite = conn.negotiated_cipher_suite().map_or(0, |s| u16::from(s.suite()));
         let client_chain = conn.peer_certificates().map(|chain| chain.iter().map(|c| certs::pem_encode("CERTIFICATE", c.as_ref())).collect()).unwrap_or_default();
-        Ok(Some(Established { stream, version, cipher_suite, client_chain }))
+        let h2 = conn.alpn_protocol() == Some(b"h2");
+        Ok(Some(Established { stream, version, cipher_suite, client_chain, h2 }))
     }
 }
 

@@ -39,7 +39,7 @@ pub fn run(py: Python<'_>) -> PyResult<i32> {
     let tls = match &config.tls {
         None => None,
         Some(settings) => match read_message(&mut channel).and_then(|msg| match msg {
-            ToWorker::Tls(material) => Acceptor::new(settings, &material),
+            ToWorker::Tls(material) => Acceptor::new(settings, &material, config.http.protocols.alpn()),
             other => Err(format!("expected the TLS material after the configuration, got {other:?}")),
         }) {
             Ok(acceptor) => Some(Arc::new(acceptor)),

@@ -86,6 +86,13 @@ pub fn head(out: &mut Vec<u8>, version: Version, status: StatusCode, headers: &H
     out.extend_from_slice(b"\r\n");
 }
 
+/// The Date header's value for the current second (for protocols that set headers, not bytes).
+pub fn date_value() -> http::HeaderValue {
+    let mut value = None;
+    with_date(|d| value = http::HeaderValue::from_bytes(d).ok());
+    value.unwrap_or_else(|| http::HeaderValue::from_static("Thu, 01 Jan 1970 00:00:00 GMT"))
+}
+
 thread_local! {
     /// The IMF-fixdate of the current second, formatted once per second per thread.
     static DATE: RefCell<(u64, [u8; 29])> = const { RefCell::new((0, [0; 29])) };

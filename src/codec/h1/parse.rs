@@ -52,14 +52,20 @@ pub struct Limits {
 /// here, as uvicorn's parser does. CONNECT asks for a tunnel, which only a
 /// proxy gives; an origin server refuses it (nginx answers 405 too).
 fn parse_method(name: &str) -> Result<Method, Refusal> {
-    if name.bytes().any(|b| b.is_ascii_lowercase()) {
+    let method = Method::from_bytes(name.as_bytes()).map_err(|_| Refusal::bad("Bad Request: invalid method"))?;
+    refuse_method(&method)?;
+    Ok(method)
+}
+
+/// The method rules above, for a method another protocol (HTTP/2) parsed.
+pub fn refuse_method(method: &Method) -> Result<(), Refusal> {
+    if method.as_str().bytes().any(|b| b.is_ascii_lowercase()) {
         return Err(Refusal::bad("Bad Request: invalid method (method names are case-sensitive: GET, not get)"));
     }
-    let method = Method::from_bytes(name.as_bytes()).map_err(|_| Refusal::bad("Bad Request: invalid method"))?;
     if method == Method::CONNECT {
         return Err(Refusal { status: StatusCode::METHOD_NOT_ALLOWED, reason: "Method Not Allowed: CONNECT (this server is not a proxy)" });
     }
-    Ok(method)
+    Ok(())
 }
 
 /// Longest request target accepted (hyper's limit too); longer gets 414.

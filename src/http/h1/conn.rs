@@ -46,9 +46,10 @@ const NEXT_REQUEST_GRACE: Duration = Duration::from_millis(250);
 
 /// Serves one connection until it closes. Everything but the wait for the
 /// next head is boxed, so the task an idle connection keeps stays small.
-pub async fn serve<IO: Transport>(io: IO, ctx: Arc<ServerCtx>, info: ConnInfo) {
+/// `read`: bytes of the first request read already (to tell HTTP/1.1 from HTTP/2).
+pub async fn serve<IO: Transport>(io: IO, ctx: Arc<ServerCtx>, info: ConnInfo, read: BytesMut) {
     let stop = Some(ctx.stop.clone());
-    let mut conn = Conn { io, buf: BytesMut::new(), ctx, info, served: 0, stop };
+    let mut conn = Conn { io, buf: read, ctx, info, served: 0, stop };
     loop {
         let head = match conn.next_head().await {
             Next::Head(head) => head,

@@ -7,6 +7,7 @@
 
 pub mod conn;
 mod read;
+pub(crate) use read::read_more;
 mod write;
 
 #[cfg(test)]

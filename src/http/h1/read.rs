@@ -23,7 +23,7 @@ const READ_AHEAD: usize = 64 * 1024;
 /// Reads more of a request head. With nothing buffered the bytes land on the
 /// stack first, so that a connection waiting for its next request holds no
 /// buffer at all. Cancel-safe: bytes are only ever moved in a completed poll.
-pub(super) async fn read_more<IO: AsyncRead + Unpin>(io: &mut IO, buf: &mut BytesMut) -> std::io::Result<usize> {
+pub(crate) async fn read_more<IO: AsyncRead + Unpin>(io: &mut IO, buf: &mut BytesMut) -> std::io::Result<usize> {
     if !buf.is_empty() {
         buf.reserve(buf.len().max(HEAD_READ));
         return io.read_buf(buf).await;

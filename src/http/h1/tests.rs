@@ -41,7 +41,7 @@ fn start(tweak: impl FnOnce(&mut Config)) -> Conn {
     let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
     tokio::spawn(fake_app(bridge, seen.clone()));
     let info = ConnInfo { peer: Some("127.0.0.1:40000".parse().unwrap()), local: None, scheme: crate::bridge::exchange::Scheme::Http, tls: None };
-    let done = tokio::spawn(conn::serve(server, ctx, info));
+    let done = tokio::spawn(conn::serve(server, ctx, info, bytes::BytesMut::new()));
     Conn { client, stop, seen, done }
 }
 
