@@ -163,7 +163,8 @@ fn every_variable() -> Vec<(&'static str, &'static str, fn(&Config) -> bool)> {
         ("FERROGATE_RELOAD_DELAY", "2.5", |c| c.workers.reload_delay == 2.5),
         ("FERROGATE_LOOP", "asyncio", |c| c.app.event_loop == LoopChoice::Asyncio),
         ("FERROGATE_INTERFACE", "asgi3", |_| true),
-        ("FERROGATE_HTTP", "h11", |_| true),
+        ("FERROGATE_HTTP", "h11", |c| c.http.protocols == crate::config::Protocols::H1),
+        ("FERROGATE_H2_MAX_CONCURRENT_STREAMS", "7", |c| c.http.h2_max_concurrent_streams == 7),
         ("FERROGATE_WS", "none", |c| !c.ws.enabled),
         ("FERROGATE_WS_MAX_QUEUE", "3", |c| c.ws.max_queue == 3),
         ("FERROGATE_LOG_CONFIG", "log.json", |_| true),
@@ -456,7 +457,23 @@ fn warnings_are_for_ignored_options() {
     let said = |args: &[&str]| gathered(args, &[]).unwrap().warnings();
     assert_eq!(said(&["m:a", "--use-colors"]), ["--use-colors is ignored: ferrogate's log lines have no colors"]);
     assert_eq!(said(&["m:a", "--no-use-colors"]), ["--no-use-colors is ignored: ferrogate's log lines have no colors"]);
-    assert_eq!(said(&["m:a", "--http", "h11"]), ["--http h11 is ignored: ferrogate parses HTTP/1.1 itself, in Rust"]);
-    // `auto` asks for nothing ferrogate does not do.
-    assert!(said(&["m:a", "--http", "auto"]).is_empty());
+    assert_eq!(said(&["m:a", "--http", "h11"]), ["--http h11 means --http h1 here: HTTP/1.1 only, as uvicorn speaks (ferrogate's parser is its own); --http auto adds HTTP/2"]);
+    // The protocol choices of ferrogate's own ask for nothing it does not do.
+    for choice in ["auto", "h1", "h2"] {
+        assert!(said(&["m:a", "--http", choice]).is_empty());
+    }
+}
+
+#[test]
+fn http_protocol_choices_and_their_alpn() {
+    use crate::config::Protocols;
+    let config = |args: &[&str]| gathered(args, &[]).unwrap().into_config();
+    assert_eq!(config(&["m:a"]).unwrap().http.protocols, Protocols::Auto);
+    assert_eq!(config(&["m:a", "--http", "h2"]).unwrap().http.protocols, Protocols::H2);
+    assert_eq!(config(&["m:a", "--http", "httptools"]).unwrap().http.protocols, Protocols::H1);
+    assert_eq!(Protocols::Auto.alpn(), [b"h2".to_vec(), b"http/1.1".to_vec()], "h2 preferred, HTTP/1.1 kept");
+    assert_eq!(Protocols::H1.alpn(), [b"http/1.1".to_vec()]);
+    assert_eq!(Protocols::H2.alpn(), [b"h2".to_vec()]);
+    let refused = config(&["m:a", "--h2-max-concurrent-streams", "0"]).unwrap_err().to_string();
+    assert!(refused.contains("--h2-max-concurrent-streams") && refused.contains("at least 1"), "{refused}");
 }

@@ -142,11 +142,11 @@ impl Layer {
                 default_headers,
                 protocols: match self.http.as_deref() {
                     None => d.http.protocols,
-                    Some(name) => Protocols::from_name(name).ok_or_else(|| ConfigError::new("--http", format!("{name:?} is not a protocol choice: use auto, h1 or h2")))?,
+                    Some(name) => Protocols::from_name(name).ok_or_else(|| ConfigError::new("--http", format!("--http {name:?} is not a protocol choice: use auto, h1 or h2")))?,
                 },
                 h2_max_concurrent_streams: match self.h2_max_concurrent_streams {
                     None => d.http.h2_max_concurrent_streams,
-                    Some(0) => return Err(ConfigError::new("--h2-max-concurrent-streams", "must be at least 1 (a client could open no stream at all)")),
+                    Some(0) => return Err(ConfigError::new("--h2-max-concurrent-streams", "--h2-max-concurrent-streams must be at least 1 (with 0 a client could open no stream at all); the default is 100")),
                     Some(n) => n,
                 },
             },
