@@ -248,8 +248,8 @@ class Ferrogate(SingleCommandServer):
     def unsupported(self, plan):
         if plan.tls and "--ssl-certfile" not in self.help_text():
             return "this ferrogate build has no --ssl-certfile (TLS not in it yet)"
-        if plan.http2 and not re.search(r"\bh2c?\b|HTTP/2", self.help_text(), re.IGNORECASE):
-            return "this ferrogate build has no HTTP/2 (its --help mentions neither h2 nor HTTP/2)"
+        if plan.http2 and not re.search(r"\bh2c?\b|\bHTTP/?2\b", self.help_text(), re.IGNORECASE):
+            return "this ferrogate build has no HTTP/2 (its --help mentions none of h2, http2, HTTP/2)"
         return None
 
     def command(self, plan, port):
