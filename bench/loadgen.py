@@ -1,12 +1,17 @@
-"""HTTP load: a one-request probe, wrk runs parsed into numbers, and TLS
-handshake runs (parallel `openssl s_time`)."""
+"""HTTP load: a one-request probe, wrk and h2load runs parsed into numbers,
+and TLS handshake runs (parallel `openssl s_time`)."""
 
+import contextlib
 import http.client
 import json
+import math
 import os
+import re
 import shutil
 import ssl
 import subprocess
+import tempfile
+import threading
 import time
 from dataclasses import dataclass
 
@@ -26,7 +31,7 @@ class ProbeError(Exception):
 
 
 class LoadError(Exception):
-    """wrk did not produce a result."""
+    """The load generator (wrk, h2load, openssl s_time) did not produce a result."""
 
 
 def probe(port, request, timeout=20.0, ca=None):
@@ -59,6 +64,48 @@ def probe(port, request, timeout=20.0, ca=None):
         finally:
             conn.close()
     raise ProbeError(f"no answer to {request.method} {request.path}: {last}")
+
+
+def curl_path():
+    return shutil.which("curl")
+
+
+def probe_h2(port, request, timeout=20.0, ca=None):
+    """probe() over HTTP/2, with curl: h2c by prior knowledge, or ALPN h2 with `ca`.
+
+    Returns (status, headers, body) like probe(). An answer over any other
+    HTTP version is an error at once: the server does not speak HTTP/2 there.
+    """
+    scheme = "https" if ca else "http"
+    cmd = [curl_path() or "curl", "--silent", "--show-error", "--noproxy", "*",
+           "--max-time", "10", "--dump-header", "-", "--output", "-",
+           "--write-out", "\n%{http_version}"]
+    cmd += ["--http2", "--cacert", ca] if ca else ["--http2-prior-knowledge"]
+    if request.method != "GET":
+        cmd += ["--request", request.method]
+    if request.body:
+        cmd += ["--header", "Content-Type: application/json", "--data-binary", request.body]
+    cmd.append(f"{scheme}://127.0.0.1:{port}{request.path}")
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        proc = subprocess.run(cmd, capture_output=True, timeout=30)
+        if proc.returncode == 60:  # peer certificate cannot be authenticated
+            raise ProbeError(f"curl: {proc.stderr.decode(errors='replace').strip()}")
+        if proc.returncode == 0:
+            head, _, rest = proc.stdout.partition(b"\r\n\r\n")
+            body, _, version = rest.rpartition(b"\n")
+            lines = head.decode("latin-1").split("\r\n")
+            if version.strip() != b"2":
+                raise ProbeError(f"{request.method} {request.path} was answered over "
+                                 f"HTTP/{version.decode(errors='replace').strip()}, not HTTP/2")
+            status = int(lines[0].split()[1])
+            headers = {k.strip().lower(): v.strip()
+                       for k, _, v in (line.partition(":") for line in lines[1:])}
+            return status, headers, body
+        last = proc.stderr.decode(errors="replace").strip()
+        time.sleep(0.2)
+    raise ProbeError(f"no HTTP/2 answer to {request.method} {request.path}: {last}")
 
 
 def wrk_path():
@@ -98,6 +145,165 @@ def run_wrk(port, request, duration, connections=64, threads=1, scheme="http"):
     # Keep wrk's own human-readable report (with --latency) for the record.
     result["wrk_output"] = "\n".join(l for l in proc.stdout.splitlines()
                                      if not l.startswith("BENCH_JSON "))
+    return result
+
+
+# ---------------------------------------------------------------------------
+# HTTP/2: h2load (nghttp2-client).
+#
+# h2load speaks h2c by prior knowledge to an http:// URL and offers ALPN
+# h2 (then http/1.1) to an https:// one; it does not verify the certificate.
+# One run does the warm-up (--warm-up-time) and then the measured duration
+# (-D) on the same connections, and counts only the requests of the measured
+# part; it prints a line when that part starts and when it ends, which is
+# where the caller's measured window (server CPU) opens and closes.
+
+H2LOAD_MAIN_STARTED = "Main benchmark duration is started"
+H2LOAD_MAIN_OVER = "Main benchmark duration is over"
+_H2LOAD_PATTERNS = {
+    "rps": r"^finished in \S+, ([\d.]+) req/s",
+    "counts": (r"^requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, "
+               r"(\d+) failed, (\d+) errored, (\d+) timeout"),
+    "status": r"^status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx",
+    "protocol": r"^Application protocol: (\S+)",
+}
+
+
+def h2load_path():
+    return shutil.which("h2load")
+
+
+def _h2load_seconds(seconds):
+    # h2load takes a number with a unit; milliseconds keep fractions (--quick's 0.5 s...).
+    return f"{seconds:g}s" if seconds == int(seconds) else f"{round(seconds * 1000)}ms"
+
+
+def h2load_command(port, request, duration, warmup, connections, streams, threads,
+                   scheme="http", log_file=None, data_file=None):
+    cmd = ["h2load", f"-t{threads}", f"-c{connections}", f"-m{streams}",
+           "-D", _h2load_seconds(duration)]
+    if warmup > 0:
+        cmd += ["--warm-up-time", _h2load_seconds(warmup)]
+    if log_file:
+        cmd += ["--log-file", log_file]
+    if request.method not in ("GET", "POST") or (request.method == "POST") != bool(request.body):
+        raise ValueError(f"h2load sends GET, or POST with a body (-d): not {request.method}")
+    if request.body:
+        cmd += ["-d", data_file or "BODY_FILE", "-H", "content-type: application/json"]
+    return cmd + [f"{scheme}://127.0.0.1:{port}{request.path}"]
+
+
+def parse_h2load(output):
+    """h2load's summary as numbers; LoadError unless it spoke HTTP/2 and completed requests.
+
+    h2load's counters: `succeeded` = responses with a status below 400,
+    `failed` = `errored` (streams or connections that failed: reset, closed,
+    timed out, never issued) + responses with a status of 400 or more; its
+    req/s is every completed response over the measured duration.
+    """
+    found = {}
+    for name, pattern in _H2LOAD_PATTERNS.items():
+        m = re.search(pattern, output, re.MULTILINE)
+        if not m:
+            raise LoadError(f"h2load printed no {name!r} line:\n{output[-1500:]}")
+        found[name] = m.groups()
+    protocol = found["protocol"][0]
+    if protocol not in ("h2", "h2c"):
+        # Over TLS the server chose another ALPN protocol (http/1.1): no HTTP/2 row.
+        raise LoadError(f"h2load negotiated {protocol!r}, not HTTP/2 (h2)")
+    _total, _started, _done, succeeded, failed, errored, timeout = map(int, found["counts"])
+    s2xx, s3xx, s4xx, s5xx = map(int, found["status"])
+    responses = succeeded + failed - errored
+    if responses == 0:
+        # E.g. an h2c request answered in HTTP/1.1: every stream fails.
+        raise LoadError(f"h2load completed no request ({errored} errored):\n{output[-1500:]}")
+    return {
+        "protocol": protocol,
+        "rps": float(found["rps"][0]),
+        "requests": responses,
+        "succeeded": succeeded,
+        "failed": failed,
+        "errored": errored,
+        "timeout": timeout,
+        "status_2xx": s2xx,
+        # Every response that is not 2xx is an error here. (A response whose
+        # headers arrived in the warm-up and its end in the measured part is
+        # counted as a response but in no status class: not an error.)
+        "status_errors": s3xx + s4xx + s5xx,
+        # Streams or connections that failed (timeouts are among them).
+        "socket_errors": errored,
+    }
+
+
+def _percentile(ordered, pct):
+    """Nearest-rank percentile of an ascending list."""
+    return ordered[max(0, math.ceil(pct / 100 * len(ordered)) - 1)]
+
+
+def _h2load_latencies(log_file):
+    """p50/p90/p99/max (µs) from h2load's --log-file (start, status, µs to the response's end).
+
+    h2load logs the requests of the measured duration only; failed ones
+    (status -1) are left out, as wrk's latencies cover completed requests.
+    """
+    values = []
+    with open(log_file) as f:
+        for line in f:
+            parts = line.split("\t")
+            if len(parts) == 3 and parts[1] != "-1":
+                values.append(int(parts[2]))
+    if not values:
+        return {"p50_us": None, "p90_us": None, "p99_us": None, "max_us": None}
+    values.sort()
+    return {"p50_us": _percentile(values, 50), "p90_us": _percentile(values, 90),
+            "p99_us": _percentile(values, 99), "max_us": values[-1]}
+
+
+def run_h2load(port, request, duration, warmup, connections=64, streams=10, threads=1,
+               scheme="http", measured=None):
+    """Run h2load once (warm-up, then the measured duration); return its numbers.
+
+    `measured(pid)`, if given, returns a context manager that is entered when
+    h2load starts its measured duration and left when that ends (pid: h2load's,
+    so the caller can tell the load generator's CPU from the rest).
+    """
+    with tempfile.TemporaryDirectory(prefix="bench-h2load-") as tmp:
+        log_file = os.path.join(tmp, "requests.tsv")
+        data_file = os.path.join(tmp, "body")
+        with open(data_file, "w") as f:
+            f.write(request.body)
+        cmd = h2load_command(port, request, duration, warmup, connections, streams, threads,
+                             scheme, log_file, data_file)
+        cmd[0] = h2load_path() or "h2load"
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+        watchdog = threading.Timer(warmup + duration + 60, proc.kill)
+        watchdog.start()
+        lines = []
+        try:
+            with contextlib.ExitStack() as window:
+                if measured and warmup <= 0:
+                    window.enter_context(measured(proc.pid))  # no warm-up: measured from the start
+                for line in proc.stdout:
+                    line = line.rstrip("\n")
+                    if not line.startswith("progress: "):
+                        lines.append(line)
+                    if measured and warmup > 0 and line.startswith(H2LOAD_MAIN_STARTED):
+                        window.enter_context(measured(proc.pid))
+                    elif line.startswith(H2LOAD_MAIN_OVER):
+                        window.close()
+            proc.wait()
+        finally:
+            watchdog.cancel()
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        output = "\n".join(lines)
+        if proc.returncode != 0:
+            raise LoadError(f"h2load failed (exit {proc.returncode}): {output[-1500:]}")
+        result = parse_h2load(output)
+        result.update(_h2load_latencies(log_file))
+    result["h2load_output"] = output
     return result
 
 

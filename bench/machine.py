@@ -63,6 +63,7 @@ def package_versions():
             versions[name] = None
     versions["nginx"] = _tool_version("nginx", ["-v"], r"nginx/(\S+)")
     versions["wrk"] = _tool_version("wrk", ["-v"], r"wrk (\S+)")
+    versions["h2load"] = _tool_version("h2load", ["--version"], r"nghttp2/(\S+)")
     versions["openssl"] = _tool_version("openssl", ["version"], r"OpenSSL (\S+)")
     return versions
 

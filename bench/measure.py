@@ -5,6 +5,7 @@ did not start or answer; `error` says why) or "n/a" (the server does not
 support the workload, e.g. no WebSocket).
 """
 
+import contextlib
 import json
 import os
 import resource
@@ -28,8 +29,9 @@ MIB = 1024 * 1024
 class Settings:
     duration: float = 8.0      # measured seconds per run
     warmup: float = 2.0        # unmeasured load before each run
-    connections: int = 64      # wrk -c
-    threads: int = 1           # wrk -t
+    connections: int = 64      # wrk -c, h2load -c
+    threads: int = 1           # wrk -t, h2load -t
+    h2_streams: int = 10       # h2load -m: concurrent streams per HTTP/2 connection
     idle_connections: int = 5000
     ws_connections: int = 16
     ws_message_size: int = 32
@@ -54,27 +56,33 @@ class Window:
     """The measured window: the server tree's CPU, and what else ran.
 
     `other_cpu_pct` is the machine's busy time minus the server's, the load
-    generator's (a child we reap inside the window) and the harness's own,
-    in percent of one core: anything well above a few percent means another
-    program competed for the cores and the sample is noisy.
+    generator's and the harness's own, in percent of one core: anything well
+    above a few percent means another program competed for the cores and the
+    sample is noisy. A load generator that exits inside the window (wrk) is
+    in the harness's children's time; one still running when the window
+    closes (h2load: the window is its measured part) is read from /proc
+    through `load_pids`.
     """
 
-    def __init__(self, pids):
+    def __init__(self, pids, load_pids=()):
         self.pids = pids
+        self.load_pids = list(load_pids)
 
     def __enter__(self):
         self.wall0 = time.monotonic()
         self.busy0 = proctree.machine_busy_seconds()
         self.ours0 = own_and_children_cpu()
         self.tree0 = proctree.CpuSnapshot(self.pids)
+        self.load0 = proctree.CpuSnapshot(self.load_pids)
         return self
 
     def __exit__(self, *exc):
         self.server_cpu = proctree.CpuSnapshot(self.pids).seconds_since(self.tree0)
+        load = proctree.CpuSnapshot(self.load_pids).seconds_since(self.load0)
         ours = own_and_children_cpu() - self.ours0
         busy = proctree.machine_busy_seconds() - self.busy0
-        wall = time.monotonic() - self.wall0
-        self.other_cpu_pct = max(0.0, busy - self.server_cpu - ours) / wall * 100
+        self.wall = time.monotonic() - self.wall0
+        self.other_cpu_pct = max(0.0, busy - self.server_cpu - load - ours) / self.wall * 100
 
 
 def measure(server, workload, plan, settings):
@@ -100,17 +108,16 @@ def measure(server, workload, plan, settings):
         running.stop()
 
 
-def _check_probe(running, request, ca=None):
-    status, headers, body = loadgen.probe(running.port, request, ca=ca)
+def _check_probe(running, request, ca=None, http2=False):
+    status, headers, body = (loadgen.probe_h2 if http2 else loadgen.probe)(running.port, request,
+                                                                            ca=ca)
     if status != 200:
         raise MeasureError(f"{request.method} {request.path} answered {status}: {body[:200]!r}")
     return headers
 
 
-def _http(running, workload, settings):
-    ca = settings.ca if workload.tls else None
-    scheme = "https" if workload.tls else "http"
-    headers = _check_probe(running, workload.request, ca)
+def _wrk(running, workload, settings, scheme):
+    """wrk: a warm-up run, then the measured run inside the window."""
     if settings.warmup > 0:
         loadgen.run_wrk(running.port, workload.request, settings.warmup,
                         settings.connections, settings.threads, scheme)
@@ -118,13 +125,41 @@ def _http(running, workload, settings):
     with Window(pids) as window, proctree.RssSampler(pids) as rss:
         r = loadgen.run_wrk(running.port, workload.request, settings.duration,
                             settings.connections, settings.threads, scheme)
+    return r, window, rss
+
+
+def _h2load(running, workload, settings, scheme):
+    """h2load: one run; the window covers its measured duration, not its warm-up."""
+    pids = running.root_pids
+    held = {}
+
+    @contextlib.contextmanager
+    def measured(load_pid):
+        with Window(pids, [load_pid]) as window, proctree.RssSampler(pids) as rss:
+            held.update(window=window, rss=rss)
+            yield
+
+    r = loadgen.run_h2load(running.port, workload.request, settings.duration, settings.warmup,
+                           settings.connections, settings.h2_streams, settings.threads, scheme,
+                           measured=measured)
+    if "window" not in held:
+        raise MeasureError(f"h2load never started its measured duration:\n{r['h2load_output']}")
+    return r, held["window"], held["rss"]
+
+
+def _http(running, workload, settings):
+    ca = settings.ca if workload.tls else None
+    scheme = "https" if workload.tls else "http"
+    headers = _check_probe(running, workload.request, ca, http2=workload.http2)
+    load = _h2load if workload.http2 else _wrk
+    r, window, rss = load(running, workload, settings, scheme)
     cpu = window.server_cpu
     served = r["requests"]
-    return {
+    sample = {
         "status": "ok",
         "rps": r["rps"],
-        "p50_ms": r["p50_us"] / 1000,
-        "p99_ms": r["p99_us"] / 1000,
+        "p50_ms": r["p50_us"] / 1000 if r["p50_us"] is not None else None,
+        "p99_ms": r["p99_us"] / 1000 if r["p99_us"] is not None else None,
         "cpu_us_per_req": cpu * 1e6 / served if served else None,
         "cpu_seconds": cpu,
         "requests": served,
@@ -136,8 +171,13 @@ def _http(running, workload, settings):
         # How the app sent a static file (pathsend/bytes), or None if the
         # server answered /static/ itself.
         "sent_via": headers.get("x-bench-sent"),
-        "wrk_output": r["wrk_output"],
     }
+    if workload.http2:
+        sample.update(protocol=r["protocol"], window_s=window.wall,
+                      h2load_output=r["h2load_output"])
+    else:
+        sample["wrk_output"] = r["wrk_output"]
+    return sample
 
 
 def _handshake(running, workload, settings):

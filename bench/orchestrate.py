@@ -129,13 +129,25 @@ def _one_line(sample):
             f"RSS {sample['peak_rss_mib']:.0f} MiB  errors {sample['errors']}")
 
 
+EXAMPLE_TLS = ("TMP/certs/server.pem", "TMP/certs/server.key")
+
+
+def _nginx_example(**options):
+    """The classic stack's nginx.conf with placeholder paths, for the report."""
+    return nginx_conf.render("TMP", "PORT", "TMP/gunicorn.sock", "TMP/www", **options)
+
+
 def run(args):
     started = time.monotonic()
     ncpu = len(os.sched_getaffinity(0))
     fd_limit = raise_fd_limit()
     chosen = [workloads.BY_KEY[k] for k in args.workloads]
-    if any(w.kind == "http" for w in chosen) and not loadgen.wrk_path():
+    if any(w.kind == "http" and not w.http2 for w in chosen) and not loadgen.wrk_path():
         say("wrk is not installed (apt-get install wrk): cannot run the HTTP workloads")
+        return 2
+    if any(w.http2 for w in chosen) and not (loadgen.h2load_path() and loadgen.curl_path()):
+        say("h2load or curl is not installed (apt-get install nghttp2-client curl): "
+            "cannot run the HTTP/2 workloads")
         return 2
     if any(w.tls for w in chosen) and not tls_certs.openssl_path():
         say("openssl is not installed (apt-get install openssl): cannot run the HTTPS workloads")
@@ -145,7 +157,7 @@ def run(args):
         say(f"fd limit {fd_limit}: idle workload reduced to {args.idle_connections} connections")
 
     settings = measure.Settings(duration=args.duration, warmup=args.warmup,
-                                connections=args.connections,
+                                connections=args.connections, h2_streams=args.h2_streams,
                                 idle_connections=args.idle_connections, python=sys.executable,
                                 tls_clients=args.tls_clients)
     candidates = servers.make(args.servers, setup_env.VENV_BIN)
@@ -217,19 +229,23 @@ def run(args):
         "rounds": args.rounds,
         "settings": {"duration": settings.duration, "warmup": settings.warmup,
                      "connections": settings.connections, "threads": settings.threads,
+                     "h2_streams": settings.h2_streams,
                      "idle_connections": settings.idle_connections,
                      "ws_connections": settings.ws_connections,
                      "ws_message_size": settings.ws_message_size, "workers_all_cores": ncpu,
                      "tls_clients": settings.tls_clients,
                      "quiet_wait": args.quiet_wait, "quiet_threshold_pct": QUIET_THRESHOLD_PCT},
         "machine": machine.describe(setup_env.REPO_DIR),
-        # The classic stack's nginx.conf as the raw workload renders it.
-        "nginx_conf_example": nginx_conf.render("TMP", "PORT", "TMP/gunicorn.sock", "TMP/www"),
-        # ... and as the HTTPS workloads render it (1 worker).
-        "nginx_tls_conf_example": (nginx_conf.render("TMP", "PORT", "TMP/gunicorn.sock", "TMP/www",
-                                                     tls=("TMP/certs/server.pem",
-                                                          "TMP/certs/server.key"))
+        # The classic stack's nginx.conf as the raw workload renders it ...
+        "nginx_conf_example": _nginx_example(),
+        # ... as the HTTPS workloads render it (1 worker) ...
+        "nginx_tls_conf_example": (_nginx_example(tls=EXAMPLE_TLS)
                                    if any(w.tls for w in chosen) else None),
+        # ... and as the HTTP/2 ones do, h2c and over TLS.
+        "nginx_h2_conf_example": (_nginx_example(http2=True)
+                                  if any(w.http2 and not w.tls for w in chosen) else None),
+        "nginx_h2s_conf_example": (_nginx_example(http2=True, tls=EXAMPLE_TLS)
+                                   if any(w.http2 and w.tls for w in chosen) else None),
         "ferrogate_build": build,
         "unavailable": unavailable,
         "commands": commands,

@@ -49,6 +49,8 @@ def summarize(samples, workloads, server_names, floors):
             sent = Counter(s.get("sent_via") for s in ok).most_common(1)[0][0]
             row["sent_via"] = sent
             key = floor_key(w, sent)
+            # A static file that the server (granian's mount, nginx) sent without the app.
+            row["served_without_app"] = w.static and not sent
             if w.kind != "idle":
                 floor = floors.get(key) if key else 0.0
                 row["floor_us"] = floor
@@ -82,7 +84,7 @@ def _status_cell(row, columns):
 def _floor_cell(row):
     if row.get("floor_us") is None:
         return "–"
-    if row["floor_us"] == 0.0 and not row.get("sent_via") and row["workload"].startswith("static"):
+    if row["floor_us"] == 0.0 and row.get("served_without_app"):
         return "0 (served without the app)"
     return _fmt(row["floor_us"], 1)
 
@@ -183,6 +185,70 @@ def _https_summary(rows):
     return "\n".join(lines)
 
 
+def _ratio(value, reference):
+    return f"{value / reference:.2f}×" if value is not None and reference else "–"
+
+
+def _h2_comparison(rows, workloads):
+    """One line per HTTP/2 workload and server: its CPU µs/req beside the same app's over
+    HTTP/1.1, and beside the reference server of the workload's target."""
+    def cpu(workload, server):
+        r = next((r for r in rows if r["workload"] == workload and r["server"] == server), None)
+        return r.get("cpu_us_per_req") if r and r["status"] == "ok" else None
+
+    lines = []
+    for w in workloads:
+        for r in rows:
+            if r["workload"] != w.key or r["status"] != "ok":
+                continue
+            h2, h1 = r.get("cpu_us_per_req"), cpu(w.http1, r["server"]) if w.http1 else None
+            line = {"server": r["server"], "status": "ok", "workload": w.key, "h2": h2,
+                    "h1": h1, "h1_workload": w.http1 or "–", "h2_vs_h1": _ratio(h2, h1),
+                    "target": "–"}
+            if w.target:
+                reference, factor = w.target
+                if r["server"] == reference:
+                    line["target"] = "reference"
+                else:
+                    ref_cpu = cpu(w.key, reference)
+                    if h2 is not None and ref_cpu:
+                        line["target"] = f"{_ratio(h2, ref_cpu)} {reference}"
+                        if r["server"] == "ferrogate":
+                            met = "met" if h2 <= factor * ref_cpu else "missed"
+                            line["target"] += f" (target ≤ {factor:.2f}×: {met})"
+            lines.append(line)
+    return lines
+
+
+def _h2_section(rows, workloads, settings):
+    """The HTTP/2 rows: one table per workload, then the comparison with HTTP/1.1 and
+    the targets."""
+    c, m = settings["connections"], settings.get("h2_streams", 10)
+    parts = ["## HTTP/2", "",
+             f"h2load over HTTP/2 (`-c {c} -m {m}`: {c} connections, {m} concurrent streams each): "
+             "`h2-*` in cleartext (h2c by prior knowledge), `h2s-*` over TLS (ALPN h2). "
+             "uvicorn has no HTTP/2. nginx+gunicorn: nginx speaks HTTP/2 to the client, serves "
+             "the static file itself and proxies the app rows to gunicorn over its unix socket. "
+             "The project's targets for ferrogate: static file over HTTP/2 CPU µs/req ≤ "
+             "nginx's (nginx+gunicorn), FastAPI over HTTP/2 CPU µs/req ≤ 0.8× granian's.", ""]
+    parts += _workload_sections(rows, workloads, "###")
+    lines = _h2_comparison(rows, workloads)
+    if lines:
+        parts += ["### HTTP/2 against HTTP/1.1 and the targets", "",
+                  "CPU µs/req medians from the tables above; HTTP/1.1 = the same app and "
+                  "response over the same transport with wrk (no HTTP/1.1 row over TLS for the "
+                  "static file).", "",
+                  _table(lines, [
+                      ("workload", "---", lambda r: f"`{r['workload']}`"),
+                      _col("HTTP/2 CPU µs/req", "h2", 1),
+                      ("HTTP/1.1 workload", "---", lambda r: r["h1_workload"]),
+                      _col("HTTP/1.1 CPU µs/req", "h1", 1),
+                      ("HTTP/2 ÷ HTTP/1.1", "---:", lambda r: r["h2_vs_h1"]),
+                      ("÷ target's reference", "---", lambda r: r["target"]),
+                  ]), ""]
+    return parts
+
+
 def _ws_table(rows):
     return _http_table(rows).replace("req/s", "messages/s").replace("µs/req", "µs/message", 2)
 
@@ -211,6 +277,8 @@ def _machine_section(meta):
 def _method_section(meta):
     s = meta["settings"]
     wrk = f"wrk -t{s['threads']} -c{s['connections']} -d{s['duration']:g}s --latency -s bench/wrk/bench.lua URL"
+    h2load = (f"h2load -t{s['threads']} -c{s['connections']} -m{s.get('h2_streams', 10)} "
+              f"-D {s['duration']:g}s --warm-up-time {s['warmup']:g}s --log-file TMP URL")
     return "\n".join([
         "## Method", "",
         f"- Command: `{meta['command']}`; {meta['rounds']} round(s); in each round the servers run "
@@ -218,9 +286,17 @@ def _method_section(meta):
         "median over the rounds. Each measurement starts the server afresh.",
         f"- HTTP load: `{wrk}` after a {s['warmup']:g} s warm-up run that is not counted "
         "(POST: method and JSON body from the environment, see bench/wrk/bench.lua).",
+        f"- HTTP/2 load (`h2-*`, `h2s-*`): `{h2load}`: one run, a {s['warmup']:g} s warm-up "
+        "then the measured duration on the same connections; h2load counts only the measured "
+        "part, and the server's CPU is read over exactly that part (from h2load's "
+        "'Main benchmark duration is started' line to its '... is over' line), so connection "
+        "set-up and TLS handshakes are in the warm-up. http:// URLs: h2c by prior knowledge; "
+        "https://: ALPN h2, and a run that negotiated anything else fails. Latency "
+        "percentiles from h2load's per-request log. Errors: failed streams or connections "
+        "plus every response that is not 2xx.",
         "- CPU µs/req: utime+stime of every process in the server's tree (the launched "
         "process and all its descendants, from /proc; for the classic stack nginx and gunicorn "
-        "together) during the measured run, divided by the requests wrk completed.",
+        "together) during the measured run, divided by the requests wrk (or h2load) completed.",
         "- App floor: the same app driven in-process with a synthetic scope, receive and send "
         "in a tight loop (bench/floor.py), CPU µs per call. Overhead = CPU µs/req − floor: "
         "what the server itself spends per request.",
@@ -267,6 +343,18 @@ def _method_section(meta):
     ])
 
 
+# The nginx.conf examples a run records in meta, and what each one is.
+NGINX_EXAMPLES = [
+    ("nginx_conf_example", "nginx.conf of the classic stack (raw workload)"),
+    ("nginx_tls_conf_example", "nginx.conf of the classic stack terminating TLS "
+     "(https-raw, tls-* workloads; N worker processes for -allcores)"),
+    ("nginx_h2_conf_example", "nginx.conf of the classic stack speaking h2c "
+     "(h2-* workloads: HTTP/2 by prior knowledge)"),
+    ("nginx_h2s_conf_example", "nginx.conf of the classic stack speaking HTTP/2 over TLS "
+     "(h2s-* workloads: ALPN h2)"),
+]
+
+
 def _commands_section(meta):
     lines = ["## Commands", "",
              "PORT is a free port; TMP a fresh temp dir; apps run from bench/apps "
@@ -277,13 +365,10 @@ def _commands_section(meta):
         for workload, cmds in by_workload.items():
             lines.append(f"- {workload}: " + " ; ".join(f"`{c}`" for c in cmds))
         lines.append("")
-    if meta.get("nginx_conf_example"):
-        lines += ["<details><summary>nginx.conf of the classic stack (raw workload)</summary>", "",
-                  "```nginx", meta["nginx_conf_example"].rstrip(), "```", "", "</details>", ""]
-    if meta.get("nginx_tls_conf_example"):
-        lines += ["<details><summary>nginx.conf of the classic stack terminating TLS "
-                  "(https-raw, tls-* workloads; N worker processes for -allcores)</summary>", "",
-                  "```nginx", meta["nginx_tls_conf_example"].rstrip(), "```", "", "</details>", ""]
+    for key, summary in NGINX_EXAMPLES:
+        if meta.get(key):
+            lines += [f"<details><summary>{summary}</summary>", "",
+                      "```nginx", meta[key].rstrip(), "```", "", "</details>", ""]
     return "\n".join(lines)
 
 
@@ -301,24 +386,34 @@ def _problems_section(rows, meta):
     return "## Unavailable, failed or not applicable\n\n" + "\n".join(lines)
 
 
-def render_markdown(rows, workloads, meta, floors, chart_name):
-    parts = ["# ferrogate benchmark results", "",
-             "Generated by the harness in bench/ (see bench/README.md). Lower CPU µs/req "
-             "and overhead are better; higher req/s is better.", "",
-             f"![requests/s, CPU per request and memory per idle connection]({chart_name})", ""]
+def _workload_sections(rows, workloads, heading):
+    """A titled table per workload (markdown lines), at the heading level given."""
+    parts = []
     for w in workloads:
         mine = [r for r in rows if r["workload"] == w.key]
         if not mine:
             continue
-        parts.append(f"## {w.title}  (`{w.key}`)")
+        parts.append(f"{heading} {w.title}  (`{w.key}`)")
         parts.append("")
         table = {"idle": _idle_table, "ws": _ws_table,
                  "handshake": _handshake_table}.get(w.kind, _http_table)
         parts.append(table(mine))
         parts.append("")
+    return parts
+
+
+def render_markdown(rows, workloads, meta, floors, chart_name):
+    parts = ["# ferrogate benchmark results", "",
+             "Generated by the harness in bench/ (see bench/README.md). Lower CPU µs/req "
+             "and overhead are better; higher req/s is better.", "",
+             f"![requests/s, CPU per request and memory per idle connection]({chart_name})", ""]
+    parts += _workload_sections(rows, [w for w in workloads if not w.http2], "##")
     summary = _https_summary(rows)
     if summary:
         parts += [summary, ""]
+    http2 = [w for w in workloads if w.http2 and any(r["workload"] == w.key for r in rows)]
+    if http2:
+        parts += _h2_section(rows, http2, meta["settings"])
     if floors:
         parts += ["## App floor (no server)", "", "| floor | CPU µs per call |", "|---|---:|"]
         parts += [f"| {k} | {v:.2f} |" for k, v in sorted(floors.items()) if v is not None]

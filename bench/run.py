@@ -38,7 +38,9 @@ def parse_args(argv=None):
     p.add_argument("--rounds", type=int, default=None, help="rounds per workload (default 3; --quick 1)")
     p.add_argument("--duration", type=float, default=None, help="measured seconds per run (default 8; --quick 2)")
     p.add_argument("--warmup", type=float, default=None, help="warm-up seconds per run (default 2; --quick 1)")
-    p.add_argument("--connections", type=int, default=64, help="wrk -c (default 64)")
+    p.add_argument("--connections", type=int, default=64, help="wrk -c and h2load -c (default 64)")
+    p.add_argument("--h2-streams", type=int, default=10,
+                   help="h2load -m: concurrent streams per connection, HTTP/2 workloads (default 10)")
     p.add_argument("--idle-connections", type=int, default=None,
                    help="connections held by the idle workload (default 5000; --quick 500)")
     p.add_argument("--tls-clients", type=int, default=4,

@@ -7,6 +7,7 @@ its own command line.
 """
 
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -41,6 +42,7 @@ class Plan:
     long_keepalive: bool = False   # idle-connection workload: don't time idle clients out
     hold_connections: int = 0      # idle-connection workload: how many it will hold open
     tls: tuple | None = None       # (certificate PEM, PKCS#8 key PEM): listen with TLS
+    http2: bool = False            # HTTP/2: h2c by prior knowledge, or ALPN h2 with tls
 
 
 @dataclass
@@ -246,9 +248,12 @@ class Ferrogate(SingleCommandServer):
     def unsupported(self, plan):
         if plan.tls and "--ssl-certfile" not in self.help_text():
             return "this ferrogate build has no --ssl-certfile (TLS not in it yet)"
+        if plan.http2 and not re.search(r"\bh2c?\b|\bHTTP/?2\b", self.help_text(), re.IGNORECASE):
+            return "this ferrogate build has no HTTP/2 (its --help mentions none of h2, http2, HTTP/2)"
         return None
 
     def command(self, plan, port):
+        # HTTP/2 needs no flag: h2c by prior knowledge and ALPN h2 (--http auto).
         cmd = [self.exe("ferrogate"), plan.app, "--host", "127.0.0.1", "--port", str(port),
                "--workers", str(plan.workers), "--no-access-log"]
         if plan.long_keepalive:
@@ -284,11 +289,21 @@ class Granian(SingleCommandServer):
             # (The clients offer 1.3, so every server negotiates 1.3 here.)
             cmd += ["--ssl-certificate", plan.tls[0], "--ssl-keyfile", plan.tls[1],
                     "--ssl-protocol-min", "tls1.2"]
+        if plan.http2:
+            # HTTP/2 only, as the issue states: h2c by prior knowledge in
+            # cleartext, ALPN h2 over TLS. (Granian's default `auto` serves both
+            # as well as HTTP/1.1; `2` leaves HTTP/1.1 out.)
+            cmd += ["--http", "2"]
         return cmd + [plan.app]
 
 
 class Uvicorn(SingleCommandServer):
     name = "uvicorn"
+
+    def unsupported(self, plan):
+        if plan.http2:
+            return "uvicorn has no HTTP/2"
+        return None
 
     def command(self, plan, port):
         cmd = [self.exe("uvicorn"), plan.app, "--host", "127.0.0.1", "--port", str(port),
@@ -337,6 +352,7 @@ class ClassicStack(Server):
         with open(conf, "w") as f:
             f.write(nginx_conf.render(tmp, port, sock, root, websocket=plan.websocket,
                                       long_keepalive=plan.long_keepalive, tls=plan.tls,
+                                      http2=plan.http2,
                                       # nginx keeps 1 worker process in front of N gunicorn
                                       # workers, except where it terminates TLS: the
                                       # handshakes are its work then.

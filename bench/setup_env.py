@@ -25,8 +25,9 @@ BUILD_LOG = os.path.join(VENV_DIR, "ferrogate-build.log")
 
 # Debian package for each command the harness drives directly.
 # openssl: the HTTPS workloads' throwaway certificates and `openssl s_time`,
-# their handshake load.
-SYSTEM_TOOLS = {"nginx": "nginx", "wrk": "wrk", "openssl": "openssl"}
+# their handshake load. h2load: the HTTP/2 workloads' load; curl: their probe.
+SYSTEM_TOOLS = {"nginx": "nginx", "wrk": "wrk", "openssl": "openssl",
+                "h2load": "nghttp2-client", "curl": "curl"}
 
 
 def log(msg):

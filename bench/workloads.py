@@ -15,8 +15,8 @@ STATIC_FILES = {"10k.bin": 10 * 1024, "1m.bin": 1024 * 1024}
 class Workload:
     key: str
     title: str
-    kind: str                 # "http" (wrk), "idle" (held connections), "ws" (echo) or
-                              # "handshake" (new TLS connections, one request each)
+    kind: str                 # "http" (wrk, or h2load if http2), "idle" (held connections),
+                              # "ws" (echo) or "handshake" (new TLS connections, one request each)
     app: str                  # MODULE:ATTR in bench/apps
     request: Request = Request()
     all_cores: bool = False
@@ -24,6 +24,10 @@ class Workload:
     tls: bool = False         # the server listens with TLS (throwaway cert of the run)
     resume: bool = False      # handshake workloads: resume the session (else full handshakes)
     floor: str = ""           # the floor to compare with, when another workload's (same app+request)
+    http2: bool = False       # HTTP/2 with h2load: h2c by prior knowledge, or ALPN h2 over TLS
+    http1: str = ""           # the HTTP/1.1 workload with the same app, request and transport
+    target: tuple | None = None  # (reference server, factor): ferrogate's CPU µs/req should
+                                 # be at most factor x the reference's (the HTTP/2 targets)
 
     @property
     def app_key(self):
@@ -44,6 +48,7 @@ class Workload:
             long_keepalive=self.kind == "idle",
             hold_connections=idle_connections if self.kind == "idle" else 0,
             tls=(certs.cert, certs.key) if self.tls else None,
+            http2=self.http2,
         )
 
 
@@ -77,11 +82,33 @@ ALL = [
              "handshake", "raw_json:app", tls=True, resume=True, floor="raw"),
     Workload("tls-resumed-allcores", "TLS resumed handshakes, 1 request per connection (all cores)",
              "handshake", "raw_json:app", tls=True, resume=True, all_cores=True, floor="raw"),
+    # HTTP/2 (h2load -c 64 -m 10): the raw, FastAPI and 10 KiB static
+    # workloads over h2c (prior knowledge) and over TLS (ALPN h2). uvicorn has
+    # no HTTP/2 (n/a); nginx serves the file itself and proxies the app rows to
+    # gunicorn as over HTTP/1.1. The targets: static CPU/request at
+    # most nginx's, FastAPI at most 0.8x granian's.
+    Workload("h2-raw", "HTTP/2 h2c, raw ASGI, small JSON (1 worker)", "http", "raw_json:app",
+             http2=True, floor="raw", http1="raw"),
+    Workload("h2-fastapi", "HTTP/2 h2c, FastAPI GET / (1 worker)", "http", "fastapi_app:app",
+             http2=True, floor="fastapi-get", http1="fastapi-get", target=("granian", 0.8)),
+    Workload("h2-static-10k", "HTTP/2 h2c, static file 10 KiB (1 worker)", "http",
+             "static_files:app", Request("GET", "/static/10k.bin"), static=True, http2=True,
+             floor="static-10k", http1="static-10k", target=("nginx+gunicorn", 1.0)),
+    Workload("h2s-raw", "HTTP/2 over TLS, raw ASGI, small JSON (1 worker)", "http",
+             "raw_json:app", tls=True, http2=True, floor="raw", http1="https-raw"),
+    Workload("h2s-fastapi", "HTTP/2 over TLS, FastAPI GET / (1 worker)", "http",
+             "fastapi_app:app", tls=True, http2=True, floor="fastapi-get", http1="https-fastapi",
+             target=("granian", 0.8)),
+    Workload("h2s-static-10k", "HTTP/2 over TLS, static file 10 KiB (1 worker)", "http",
+             "static_files:app", Request("GET", "/static/10k.bin"), static=True, tls=True,
+             http2=True, floor="static-10k", target=("nginx+gunicorn", 1.0)),
 ]
 BY_KEY = {w.key: w for w in ALL}
 # CI's smoke run: HTTPS keep-alive is one more wrk run per server (~15 s for
-# four servers); the handshake workloads stay out of it.
-QUICK = ["raw", "fastapi-get", "static-10k", "idle", "ws", "https-raw"]
+# four servers); the handshake workloads stay out of it. HTTP/2 adds one h2c
+# row (~12 s: uvicorn is n/a): FastAPI, the target row that reaches the app
+# through every server (the static rows never run the app on granian/nginx).
+QUICK = ["raw", "fastapi-get", "static-10k", "idle", "ws", "https-raw", "h2-fastapi"]
 
 
 def make_static_dir(scratch):
