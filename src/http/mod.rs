@@ -11,6 +11,8 @@ pub mod proxy;
 pub mod server;
 pub mod service;
 pub mod sniff;
+#[cfg(test)]
+mod testing;
 pub mod static_files;
 pub mod to_https;
 pub mod websocket;

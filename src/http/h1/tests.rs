@@ -3,26 +3,15 @@
 //! the bridge (no Python, no process), and time is tokio's paused clock, so
 //! timeouts cost nothing. What only the real command shows stays in tests/.
 
-use bytes::{Bytes, BytesMut};
-use http::{HeaderValue, StatusCode};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tokio::sync::watch;
 
 use super::conn;
-use crate::bridge::exchange::{Body, Exchange, HttpIn, ResponseEvent};
 use crate::bridge::stop::StopReason;
-use crate::bridge::{Bridge, Event};
 use crate::config::Config;
-use crate::http::ctx::{ConnInfo, ServerCtx};
-
-fn config(tweak: impl FnOnce(&mut Config)) -> Config {
-    let mut config = Config::default();
-    config.log.access_log = false;
-    tweak(&mut config);
-    config
-}
+use crate::http::testing::Harness;
 
 /// One connection under test, its client end, and the fake app behind it.
 struct Conn {
@@ -35,63 +24,9 @@ struct Conn {
 
 fn start(tweak: impl FnOnce(&mut Config)) -> Conn {
     let (client, server) = tokio::io::duplex(256 * 1024);
-    let bridge = Bridge::new().expect("eventfd");
-    let (stop, stop_rx) = watch::channel(None);
-    let ctx = Arc::new(ServerCtx::new(Arc::new(config(tweak)), bridge.clone(), None, None, stop_rx));
-    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
-    tokio::spawn(fake_app(bridge, seen.clone()));
-    let info = ConnInfo { peer: Some("127.0.0.1:40000".parse().unwrap()), local: None, scheme: crate::bridge::exchange::Scheme::Http, tls: None };
-    let done = tokio::spawn(conn::serve(server, ctx, info, bytes::BytesMut::new()));
+    let Harness { ctx, stop, seen } = Harness::new(tweak);
+    let done = tokio::spawn(conn::serve(server, ctx, Harness::info(), bytes::BytesMut::new()));
     Conn { client, stop, seen, done }
-}
-
-/// The app: reads each request's whole body, then answers by path.
-/// `/echo` echoes the body, `/not-modified` is a 304 declaring 11 bytes,
-/// `/slow` answers after 10 s (paused clock), anything else "ok".
-async fn fake_app(bridge: Arc<Bridge>, seen: Arc<std::sync::Mutex<Vec<String>>>) {
-    loop {
-        while let Some(event) = bridge.pop() {
-            if let Event::Request(ex) = event {
-                tokio::spawn(serve_one(ex, seen.clone()));
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-}
-
-async fn serve_one(ex: Arc<Exchange>, seen: Arc<std::sync::Mutex<Vec<String>>>) {
-    let mut body = BytesMut::new();
-    loop {
-        let next = ex.lock().next_http();
-        match next {
-            Some(HttpIn::Body { chunks, more }) => {
-                chunks.iter().for_each(|c| body.extend_from_slice(c));
-                if !more {
-                    break;
-                }
-                ex.wants_more.notify_one();
-            }
-            Some(HttpIn::Disconnect) => return,
-            None => {
-                ex.wants_more.notify_one();
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-        }
-    }
-    let path = ex.head.uri.path().to_string();
-    seen.lock().unwrap().push(format!("{} {} {}", ex.head.method, path, String::from_utf8_lossy(&body)));
-    let respond = |status: u16, headers: Vec<(http::HeaderName, HeaderValue)>, body: Bytes| {
-        let _ = ex.response.send(ResponseEvent::Start { status: StatusCode::from_u16(status).unwrap(), headers, body: Body::Full(body) });
-    };
-    match path.as_str() {
-        "/echo" => respond(200, vec![], body.freeze()),
-        "/not-modified" => respond(304, vec![(http::header::CONTENT_LENGTH, HeaderValue::from_static("11"))], Bytes::new()),
-        "/slow" => {
-            tokio::time::sleep(Duration::from_secs(10)).await;
-            respond(200, vec![], Bytes::from_static(b"slow"));
-        }
-        _ => respond(200, vec![], Bytes::from_static(b"ok")),
-    }
 }
 
 /// One response off the wire: status line, lowercased header lines, body.

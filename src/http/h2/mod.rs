@@ -14,3 +14,6 @@ pub mod conn;
 mod body;
 mod stream;
 
+#[cfg(test)]
+mod tests;
+
