@@ -174,15 +174,27 @@ where
 async fn serve_http<S: Transport>(mut stream: S, info: ConnInfo, ctx: Arc<ServerCtx>) {
     match ctx.config.http.protocols {
         Protocols::H1 => conn::serve(stream, ctx, info, BytesMut::new()).await,
-        Protocols::H2 => Box::pin(super::h2::conn::serve(stream, ctx, info)).await,
-        Protocols::Auto => {
+        protocols => {
             let patience = Duration::from_secs(ctx.config.http.keep_alive_timeout);
             let mut stop = ctx.stop.clone();
             match sniff(&mut stream, patience, &mut stop).await {
-                Sniffed::H1(read) => conn::serve(stream, ctx, info, read).await,
                 Sniffed::H2(read) => Box::pin(super::h2::conn::serve(Rewind::new(read, stream), ctx, info)).await,
+                Sniffed::H1(read) if protocols.h1() => conn::serve(stream, ctx, info, read).await,
+                Sniffed::H1(_) => http2_only(stream).await,
                 Sniffed::Closed => {}
             }
         }
     }
+}
+
+/// An HTTP/1.1 client on an HTTP/2-only server (--http h2) is told so in its own protocol.
+async fn http2_only<S: Transport>(mut stream: S) {
+    use tokio::io::AsyncWriteExt;
+    const MESSAGE: &str = "HTTP Version Not Supported: this server speaks only HTTP/2 (--http h2); connect with HTTP/2 (prior knowledge in cleartext)\n";
+    let response = format!("HTTP/1.1 505 HTTP Version Not Supported\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{MESSAGE}", MESSAGE.len());
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        let _ = stream.write_all(response.as_bytes()).await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
 }

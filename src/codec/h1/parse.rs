@@ -96,6 +96,9 @@ pub fn parse(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Head>, Refusa
         Err(httparse::Error::TooManyHeaders) => {
             return Err(Refusal { status: StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, reason: "Request Header Fields Too Large: too many headers" });
         }
+        Err(httparse::Error::Version) if buf.starts_with(b"PRI * HTTP/2.0\r\n") => {
+            return Err(Refusal { status: StatusCode::HTTP_VERSION_NOT_SUPPORTED, reason: "HTTP Version Not Supported: HTTP/2 is off on this server (--http h1)" });
+        }
         Err(_) => return Err(Refusal::bad("Bad Request: malformed request head")),
     };
     // httparse takes a bare LF as a line end; a proxy in front may not, and
@@ -264,6 +267,13 @@ mod tests {
         // Adjacent repeats are already in order in the HeaderMap: nothing extra kept.
         let h = parse_str("GET / HTTP/1.1\r\nHost: x\r\nX-A: 1\r\nx-a: 2\r\n\r\n").unwrap().unwrap();
         assert!(h.request.extensions().get::<ReceivedOrder>().is_none());
+    }
+
+    #[test]
+    fn the_http2_preface_is_told_http2_is_off() {
+        let refused = parse_str("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").err().unwrap();
+        assert_eq!(refused.status, StatusCode::HTTP_VERSION_NOT_SUPPORTED);
+        assert_eq!(parse_str("GET / HTTP/3.0\r\nHost: a\r\n\r\n").err().unwrap().status, StatusCode::BAD_REQUEST);
     }
 
     #[test]
