@@ -72,6 +72,12 @@ impl ResponseBody {
         Self::new(Kind::Empty, 0, None, None)
     }
 
+    /// The status the access log gives (an HTTP/2 WebSocket is opened with a 200, not a 101).
+    pub fn logged_as(mut self, status: u16) -> Self {
+        self.status = status;
+        self
+    }
+
     /// The app's content-length for this body: what the response announces.
     pub fn declaring(mut self, length: Option<u64>) -> Self {
         self.declared = length;

@@ -62,11 +62,12 @@ impl WebSocketStart {
 /// Runs the pipeline stages on a parsed head: framing, proxy headers, static
 /// files, the WebSocket handshake, limits; what is left goes to the app.
 /// `body_empty`: the request has no body at all.
-pub fn dispatch(req: Request<()>, body_empty: bool, ctx: &Arc<ServerCtx>, conn: &ConnInfo) -> Dispatched {
+pub fn dispatch(mut req: Request<()>, body_empty: bool, ctx: &Arc<ServerCtx>, conn: &ConnInfo) -> Dispatched {
     ctx.served.fetch_add(1, Ordering::Relaxed);
-    let upgrade = match ctx.config.ws.enabled {
-        true => handshake::detect(req.method(), req.headers(), ctx.config.ws.per_message_deflate),
-        false => None,
+    let upgrade = match req.extensions_mut().remove::<handshake::Detected>() {
+        Some(handshake::Detected(detected)) => Some(detected),
+        None if ctx.config.ws.enabled => handshake::detect(req.method(), req.headers(), ctx.config.ws.per_message_deflate),
+        None => None,
     };
     let (mut parts, ()) = req.into_parts();
     let received_order = parts.extensions.remove::<crate::codec::h1::ReceivedOrder>();

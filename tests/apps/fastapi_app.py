@@ -93,8 +93,10 @@ async def ws(websocket: WebSocket):
 
 BROWSER_PAGE = """<!doctype html>
 <html><head><title>ferrogate browser test</title></head><body><script>
-const ws = new WebSocket(`ws://${location.host}/browser-ws`, ["chat"]);
-ws.onopen = () => ws.send("opened " + ws.protocol + " " + ws.extensions);
+const scheme = location.protocol === "https:" ? "wss" : "ws";
+const ws = new WebSocket(`${scheme}://${location.host}/browser-ws`, ["chat"]);
+const page = performance.getEntriesByType("navigation")[0].nextHopProtocol;
+ws.onopen = () => ws.send("opened " + ws.protocol + " " + ws.extensions + " page " + page);
 ws.onmessage = (e) => {
   if (e.data.startsWith("echo:")) ws.send("x".repeat(50000));
   else if (e.data === "big 50000") ws.close(4000, "done");
@@ -118,6 +120,7 @@ async def browser_ws(websocket: WebSocket):
             f.write(line + "\n")
 
     await websocket.accept(subprotocol="chat")
+    record(f"websocket over HTTP/{websocket.scope['http_version']}")
     opened = await websocket.receive_text()
     record(opened)
     await websocket.send_text(f"echo: {opened}")

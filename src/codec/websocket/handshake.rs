@@ -34,6 +34,20 @@ pub fn detect(method: &Method, headers: &HeaderMap, allow_deflate: bool) -> Opti
         Some(k) if base64::engine::general_purpose::STANDARD.decode(k.trim()).is_ok_and(|d| d.len() == 16) => k.trim().to_string(),
         _ => return Some(Err("Bad Request: missing or invalid Sec-WebSocket-Key")),
     };
+    Some(Ok(offer(key, headers, allow_deflate)))
+}
+
+/// An HTTP/2 extended CONNECT with `:protocol websocket` (RFC 8441): no key, no
+/// Upgrade header, the same version, subprotocols and extensions. Its `key` is empty.
+pub fn detect_extended_connect(headers: &HeaderMap, allow_deflate: bool) -> Result<Upgrade, &'static str> {
+    if headers.get(header::SEC_WEBSOCKET_VERSION).map(|v| v.as_bytes()) != Some(b"13") {
+        return Err("Upgrade Required: only WebSocket version 13 is supported");
+    }
+    Ok(offer(String::new(), headers, allow_deflate))
+}
+
+/// What the client offers besides the key: subprotocols and compression.
+fn offer(key: String, headers: &HeaderMap, allow_deflate: bool) -> Upgrade {
     let subprotocols = headers
         .get_all(header::SEC_WEBSOCKET_PROTOCOL)
         .iter()
@@ -45,8 +59,13 @@ pub fn detect(method: &Method, headers: &HeaderMap, allow_deflate: bool) -> Opti
     let deflate = allow_deflate
         .then(|| headers.get_all(header::SEC_WEBSOCKET_EXTENSIONS).iter().filter_map(|v| v.to_str().ok()).find_map(Params::negotiate))
         .flatten();
-    Some(Ok(Upgrade { key, subprotocols, deflate }))
+    Upgrade { key, subprotocols, deflate }
 }
+
+/// A WebSocket opening the protocol itself recognised (HTTP/2's extended CONNECT), handed
+/// to the pipeline in the request's extensions instead of `detect`'s header checks.
+#[derive(Clone, Debug)]
+pub struct Detected(pub Result<Upgrade, &'static str>);
 
 pub fn accept_key(key: &str) -> String {
     let mut sha = Sha1::new();

@@ -60,6 +60,10 @@ pub async fn serve<IO: Transport>(io: IO, ctx: Arc<ServerCtx>, info: ConnInfo) {
         .initial_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
         .max_send_buffer_size(SEND_BUFFER);
+    if ctx.config.ws.enabled {
+        // SETTINGS_ENABLE_CONNECT_PROTOCOL: browsers then open WebSockets as streams (RFC 8441).
+        builder.enable_connect_protocol();
+    }
     // The preface and SETTINGS exchange get the time a first HTTP/1.1 request would.
     let mut conn = match tokio::time::timeout(keep_alive, builder.handshake::<_, Bytes>(io)).await {
         Ok(Ok(conn)) => conn,

@@ -9,10 +9,12 @@
 //! - `stream`: one stream through the pipeline.
 //! - `body`: a request body into the app (flow control as backpressure) and a
 //!   response out (the client's window as backpressure, --timeout-io on a stall).
+//! - `tunnel`: a stream as a byte pipe, for WebSockets over HTTP/2 (RFC 8441).
 
 pub mod conn;
 mod body;
 mod stream;
+mod tunnel;
 
 #[cfg(test)]
 mod tests;

@@ -11,8 +11,10 @@ use std::time::Duration;
 
 use super::body::{self, Fed};
 use super::conn::ConnStats;
+use super::tunnel::Tunnel;
 use crate::bridge::exchange::BodySink;
 use crate::codec::h1::parse::refuse_method;
+use crate::codec::websocket::handshake;
 use crate::http::ctx::{ConnInfo, ServerCtx};
 use crate::http::service::{self, Dispatched, Reply};
 
@@ -28,6 +30,9 @@ pub(super) async fn serve(request: Request<h2::RecvStream>, mut respond: Respond
     let io_timeout = Duration::from_secs(ctx.config.http.io_timeout);
     let date = ctx.config.http.date_header;
     let (mut parts, recv) = request.into_parts();
+    if parts.method == Method::CONNECT && parts.extensions.get::<h2::ext::Protocol>().is_some() {
+        return websocket(parts, recv, respond, ctx, info).await;
+    }
     if let Err(refusal) = refuse_method(&parts.method) {
         let mut response = service::plain(refusal.status, refusal.reason, false, None);
         if refusal.status == StatusCode::METHOD_NOT_ALLOWED {
@@ -73,8 +78,8 @@ pub(super) async fn serve(request: Request<h2::RecvStream>, mut respond: Respond
     drop(call); // releases the --limit-concurrency slot, as the response starts
     let response = match reply {
         Reply::Response(response) => response,
-        // No request over HTTP/2 is a WebSocket upgrade (the h2 crate refuses the
-        // Upgrade header; RFC 8441's extended CONNECT is not enabled).
+        // An HTTP/1.1-style upgrade cannot come over HTTP/2 (the h2 crate refuses the
+        // Upgrade header); WebSockets come by extended CONNECT, in `websocket`.
         Reply::Upgrade(..) => return respond.send_reset(h2::Reason::INTERNAL_ERROR),
     };
     // The app may go on reading the body while its response streams out; once the
@@ -89,6 +94,56 @@ pub(super) async fn serve(request: Request<h2::RecvStream>, mut respond: Respond
     if !sent {
         stats.reset_by_client();
     }
+}
+
+/// An extended CONNECT (RFC 8441): a WebSocket when `:protocol` says so, opened with a
+/// 200 once the app accepts, then the session runs on the stream as on a socket.
+async fn websocket(mut parts: http::request::Parts, recv: h2::RecvStream, mut respond: Respond, ctx: Arc<ServerCtx>, info: Arc<ConnInfo>) {
+    let io_timeout = Duration::from_secs(ctx.config.http.io_timeout);
+    let date = ctx.config.http.date_header;
+    let protocol = parts.extensions.remove::<h2::ext::Protocol>().map(|p| p.as_str().to_ascii_lowercase());
+    if protocol.as_deref() != Some("websocket") {
+        let response = service::plain(StatusCode::NOT_IMPLEMENTED, "Not Implemented: the only protocol over extended CONNECT is websocket", false, None);
+        body::send(respond, response, false, date, io_timeout).await;
+        return;
+    }
+    let detected = handshake::detect_extended_connect(&parts.headers, ctx.config.ws.per_message_deflate);
+    parts.extensions.insert(handshake::Detected(detected));
+    as_http1_would_see_it(&mut parts);
+    let mut call = match service::dispatch(Request::from_parts(parts, ()), true, &ctx, &info) {
+        Dispatched::Answer(response) => {
+            body::send(respond, response, false, date, io_timeout).await;
+            return;
+        }
+        Dispatched::App(call) => call,
+    };
+    let reply = tokio::select! {
+        reply = call.reply() => reply,
+        _ = std::future::poll_fn(|cx| respond.poll_reset(cx)) => return,
+    };
+    drop(call);
+    let (response, start) = match reply {
+        // The app denied the WebSocket with an HTTP response.
+        Reply::Response(response) => {
+            body::send(respond, response, false, date, io_timeout).await;
+            return;
+        }
+        Reply::Upgrade(response, start) => (response, start),
+    };
+    let (mut head, opened) = response.into_parts();
+    head.status = StatusCode::OK;
+    for name in [header::UPGRADE, header::CONNECTION, header::SEC_WEBSOCKET_ACCEPT] {
+        head.headers.remove(name);
+    }
+    if date {
+        head.headers.insert(header::DATE, crate::codec::h1::encode::date_value());
+    }
+    let send = match respond.send_response(http::Response::from_parts(head, ()), false) {
+        Ok(send) => send,
+        Err(_) => return,
+    };
+    drop(opened.logged_as(200));
+    start.run(Tunnel::new(recv, send), bytes::BytesMut::new()).await;
 }
 
 fn poll_reset_now(respond: &mut Respond) -> Poll<()> {
