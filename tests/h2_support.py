@@ -250,6 +250,8 @@ class H2Conn:
         except (BlockingIOError, InterruptedError):
             return
         except (BrokenPipeError, ConnectionResetError) as e:
+            # What the server sent before it closed (its GOAWAY, typically) may still be readable.
+            self._read_remaining()
             self.closed = f"{type(e).__name__} while sending"
             return
         del self.out[:n]
@@ -272,6 +274,18 @@ class H2Conn:
         self.bytes_received += len(data)
         self.inbuf += data
         self._parse()
+
+    def _read_remaining(self):
+        while not self.closed:
+            try:
+                data = self.sock.recv(1 << 18)
+            except (BlockingIOError, InterruptedError, ConnectionResetError, OSError):
+                return
+            if not data:
+                return
+            self.bytes_received += len(data)
+            self.inbuf += data
+            self._parse()
 
     def _parse(self):
         buf = self.inbuf
