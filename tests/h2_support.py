@@ -471,6 +471,8 @@ class H2Conn:
     def summary(self) -> str:
         parts = [f"sent {self.bytes_sent} B, received {self.bytes_received} B",
                  f"frames from the server {dict(self.frame_counts)}"]
+        if self.ping_acks or self.settings_acks:
+            parts.append(f"of which ACKs: PING {self.ping_acks}, SETTINGS {self.settings_acks}")
         if self.server_settings is not None:
             parts.append("server SETTINGS " + ", ".join(f"{SETTING_NAMES.get(k, k)}={v}"
                                                          for k, v in self.server_settings.items()))
