@@ -387,6 +387,18 @@ class H2Conn:
             if r:
                 self._read()
 
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Sends what is queued (reading meanwhile); whether all of it went."""
+        return self.pump(lambda: not self.out, timeout)
+
+    def poll(self):
+        """One non-blocking round: sends what the socket takes, reads what has come."""
+        r, w, _ = select.select([self.sock], [self.sock] if self.out else [], [], 0)
+        if w:
+            self._write()
+        if r:
+            self._read()
+
     def flood(self, chunks, *, read: bool = True, stall_timeout: float = 2.0, max_seconds: float = 8.0,
               stop_on_goaway: bool = True) -> str:
         """Sends every chunk of the iterable `chunks` as fast as the server accepts them, reading

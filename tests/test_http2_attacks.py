@@ -183,6 +183,37 @@ def test_rapid_reset_is_cut_off(srv, victim):
     victim.assert_unharmed("rapid reset", memory=True)
 
 
+PACED = 2000
+
+
+def test_rapid_reset_paced_past_the_accept_is_cut_off(srv, victim):
+    """Rapid reset as it arrives over a real network: each RST_STREAM comes a moment (1 ms) after its
+    HEADERS, once the server has taken the request in, so a guard that counts only the streams reset
+    before they were accepted (the h2 crate's) never trips; up to 2,000 of them, for at most 8 s. The
+    server must still end the connection, and the requests that reached the app stay under 10 % of
+    those attempted."""
+    key = "/work/paced-reset"
+    block = request_block(key + "/x")
+    pairs = 0
+    with H2Conn(srv.address) as c:
+        c.handshake()
+        deadline = time.monotonic() + 8
+        while pairs < PACED and not c.ended() and time.monotonic() < deadline:
+            sid = 2 * pairs + 1
+            c.send(headers_frame(sid, block)).flush()
+            time.sleep(0.001)
+            c.send(rst_stream_frame(sid, CANCEL)).flush()
+            c.poll()
+            pairs += 1
+        c.wait_end(3)
+        reached = reached_app(srv, key)
+    report = f"{pairs} HEADERS+RST_STREAM pairs sent one by one; {reached} requests reached the app; {c.summary()}"
+    print(f"paced rapid reset: {report}")
+    assert c.ended(), f"the server neither sent GOAWAY nor closed the connection: {report}"
+    assert reached < PACED // 10, f"{reached} reset requests reached the app (bound {PACED // 10}): {report}"
+    victim.assert_unharmed("paced rapid reset", memory=True)
+
+
 def test_resets_provoked_from_the_server_are_cut_off(srv, victim):
     """The server-side twin of rapid reset (CVE-2025-8671, "MadeYouReset"): each request is followed by
     a frame the server must answer with RST_STREAM itself (a WINDOW_UPDATE that overflows the stream's
