@@ -241,14 +241,14 @@ def oversized_over_continuations():
     """About 96 KiB of headers (six 16 KB header fields, one per frame): HEADERS and 5 CONTINUATIONs."""
     def field(i):
         return literal(f"x-big-{i}", "v" * 16000)
-    first = headers_frame(1, request_block("/work/oversized/continuations") + field(0), end_headers=False)
+    first = headers_frame(1, request_block("/work/oversized-continuations/x") + field(0), end_headers=False)
     rest = [continuation_frame(1, field(i), end_headers=(i == 5)) for i in range(1, 6)]
     return [first, *rest]
 
 
 def oversized_many_small_continuations():
     """About 128 KiB of headers in 128 CONTINUATION frames of about 1 KB each."""
-    first = headers_frame(1, request_block("/work/oversized/small-continuations"), end_headers=False)
+    first = headers_frame(1, request_block("/work/oversized-small-continuations/x"), end_headers=False)
     rest = [continuation_frame(1, literal(f"x-small-{i}", "v" * 1000), end_headers=(i == 127)) for i in range(128)]
     return [first, *rest]
 
@@ -257,9 +257,11 @@ def oversized_many_small_continuations():
 def test_a_header_block_over_max_header_size_is_refused(srv, victim, shape):
     """A request whose header block is bigger than --max-header-size (built from CONTINUATION frames,
     since one frame holds 16 KiB) is refused with a 431, RST_STREAM or GOAWAY, and never reaches the app."""
-    frames = oversized_over_continuations() if shape.startswith("one") else oversized_many_small_continuations()
+    if shape.startswith("one"):
+        frames, key = oversized_over_continuations(), "/work/oversized-continuations"
+    else:
+        frames, key = oversized_many_small_continuations(), "/work/oversized-small-continuations"
     assert sum(map(len, frames)) > MAX_HEADER_SIZE * 1.4  # the block is over the limit by far, whatever is counted
-    key = "/work/oversized"
     with H2Conn(srv.address) as c:
         c.handshake()
         c.send(*frames)
