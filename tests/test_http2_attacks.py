@@ -454,6 +454,7 @@ def test_a_stream_that_never_reads_its_response_is_reset_after_timeout_io(srv, v
     assert len(st.data) <= window, f"the server sent {len(st.data)} bytes into a {window}-byte window: {report}"
     note = wait_until(lambda: app_note(srv, key) not in (None, "streaming") and app_note(srv, key), 5,
                       message=f"the app is still streaming into the stalled stream: {report}")
+    print(f"stalled reader: the app's stream ended with {note!r}")
     assert note.startswith("send raised") or note == "disconnect", \
         f"the app's stream ended with {note!r}, not with a failed send(): {report}"
     victim.assert_unharmed("a stream that never reads its response", memory=True)
