@@ -5,9 +5,9 @@ sent as crafted frames over h2c (prior knowledge) by tests/h2_support.py.
 
 Each test asserts what the server did to the attacking connection (the GOAWAY,
 RST_STREAM or close it sent, and its error code where the RFC fixes one), how
-many of the crafted requests reached the app (basic.py, which logs every request it
-is called for in FG_REQUEST_LOG before doing anything else),
-and then that nothing else was harmed: a fresh HTTP/2 request on a new connection
+many of the crafted requests reached the app (basic.py logs every request it is
+called for in FG_REQUEST_LOG before doing anything else), and then that nothing
+else was harmed: a fresh HTTP/2 request on a new connection
 and a fresh HTTP/1.1 request both get 200 from the same worker process as before
 the attack (not a crashed-and-replaced one), with no panic in the log, and, for
 the attacks aimed at memory, that the worker's peak RSS during the attack grew
