@@ -21,6 +21,8 @@ const STREAM_WINDOW: u32 = 256 * 1024;
 const CONNECTION_WINDOW: u32 = 1024 * 1024;
 /// Response bytes buffered per stream ahead of the client's window.
 const SEND_BUFFER: usize = 256 * 1024;
+/// How often a closing connection looks whether its last stream is done.
+const CLOSING_CHECK: Duration = Duration::from_millis(100);
 /// Streams the client may reset before a response, counted per connection, before the
 /// rapid-reset guard looks at the ratio (CVE-2023-44487: HEADERS then RST_STREAM, in a loop).
 const RESETS_TOLERATED: u64 = 100;
@@ -73,9 +75,10 @@ pub async fn serve<IO: Transport>(io: IO, ctx: Arc<ServerCtx>, info: ConnInfo) {
     let info = Arc::new(info);
     let stats = Arc::new(ConnStats::default());
     let mut stop = Some(ctx.stop.clone());
-    let mut liveness = Liveness::new(conn.ping_pong(), keep_alive, io_timeout);
+    // One future for the connection's life: a PING in flight is never abandoned.
+    let mut liveness = std::pin::pin!(Liveness::new(conn.ping_pong(), keep_alive, io_timeout).dead());
     // Checked every --timeout-keep-alive from the last new stream: a connection with no
-    // stream open then is closed (GOAWAY), as HTTP/1.1 closes an idle keep-alive one.
+    // stream open then is closed, as HTTP/1.1 closes an idle keep-alive one.
     let mut idle_check = Instant::now() + keep_alive;
     let mut closing = false;
     loop {
@@ -85,6 +88,8 @@ pub async fn serve<IO: Transport>(io: IO, ctx: Arc<ServerCtx>, info: ConnInfo) {
                 None => std::future::pending().await,
             }
         };
+        // Once closing, the connection ends when its last stream does.
+        let next_check = if closing { Instant::now() + CLOSING_CHECK } else { idle_check };
         tokio::select! {
             accepted = conn.accept() => match accepted {
                 Some(Ok((request, respond))) => {
@@ -105,23 +110,34 @@ pub async fn serve<IO: Transport>(io: IO, ctx: Arc<ServerCtx>, info: ConnInfo) {
                 None => break,
             },
             () = stopping => {
-                // Streams open now finish; the client retries what it sent after (GOAWAY).
                 stop = None;
                 closing = true;
-                conn.graceful_shutdown();
+                close_when_idle(&mut conn);
             }
-            () = tokio::time::sleep_until(idle_check), if !closing => {
+            () = tokio::time::sleep_until(next_check) => {
                 idle_check = Instant::now() + keep_alive;
-                if !conn.has_streams() {
+                if closing || !conn.has_streams() {
                     closing = true;
-                    conn.graceful_shutdown();
+                    close_when_idle(&mut conn);
                 }
             }
-            () = liveness.check() => {
+            () = &mut liveness => {
                 crate::debug!("{}: no PING answer within {} s; closing the HTTP/2 connection", peer(&info), io_timeout.as_secs());
                 break;
             }
         }
+    }
+}
+
+/// Ends a connection that is to close: at once (GOAWAY with the last stream it took)
+/// when no stream is open, else gracefully: GOAWAY, and open streams finish. The
+/// graceful path alone would wait for the client to answer a PING before closing,
+/// which a pooled client between requests never reads.
+fn close_when_idle<IO: Transport>(conn: &mut h2::server::Connection<IO, Bytes>) {
+    if conn.has_streams() {
+        conn.graceful_shutdown();
+    } else {
+        conn.abrupt_shutdown(h2::Reason::NO_ERROR);
     }
 }
 
@@ -139,8 +155,9 @@ fn log_end(info: &ConnInfo, e: &h2::Error) {
     }
 }
 
-/// PINGs a connection that has been quiet for a while and gives up on it if no answer
-/// comes: a peer that vanished (no FIN, no RST) is noticed without waiting for TCP.
+/// PINGs the peer every interval and gives up on it if no answer comes within the
+/// patience: a peer that vanished (no FIN, no RST) or stopped reading is noticed
+/// without waiting for TCP.
 struct Liveness {
     pinger: Option<h2::PingPong>,
     interval: Duration,
@@ -152,9 +169,8 @@ impl Liveness {
         Liveness { pinger, interval, patience }
     }
 
-    /// Resolves only when the peer failed to answer a PING in time. Cancel-safe between
-    /// PINGs; a PING cancelled while in flight is simply sent again next time.
-    async fn check(&mut self) {
+    /// Resolves only when the peer failed to answer a PING in time.
+    async fn dead(mut self) {
         let Some(pinger) = self.pinger.as_mut() else { return std::future::pending().await };
         loop {
             tokio::time::sleep(self.interval).await;
