@@ -23,6 +23,8 @@ import time
 
 import hpack
 
+from http2_support import SocketClient
+
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 # Frame types
@@ -178,7 +180,7 @@ class Stream:
         return f"status={self.status} body={len(self.data)}B {state}"
 
 
-class H2Conn:
+class H2Conn(SocketClient):
     """One HTTP/2 (h2c, prior knowledge) connection on a raw non-blocking socket.
 
     Nothing is sent by itself but answers: SETTINGS ACK and PING ACK (`auto_ack`),
@@ -501,17 +503,6 @@ class H2Conn:
         parts.append(f"connection: {self.closed or 'open'}")
         return "; ".join(parts)
 
-    def close(self):
-        try:
-            self.sock.close()
-        except OSError:
-            pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 # --------------------------------------------------------------------------

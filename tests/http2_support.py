@@ -21,6 +21,22 @@ import h2.exceptions
 import h2.settings
 
 
+class SocketClient:
+    """A test client over one socket (`self.sock`), closed at the end of a `with` block."""
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
 @dataclass
 class Stream:
     """What arrived on one stream."""
@@ -48,7 +64,7 @@ class Stream:
         return self.ended or self.reset is not None
 
 
-class H2Client:
+class H2Client(SocketClient):
     """One HTTP/2 connection. `tls`: an ssl.SSLContext (ALPN h2 is set on it)."""
 
     def __init__(self, address, tls: ssl.SSLContext | None = None, server_hostname: str = "localhost",
@@ -201,17 +217,6 @@ class H2Client:
                 raise AssertionError(f"the server did not close the connection within {timeout}s (GOAWAYs: {self.goaways})")
             self.pump(min(left, 1.0))
 
-    def close(self):
-        try:
-            self.sock.close()
-        except OSError:
-            pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 SETTINGS_MAX_CONCURRENT_STREAMS = int(h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS)
