@@ -14,7 +14,6 @@ use super::h1::conn::{self, Transport};
 use super::listeners::Inherited;
 use super::sniff::{Rewind, Sniffed, sniff};
 use crate::config::Protocols;
-use bytes::BytesMut;
 use crate::bridge::Event;
 use crate::bridge::exchange::{Scheme, TlsInfo};
 use crate::tls::acceptor::Acceptor;
@@ -160,7 +159,7 @@ where
             let h2 = established.h2 || !ctx.config.http.protocols.h1();
             match h2 {
                 true => super::h2::conn::serve(established.stream, ctx, info).await,
-                false => conn::serve(established.stream, ctx, info, BytesMut::new()).await,
+                false => drop(conn::serve(established.stream, ctx, info, false).await),
             }
         }
         Ok(None) => {}
@@ -168,18 +167,21 @@ where
     }
 }
 
-/// The protocol on a cleartext connection: as --http says, and with both (auto) as the
-/// first bytes say (HTTP/2's preface, else HTTP/1.1). HTTP/2's connection state is
-/// boxed: an idle HTTP/1.1 connection's task stays small.
+/// The protocol on a cleartext connection: as --http says. With both (auto), HTTP/1.1
+/// serves it and hands over a connection that opens with HTTP/2's preface. HTTP/2's
+/// connection state is boxed: an idle HTTP/1.1 connection's task stays small.
 async fn serve_http<S: Transport>(mut stream: S, info: ConnInfo, ctx: Arc<ServerCtx>) {
     match ctx.config.http.protocols {
-        Protocols::H1 => conn::serve(stream, ctx, info, BytesMut::new()).await,
-        protocols => {
+        Protocols::H1 => drop(conn::serve(stream, ctx, info, false).await),
+        Protocols::Auto => {
+            if let Some(h2c) = conn::serve(stream, ctx, info, true).await {
+                Box::pin(super::h2::conn::serve(Rewind::new(h2c.read, h2c.io), h2c.ctx, h2c.info)).await;
+            }
+        }
+        Protocols::H2 => {
             let patience = Duration::from_secs(ctx.config.http.keep_alive_timeout);
-            let mut stop = ctx.stop.clone();
-            match sniff(&mut stream, patience, &mut stop).await {
+            match sniff(&mut stream, patience, &mut ctx.stop.clone()).await {
                 Sniffed::H2(read) => Box::pin(super::h2::conn::serve(Rewind::new(read, stream), ctx, info)).await,
-                Sniffed::H1(read) if protocols.h1() => conn::serve(stream, ctx, info, read).await,
                 Sniffed::H1(_) => http2_only(stream).await,
                 Sniffed::Closed => {}
             }

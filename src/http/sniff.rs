@@ -1,6 +1,8 @@
 //! Which HTTP a cleartext connection speaks, from its first bytes: HTTP/2 "with prior
 //! knowledge" (h2c, RFC 9113 3.3) opens with a fixed preface no HTTP/1.1 request can
-//! begin with; anything else is HTTP/1.1.
+//! begin with; anything else is HTTP/1.1. For --http h2, which answers HTTP/1.1 clients
+//! only to say so; with both protocols (auto) the HTTP/1.1 connection itself hands a
+//! preface over (`h1::conn::Handoff`), so that HTTP/1.1 pays nothing for the choice.
 
 use bytes::{Buf, BytesMut};
 use std::pin::Pin;

@@ -68,6 +68,12 @@ pub fn refuse_method(method: &Method) -> Result<(), Refusal> {
     Ok(())
 }
 
+/// Whether `buf` begins with HTTP/2's connection preface, as far as a line goes
+/// ("PRI * HTTP/2.0", which HTTP/1.1's parser refuses).
+pub fn is_http2_preface(buf: &[u8]) -> bool {
+    buf.starts_with(b"PRI * HTTP/2.0\r\n")
+}
+
 /// Longest request target accepted (hyper's limit too); longer gets 414.
 const MAX_URI: usize = 65_534;
 
@@ -96,7 +102,7 @@ pub fn parse(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Head>, Refusa
         Err(httparse::Error::TooManyHeaders) => {
             return Err(Refusal { status: StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, reason: "Request Header Fields Too Large: too many headers" });
         }
-        Err(httparse::Error::Version) if buf.starts_with(b"PRI * HTTP/2.0\r\n") => {
+        Err(httparse::Error::Version) if is_http2_preface(buf) => {
             return Err(Refusal { status: StatusCode::HTTP_VERSION_NOT_SUPPORTED, reason: "HTTP Version Not Supported: HTTP/2 is off on this server (--http h1)" });
         }
         Err(_) => return Err(Refusal::bad("Bad Request: malformed request head")),

@@ -46,14 +46,21 @@ const NEXT_REQUEST_GRACE: Duration = Duration::from_millis(250);
 
 /// Serves one connection until it closes. Everything but the wait for the
 /// next head is boxed, so the task an idle connection keeps stays small.
-/// `read`: bytes of the first request read already (to tell HTTP/1.1 from HTTP/2).
-pub async fn serve<IO: Transport>(io: IO, ctx: Arc<ServerCtx>, info: ConnInfo, read: BytesMut) {
+///
+/// With `prior_knowledge`, a connection that opens with HTTP/2's preface is handed
+/// back, with the bytes read, for HTTP/2 to serve (h2c): the preface is no HTTP/1.1
+/// request line, so telling them apart costs HTTP/1.1 nothing until its parser fails.
+pub async fn serve<IO: Transport>(io: IO, ctx: Arc<ServerCtx>, info: ConnInfo, prior_knowledge: bool) -> Option<Handoff<IO>> {
     let stop = Some(ctx.stop.clone());
-    let mut conn = Conn { io, buf: read, ctx, info, served: 0, stop };
+    let mut conn = Conn { io, buf: BytesMut::new(), ctx, info, served: 0, stop };
     loop {
         let head = match conn.next_head().await {
             Next::Head(head) => head,
             Next::Close => break,
+            Next::Refuse(_) if prior_knowledge && conn.served == 0 && parse::is_http2_preface(&conn.buf) => {
+                let Conn { io, buf, ctx, info, .. } = conn;
+                return Some(Handoff { io, read: buf, ctx, info });
+            }
             Next::Refuse(refusal) => {
                 Box::pin(conn.refuse(refusal)).await;
                 break;
@@ -71,6 +78,16 @@ pub async fn serve<IO: Transport>(io: IO, ctx: Arc<ServerCtx>, info: ConnInfo, r
         }
     }
     let _ = conn.io.shutdown().await;
+    None
+}
+
+/// A connection that turned out to speak HTTP/2, for HTTP/2 to serve.
+pub struct Handoff<IO> {
+    pub io: IO,
+    /// What was read of it: the preface, and maybe more.
+    pub read: BytesMut,
+    pub ctx: Arc<ServerCtx>,
+    pub info: ConnInfo,
 }
 
 /// True once the worker started stopping (or the signal was already taken: None).

@@ -25,7 +25,7 @@ struct Conn {
 fn start(tweak: impl FnOnce(&mut Config)) -> Conn {
     let (client, server) = tokio::io::duplex(256 * 1024);
     let Harness { ctx, stop, seen } = Harness::new(tweak);
-    let done = tokio::spawn(conn::serve(server, ctx, Harness::info(), bytes::BytesMut::new()));
+    let done = tokio::spawn(async move { drop(conn::serve(server, ctx, Harness::info(), false).await) });
     Conn { client, stop, seen, done }
 }
 
@@ -230,4 +230,25 @@ async fn a_request_sent_just_as_the_stop_begins_is_still_served() {
     c.client.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
     let a = answer(&mut c.client, &mut buf, false).await;
     assert_eq!((a.status, a.header("connection")), (200, Some("close")));
+}
+
+#[tokio::test]
+async fn the_http2_preface_is_handed_over_only_with_prior_knowledge() {
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    for prior_knowledge in [true, false] {
+        let (mut client, server) = tokio::io::duplex(64 * 1024);
+        let Harness { ctx, seen, .. } = Harness::new(|_| {});
+        let served = tokio::spawn(conn::serve(server, ctx, Harness::info(), prior_knowledge));
+        client.write_all(PREFACE).await.unwrap();
+        if prior_knowledge {
+            let handoff = served.await.unwrap().expect("handed over to HTTP/2");
+            assert!(handoff.read.starts_with(b"PRI * HTTP/2.0\r\n"), "the bytes read go along");
+        } else {
+            let mut buf = Vec::new();
+            let answer = answer(&mut client, &mut buf, false).await;
+            assert_eq!(answer.status, 505, "--http h1 says HTTP/2 is off");
+            assert!(served.await.unwrap().is_none());
+        }
+        assert!(seen.lock().unwrap().is_empty());
+    }
 }
