@@ -170,7 +170,7 @@ where
 /// The protocol on a cleartext connection: as --http says. With both (auto), HTTP/1.1
 /// serves it and hands over a connection that opens with HTTP/2's preface. HTTP/2's
 /// connection state is boxed: an idle HTTP/1.1 connection's task stays small.
-async fn serve_http<S: Transport>(mut stream: S, info: ConnInfo, ctx: Arc<ServerCtx>) {
+async fn serve_http<S: Transport>(stream: S, info: ConnInfo, ctx: Arc<ServerCtx>) {
     match ctx.config.http.protocols {
         Protocols::H1 => drop(conn::serve(stream, ctx, info, false).await),
         Protocols::Auto => {
@@ -178,14 +178,17 @@ async fn serve_http<S: Transport>(mut stream: S, info: ConnInfo, ctx: Arc<Server
                 Box::pin(super::h2::conn::serve(Rewind::new(h2c.read, h2c.io), h2c.ctx, h2c.info)).await;
             }
         }
-        Protocols::H2 => {
-            let patience = Duration::from_secs(ctx.config.http.keep_alive_timeout);
-            match sniff(&mut stream, patience, &mut ctx.stop.clone()).await {
-                Sniffed::H2(read) => Box::pin(super::h2::conn::serve(Rewind::new(read, stream), ctx, info)).await,
-                Sniffed::H1(_) => http2_only(stream).await,
-                Sniffed::Closed => {}
-            }
-        }
+        Protocols::H2 => Box::pin(serve_http2_only(stream, info, ctx)).await,
+    }
+}
+
+/// --http h2 in cleartext: the preface, or a word to the HTTP/1.1 client.
+async fn serve_http2_only<S: Transport>(mut stream: S, info: ConnInfo, ctx: Arc<ServerCtx>) {
+    let patience = Duration::from_secs(ctx.config.http.keep_alive_timeout);
+    match sniff(&mut stream, patience, &mut ctx.stop.clone()).await {
+        Sniffed::H2(read) => super::h2::conn::serve(Rewind::new(read, stream), ctx, info).await,
+        Sniffed::H1(_) => http2_only(stream).await,
+        Sniffed::Closed => {}
     }
 }
 
