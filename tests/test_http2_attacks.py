@@ -180,17 +180,24 @@ def stream_then(frame_after, path: str, count: int):
     return batched(headers_frame(sid, block) + frame_after(sid) for sid in range(1, 2 * count, 2))
 
 
+def flood_of_resets(srv, requests_file, frame_after):
+    """RESETS requests for WORK, each followed at once by `frame_after(stream id)`, on one
+    connection; returns the connection, how the flood stopped, and how many reached the app."""
+    mark = log_size(requests_file)
+    with H2Conn(srv.address) as c:
+        c.handshake()
+        how = c.flood(stream_then(frame_after, WORK, RESETS), max_seconds=10)
+        c.wait_end(5)
+        reached = reached_app(requests_file, "/slow", mark)
+    return c, how, reached
+
+
 def test_rapid_reset_is_cut_off(srv, victim, requests_file):
     """CVE-2023-44487: HEADERS immediately followed by RST_STREAM(CANCEL), 20,000 times on one
     connection, each for a request that keeps the app busy for 0.5 s. The server must end the connection (GOAWAY, typically ENHANCE_YOUR_CALM, or a close)
     and let only a few of those requests reach the app; an unmitigated server runs the app for nearly
     all of them."""
-    mark = log_size(requests_file)
-    with H2Conn(srv.address) as c:
-        c.handshake()
-        how = c.flood(stream_then(lambda sid: rst_stream_frame(sid, CANCEL), WORK, RESETS), max_seconds=10)
-        c.wait_end(5)
-        reached = reached_app(requests_file, "/slow", mark)
+    c, how, reached = flood_of_resets(srv, requests_file, lambda sid: rst_stream_frame(sid, CANCEL))
     pair = len(headers_frame(1, request_block(WORK)) + rst_stream_frame(1))
     report = (f"flood stopped: {how}, about {c.bytes_sent // pair} of {RESETS} HEADERS+RST_STREAM sent; "
               f"{reached} requests reached the app; {c.summary()}")
@@ -236,12 +243,7 @@ def test_resets_provoked_from_the_server_are_cut_off(srv, victim, requests_file)
     a frame the server must answer with RST_STREAM itself (a WINDOW_UPDATE that overflows the stream's
     window: FLOW_CONTROL_ERROR), 20,000 times. The server must end the connection and keep what reaches
     the app bounded, as for resets sent by the client."""
-    mark = log_size(requests_file)
-    with H2Conn(srv.address) as c:
-        c.handshake()
-        how = c.flood(stream_then(lambda sid: window_update_frame(sid, MAX_WINDOW), WORK, RESETS), max_seconds=10)
-        c.wait_end(5)
-        reached = reached_app(requests_file, "/slow", mark)
+    c, how, reached = flood_of_resets(srv, requests_file, lambda sid: window_update_frame(sid, MAX_WINDOW))
     report = f"flood stopped: {how}; {reached} requests reached the app; {c.summary()}"
     print(f"made-you-reset: {report}")
     assert c.ended(), f"the server neither sent GOAWAY nor closed the connection: {report}"
