@@ -277,6 +277,17 @@ fn open_file(path: &std::path::Path) -> std::io::Result<(std::fs::File, u64)> {
     Ok((file, meta.len()))
 }
 
+/// The answer to a request refused before the pipeline (codec::h1::parse::Refusal),
+/// in either protocol. `close`: HTTP/1.1 closes after it.
+pub fn refused(refusal: crate::codec::h1::parse::Refusal, close: bool) -> Response<ResponseBody> {
+    let mut response = plain(refusal.status, refusal.reason, close, None);
+    if refusal.status == StatusCode::METHOD_NOT_ALLOWED {
+        // RFC 9110 15.5.6: a 405 lists what is allowed; these are the methods ferrogate hands to apps.
+        response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"));
+    }
+    response
+}
+
 /// A response ferrogate writes itself, never reaching the app.
 pub fn plain(status: StatusCode, message: &str, close: bool, log: Option<(Arc<ServerCtx>, Entry)>) -> Response<ResponseBody> {
     let body = Bytes::from(format!("{message}\n"));

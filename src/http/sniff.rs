@@ -13,8 +13,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use super::h1::conn::Transport;
 use crate::bridge::stop::{StopSignal, stopped};
 
-/// The client connection preface of HTTP/2.
-pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+pub use crate::codec::h1::parse::HTTP2_PREFACE as PREFACE;
 
 pub enum Sniffed {
     /// The preface: HTTP/2, with the bytes read so far to be read again.

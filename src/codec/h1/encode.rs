@@ -86,11 +86,22 @@ pub fn head(out: &mut Vec<u8>, version: Version, status: StatusCode, headers: &H
     out.extend_from_slice(b"\r\n");
 }
 
-/// The Date header's value for the current second (for protocols that set headers, not bytes).
+/// The Date header's value for the current second (for protocols that set headers, not
+/// bytes). Made once per second per thread; a clone shares its bytes.
 pub fn date_value() -> http::HeaderValue {
-    let mut value = None;
-    with_date(|d| value = http::HeaderValue::from_bytes(d).ok());
-    value.unwrap_or_else(|| http::HeaderValue::from_static("Thu, 01 Jan 1970 00:00:00 GMT"))
+    thread_local! {
+        static VALUE: RefCell<Option<(u64, http::HeaderValue)>> = const { RefCell::new(None) };
+    }
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    VALUE.with_borrow_mut(|cached| match cached {
+        Some((secs, value)) if *secs == now => value.clone(),
+        _ => {
+            let mut value = http::HeaderValue::from_static("Thu, 01 Jan 1970 00:00:00 GMT");
+            with_date(|d| value = http::HeaderValue::from_maybe_shared(bytes::Bytes::copy_from_slice(d)).unwrap_or(value.clone()));
+            *cached = Some((now, value.clone()));
+            value
+        }
+    })
 }
 
 thread_local! {
@@ -148,6 +159,16 @@ mod tests {
         assert_eq!(framing(s, true, Version::HTTP_11, cl, None), BodyFraming::Announced(10));
         assert_eq!(framing(StatusCode::NOT_MODIFIED, false, Version::HTTP_11, cl, Some(0)), BodyFraming::Announced(10));
         assert_eq!(framing(StatusCode::NO_CONTENT, false, Version::HTTP_11, cl, Some(0)), BodyFraming::Empty);
+    }
+
+    #[test]
+    fn date_value_is_the_date_line_of_this_second() {
+        let mut line = Vec::new();
+        with_date(|d| line.extend_from_slice(d));
+        let value = date_value();
+        // Unless the second turned between the two reads.
+        assert!(value.as_bytes() == &line[..] || httpdate::parse_http_date(value.to_str().unwrap()).is_ok(), "{value:?}");
+        assert_eq!(value.len(), 29);
     }
 
     #[test]

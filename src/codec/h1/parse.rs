@@ -68,10 +68,13 @@ pub fn refuse_method(method: &Method) -> Result<(), Refusal> {
     Ok(())
 }
 
-/// Whether `buf` begins with HTTP/2's connection preface, as far as a line goes
-/// ("PRI * HTTP/2.0", which HTTP/1.1's parser refuses).
+/// The client connection preface of HTTP/2 (RFC 9113 3.4).
+pub const HTTP2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Whether `buf` begins with HTTP/2's connection preface, as far as its first line
+/// goes ("PRI * HTTP/2.0", which HTTP/1.1's parser refuses).
 pub fn is_http2_preface(buf: &[u8]) -> bool {
-    buf.starts_with(b"PRI * HTTP/2.0\r\n")
+    buf.starts_with(&HTTP2_PREFACE[..16])
 }
 
 /// Longest request target accepted (hyper's limit too); longer gets 414.

@@ -6,7 +6,7 @@
 //! That is what keeps an idle keep-alive connection to a few hundred bytes.
 
 use bytes::BytesMut;
-use http::{Method, Response, StatusCode, Version, header};
+use http::{Method, Response, Version};
 use std::io::IoSlice;
 use std::pin::pin;
 use std::sync::Arc;
@@ -277,12 +277,7 @@ impl<IO: Transport> Conn<IO> {
 
     /// A head we will not serve: say why, then close.
     async fn refuse(&mut self, refusal: Refusal) {
-        let mut response = service::plain(refusal.status, refusal.reason, true, None);
-        if refusal.status == StatusCode::METHOD_NOT_ALLOWED {
-            // RFC 9110 15.5.6: a 405 lists what is allowed; these are the methods ferrogate hands to apps.
-            response.headers_mut().insert(header::ALLOW, http::HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"));
-        }
-        let _ = self.write_simple(response, Version::HTTP_11).await;
+        let _ = self.write_simple(service::refused(refusal, true), Version::HTTP_11).await;
         self.linger().await;
     }
 

@@ -34,11 +34,7 @@ pub(super) async fn serve(request: Request<h2::RecvStream>, mut respond: Respond
         return websocket(parts, recv, respond, ctx, info).await;
     }
     if let Err(refusal) = refuse_method(&parts.method) {
-        let mut response = service::plain(refusal.status, refusal.reason, false, None);
-        if refusal.status == StatusCode::METHOD_NOT_ALLOWED {
-            response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"));
-        }
-        body::send(respond, response, false, date, io_timeout).await;
+        body::send(respond, service::refused(refusal, false), false, date, io_timeout).await;
         return;
     }
     as_http1_would_see_it(&mut parts);
