@@ -12,7 +12,7 @@ use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
 use std::ffi::OsString;
 use std::path::PathBuf;
 
-use super::{Config, DEFAULT_HOST, DEFAULT_PORT, ENV_VARS, Layer, LifespanMode, LoopChoice};
+use super::{Config, DEFAULT_HOST, DEFAULT_PORT, ENV_VARS, Layer, LifespanMode, LogFormat, LoopChoice};
 
 const ABOUT: &str = "Serve a Python ASGI application (FastAPI, Starlette, Django, ...) in production.
 
@@ -79,7 +79,8 @@ pub struct Cli {
     #[arg(long, value_name = "PATH", help_heading = "Listening")]
     pub uds: Option<PathBuf>,
 
-    /// Permissions of the --uds socket file, in octal (e.g. 660 to let a group's proxy connect).
+    /// Permissions of unix socket listeners (--uds, --bind unix:PATH), in octal. 666 lets any local
+    /// process connect, as uvicorn's and gunicorn's sockets do; 660 with --group narrows it to one group.
     #[arg(long, value_name = "MODE", value_parser = parse_octal_mode, help_heading = "Listening")]
     pub uds_mode: Option<u32>,
 
@@ -88,7 +89,7 @@ pub struct Cli {
     pub fd: Option<i32>,
 
     /// More listeners, repeatable: HOST:PORT, [IPV6]:PORT, unix:PATH or fd://N.
-    #[arg(long, value_name = "ADDRESS", value_delimiter = ',', help_heading = "Listening")]
+    #[arg(long, short = 'b', value_name = "ADDRESS", value_delimiter = ',', help_heading = "Listening")]
     pub bind: Option<Vec<String>>,
 
     /// Length of the kernel's queue of connections not yet accepted.
@@ -96,7 +97,7 @@ pub struct Cli {
     pub backlog: Option<u32>,
 
     /// Number of worker processes [default: the number of CPU cores].
-    #[arg(long, value_name = "N", help_heading = "Workers")]
+    #[arg(long, short = 'w', value_name = "N", help_heading = "Workers")]
     pub workers: Option<usize>,
 
     /// Seconds a worker's event loop may stay unresponsive before it is replaced (its Python stack is logged).
@@ -341,6 +342,64 @@ pub struct Cli {
     /// $server_protocol $pid.
     #[arg(long, value_name = "FORMAT", help_heading = "Logging")]
     pub access_log_format: Option<String>,
+
+    /// Write the server's log (and the workers' stderr) to this file instead of stderr; reopened
+    /// on SIGUSR1, for logrotate. `-` means stderr.
+    #[arg(long, visible_alias = "error-logfile", value_name = "PATH", help_heading = "Logging")]
+    pub log_file: Option<PathBuf>,
+
+    /// Write the access log to this file instead of the server's log; reopened on SIGUSR1.
+    /// `-` means stdout (gunicorn's --access-logfile -).
+    #[arg(long, visible_alias = "access-logfile", value_name = "PATH", help_heading = "Logging")]
+    pub access_log_file: Option<PathBuf>,
+
+    /// Log lines as text (gunicorn's and nginx's formats) or as one JSON object per line, for log shippers.
+    #[arg(long, value_enum, help_heading = "Logging")]
+    pub log_format: Option<LogFormat>,
+
+    /// Read options from this TOML file [default: ./ferrogate.toml when it exists]. Its keys are the
+    /// long options' names (workers = 4); the command line and FERROGATE_* variables win over it.
+    #[arg(long, short = 'c', value_name = "FILE", help_heading = "Service")]
+    pub config: Option<PathBuf>,
+
+    /// Run the workers as this user (name or uid), and the master too once it has bound the ports,
+    /// created the sockets and read the keys it needs as root.
+    #[arg(long, short = 'u', value_name = "USER", help_heading = "Service")]
+    pub user: Option<String>,
+
+    /// Run as this group (name or gid) [default: the --user's primary group].
+    #[arg(long, short = 'g', value_name = "GROUP", help_heading = "Service")]
+    pub group: Option<String>,
+
+    /// File-mode creation mask of the master and workers, in octal (e.g. 027) [default: inherited].
+    #[arg(long, short = 'm', value_name = "MODE", value_parser = parse_octal_mode, help_heading = "Service")]
+    pub umask: Option<u32>,
+
+    /// Write the master's PID to this file (removed on exit).
+    #[arg(long = "pid", short = 'p', visible_alias = "pidfile", value_name = "FILE", help_heading = "Service")]
+    pub pid_file: Option<PathBuf>,
+
+    /// The name the processes show in ps and top: `ferrogate: master [NAME]` [default: APP].
+    #[arg(long, short = 'n', visible_alias = "proc-name", value_name = "NAME", help_heading = "Service")]
+    pub name: Option<String>,
+
+    /// The unix socket `ferrogate status|reload|stop|workers` talk to [default: control.sock in
+    /// $RUNTIME_DIRECTORY, /run/ferrogate as root, else $XDG_RUNTIME_DIR/ferrogate].
+    #[arg(long, value_name = "PATH", help_heading = "Service")]
+    pub control_socket: Option<PathBuf>,
+
+    /// Replace a worker (successor first, then a graceful drain) once its memory (RSS) passes this many MB.
+    #[arg(long, value_name = "MB", help_heading = "Workers")]
+    pub max_worker_memory: Option<u64>,
+
+    /// Replace a worker (successor first, then a graceful drain) once it has run this many seconds.
+    #[arg(long, value_name = "SECONDS", help_heading = "Workers")]
+    pub max_worker_lifetime: Option<u64>,
+
+    /// gunicorn's worker class: accepted and ignored, ferrogate's workers are its own (an asyncio
+    /// loop fed by a Rust I/O thread), like uvicorn.workers.UvicornWorker without gunicorn.
+    #[arg(long, short = 'k', value_name = "CLASS", help_heading = "Workers", hide_short_help = true)]
+    pub worker_class: Option<String>,
 }
 
 fn parse_octal_mode(s: &str) -> Result<u32, String> {
@@ -443,6 +502,7 @@ pub(super) fn help_defaults() -> Vec<(&'static str, String)> {
         ("log_level", name(d.log.level.to_possible_value())),
         ("access_log", d.log.access_log.to_string()),
         ("access_log_format", d.log.access_log_format),
+        ("log_format", name(d.log.format.to_possible_value())),
     ]
 }
 
@@ -530,6 +590,21 @@ impl From<Cli> for Layer {
             log_level: c.log_level,
             access_log: pair(c.access_log, c.no_access_log),
             access_log_format: c.access_log_format,
+            log_file: c.log_file,
+            access_log_file: c.access_log_file,
+            log_format: c.log_format,
+            config: c.config,
+            user: c.user,
+            group: c.group,
+            umask: c.umask,
+            pid_file: c.pid_file,
+            name: c.name,
+            control_socket: c.control_socket,
+            max_worker_memory: c.max_worker_memory,
+            max_worker_lifetime: c.max_worker_lifetime,
+            worker_class: c.worker_class,
+            runtime_directory: None,
+            xdg_runtime_dir: None,
             listen_fds: None,
         }
     }

@@ -82,6 +82,18 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("FERROGATE_LOG_LEVEL", "log_level"),
     ("FERROGATE_ACCESS_LOG", "access_log"),
     ("FERROGATE_ACCESS_LOG_FORMAT", "access_log_format"),
+    ("FERROGATE_LOG_FILE", "log_file"),
+    ("FERROGATE_ACCESS_LOG_FILE", "access_log_file"),
+    ("FERROGATE_LOG_FORMAT", "log_format"),
+    ("FERROGATE_CONFIG", "config"),
+    ("FERROGATE_USER", "user"),
+    ("FERROGATE_GROUP", "group"),
+    ("FERROGATE_UMASK", "umask"),
+    ("FERROGATE_PID", "pid_file"),
+    ("FERROGATE_NAME", "name"),
+    ("FERROGATE_CONTROL_SOCKET", "control_socket"),
+    ("FERROGATE_MAX_WORKER_MEMORY", "max_worker_memory"),
+    ("FERROGATE_MAX_WORKER_LIFETIME", "max_worker_lifetime"),
 ];
 
 /// What the environment sets, and the variables whose values do not parse.
@@ -116,6 +128,8 @@ impl EnvLayer {
         out.layer.uvicorn_forwarded_allow_ips = utf8("FORWARDED_ALLOW_IPS").map(str::to_string);
         out.layer.xdg_state_home = utf8("XDG_STATE_HOME").map(Into::into);
         out.layer.home = utf8("HOME").map(Into::into);
+        out.layer.runtime_directory = utf8("RUNTIME_DIRECTORY").map(Into::into);
+        out.layer.xdg_runtime_dir = utf8("XDG_RUNTIME_DIR").map(Into::into);
         // sd_listen_fds(3): the sockets are ours only if LISTEN_PID names this process.
         let ours = utf8("LISTEN_PID").and_then(|p| p.parse::<u32>().ok()) == Some(pid);
         let n = utf8("LISTEN_FDS").and_then(|n| n.parse::<i32>().ok()).unwrap_or(0);

@@ -121,6 +121,24 @@ layer! {
     log_level: Level,
     access_log: bool,
     access_log_format: String,
+    log_file: PathBuf,
+    access_log_file: PathBuf,
+    log_format: super::LogFormat,
+    /// The TOML file the file layer came from (--config, FERROGATE_CONFIG).
+    config: PathBuf,
+    user: String,
+    group: String,
+    umask: u32,
+    pid_file: PathBuf,
+    name: String,
+    control_socket: PathBuf,
+    max_worker_memory: u64,
+    max_worker_lifetime: u64,
+    /// gunicorn's --worker-class: accepted, without effect.
+    worker_class: String,
+    /// RUNTIME_DIRECTORY (systemd's RuntimeDirectory=) and XDG_RUNTIME_DIR, for the default --control-socket.
+    runtime_directory: PathBuf,
+    xdg_runtime_dir: PathBuf,
     /// How many sockets systemd passed us from fd 3 (LISTEN_FDS, when LISTEN_PID is ours).
     listen_fds: i32,
 }

@@ -29,6 +29,11 @@ fn temp_path(name: &str) -> std::path::PathBuf {
 fn with_no_option_set_the_configuration_is_the_default() {
     let mut expected = Config::default();
     expected.app.target = "m:a".into();
+    // Defaults that depend on others (APP) or on the process (root or not).
+    expected.service.name = "m:a".into();
+    // SAFETY: geteuid and getuid cannot fail and have no preconditions.
+    let (is_root, uid) = unsafe { (libc::geteuid() == 0, libc::getuid()) };
+    expected.service.control_socket = crate::config::default_control_socket(is_root, None, None, uid);
     assert_eq!(format!("{:?}", load(&["m:a"], &[]).unwrap()), format!("{expected:?}"));
 }
 
@@ -49,7 +54,7 @@ fn binds_combine_uds_fd_and_bind() {
         BindSpec::Unix { path: "/tmp/a.sock".into(), mode: Some(0o660) },
         BindSpec::Fd { fd: 7 },
         BindSpec::Tcp { host: "::1".into(), port: 81 },
-        BindSpec::Unix { path: "/tmp/b.sock".into(), mode: None },
+        BindSpec::Unix { path: "/tmp/b.sock".into(), mode: Some(0o660) },
     ]);
 }
 
@@ -146,10 +151,10 @@ fn every_variable() -> Vec<(&'static str, &'static str, fn(&Config) -> bool)> {
         ("FERROGATE_ENV_FILE", "ENV_FILE", |c| c.worker_env.set == [("FG_FROM_FILE".to_string(), "1".to_string())]),
         ("FERROGATE_HOST", "0.0.0.0", |c| c.bind == [BindSpec::Tcp { host: "0.0.0.0".into(), port: DEFAULT_PORT }]),
         ("FERROGATE_PORT", "9", |c| c.bind == [BindSpec::Tcp { host: DEFAULT_HOST.into(), port: 9 }]),
-        ("FERROGATE_UDS", "/tmp/u.sock", |c| c.bind == [BindSpec::Unix { path: "/tmp/u.sock".into(), mode: None }]),
+        ("FERROGATE_UDS", "/tmp/u.sock", |c| c.bind == [BindSpec::Unix { path: "/tmp/u.sock".into(), mode: Some(crate::config::DEFAULT_UDS_MODE) }]),
         ("FERROGATE_UDS_MODE", "600", |c| matches!(c.bind[0], BindSpec::Tcp { .. })),
         ("FERROGATE_FD", "4", |c| c.bind == [BindSpec::Fd { fd: 4 }]),
-        ("FERROGATE_BIND", "1.2.3.4:5,unix:/tmp/z", |c| c.bind == [BindSpec::Tcp { host: "1.2.3.4".into(), port: 5 }, BindSpec::Unix { path: "/tmp/z".into(), mode: None }]),
+        ("FERROGATE_BIND", "1.2.3.4:5,unix:/tmp/z", |c| c.bind == [BindSpec::Tcp { host: "1.2.3.4".into(), port: 5 }, BindSpec::Unix { path: "/tmp/z".into(), mode: Some(crate::config::DEFAULT_UDS_MODE) }]),
         ("FERROGATE_BACKLOG", "10", |c| c.backlog == 10),
         ("FERROGATE_WORKERS", "3", |c| c.workers.count == 3),
         ("FERROGATE_TIMEOUT", "7", |c| c.workers.timeout == 7),
@@ -205,6 +210,18 @@ fn every_variable() -> Vec<(&'static str, &'static str, fn(&Config) -> bool)> {
         ("FERROGATE_LOG_LEVEL", "debug", |c| c.log.level == crate::log::Level::Debug),
         ("FERROGATE_ACCESS_LOG", "false", |c| !c.log.access_log),
         ("FERROGATE_ACCESS_LOG_FORMAT", "$status $uri", |c| c.log.access_log_format == "$status $uri"),
+        ("FERROGATE_LOG_FILE", "/var/log/f.log", |c| c.log.file.as_deref() == Some(std::path::Path::new("/var/log/f.log"))),
+        ("FERROGATE_ACCESS_LOG_FILE", "-", |c| c.log.access_file == Some(crate::config::LogTarget::Stdout)),
+        ("FERROGATE_LOG_FORMAT", "json", |c| c.log.format == crate::config::LogFormat::Json),
+        ("FERROGATE_CONFIG", "/etc/f.toml", |c| c.service.config_file.as_deref() == Some(std::path::Path::new("/etc/f.toml"))),
+        ("FERROGATE_USER", "www-data", |c| c.service.user.as_deref() == Some("www-data")),
+        ("FERROGATE_GROUP", "adm", |c| c.service.group.as_deref() == Some("adm")),
+        ("FERROGATE_UMASK", "027", |c| c.service.umask == Some(0o27)),
+        ("FERROGATE_PID", "/run/f.pid", |c| c.service.pid_file.as_deref() == Some(std::path::Path::new("/run/f.pid"))),
+        ("FERROGATE_NAME", "shop", |c| c.service.name == "shop"),
+        ("FERROGATE_CONTROL_SOCKET", "/run/x.sock", |c| c.service.control_socket == std::path::Path::new("/run/x.sock")),
+        ("FERROGATE_MAX_WORKER_MEMORY", "512", |c| c.service.max_worker_memory == Some(512 * 1024 * 1024)),
+        ("FERROGATE_MAX_WORKER_LIFETIME", "60", |c| c.service.max_worker_lifetime == Some(std::time::Duration::from_secs(60))),
     ]
 }
 
@@ -368,6 +385,8 @@ fn help_block(help: &str, long: &str) -> String {
     let is_option_or_title = |l: &str| l.starts_with("  -") || l.starts_with("      --") || (!l.is_empty() && !l.starts_with(' '));
     let names = |l: &str| {
         let l = l.trim_start();
+        // "-w, --workers <N>": the short spelling first.
+        let l = if l.len() > 4 && l.starts_with('-') && &l[2..4] == ", " { &l[4..] } else { l };
         l == format!("--{long}") || l.starts_with(&format!("--{long} ")) || l.starts_with(&format!("--{long}["))
     };
     let mut lines = help.lines().skip_while(|l| !(is_option_or_title(l) && names(l)));
@@ -409,7 +428,7 @@ fn the_defaults_the_help_shows_are_the_real_ones() {
         "limit_max_requests", "max_requests_jitter", "reload_delay", "event_loop", "interface", "http", "h2_max_concurrent_streams", "ws",
         "ws_max_queue", "timeout_keep_alive", "timeout_io", "max_header_size", "max_headers", "server_header",
         "date_header", "proxy_headers", "ws_max_size", "ws_ping_interval", "ws_ping_timeout",
-        "ws_per_message_deflate", "log_level", "access_log", "access_log_format",
+        "ws_per_message_deflate", "log_level", "access_log", "access_log_format", "log_format",
     ]);
     for (id, value) in cli::help_defaults() {
         let long = cmd.get_arguments().find(|a| a.get_id() == id).and_then(|a| a.get_long()).unwrap();

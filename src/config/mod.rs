@@ -56,6 +56,8 @@ pub struct Config {
     pub ws: WsConfig,
     pub statics: StaticConfig,
     pub log: LogConfig,
+    /// How the server runs as a service: its account, files, control socket, recycling.
+    pub service: ServiceConfig,
     /// Master-only: how a worker's environment differs from the master's.
     #[serde(skip)]
     pub worker_env: WorkerEnv,
@@ -343,6 +345,71 @@ pub struct LogConfig {
     pub level: crate::log::Level,
     pub access_log: bool,
     pub access_log_format: String,
+    /// The server's log; None: stderr.
+    pub file: Option<PathBuf>,
+    /// The access log; None: wherever the server's log goes; Stdout for `-`.
+    pub access_file: Option<LogTarget>,
+    pub format: LogFormat,
+}
+
+/// Where a log other than the server's own goes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LogTarget {
+    Stdout,
+    File(PathBuf),
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// gunicorn's error-log lines and nginx's access-log lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Running as a service: the account the processes run as, the files the master keeps,
+/// the control socket and worker recycling. The master's alone but for `name`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ServiceConfig {
+    /// In ps titles: `ferrogate: worker 2 [NAME]`.
+    pub name: String,
+    #[serde(skip)]
+    pub user: Option<String>,
+    #[serde(skip)]
+    pub group: Option<String>,
+    #[serde(skip)]
+    pub umask: Option<u32>,
+    #[serde(skip)]
+    pub pid_file: Option<PathBuf>,
+    #[serde(skip)]
+    pub control_socket: PathBuf,
+    /// RSS in bytes past which a worker is replaced.
+    #[serde(skip)]
+    pub max_worker_memory: Option<u64>,
+    #[serde(skip)]
+    pub max_worker_lifetime: Option<std::time::Duration>,
+    /// The TOML file read, if any.
+    #[serde(skip)]
+    pub config_file: Option<PathBuf>,
+}
+
+/// Permissions of a unix socket listener when none are asked for: anyone local may
+/// connect, as with uvicorn (chmod 666) and gunicorn (umask 0), so that a proxy running
+/// as another user (nginx's www-data) can. --uds-mode 660 with --group is the tighter choice.
+pub const DEFAULT_UDS_MODE: u32 = 0o666;
+
+/// The control socket's default path: systemd's RuntimeDirectory= when it gave one,
+/// /run/ferrogate as root, else the user's runtime directory, else /tmp.
+pub fn default_control_socket(is_root: bool, runtime_directory: Option<PathBuf>, xdg_runtime_dir: Option<PathBuf>, uid: u32) -> PathBuf {
+    let dir = match (runtime_directory.filter(|p| p.is_absolute()), xdg_runtime_dir.filter(|p| p.is_absolute())) {
+        (Some(dir), _) => dir,
+        (None, _) if is_root => PathBuf::from("/run/ferrogate"),
+        (None, Some(xdg)) => xdg.join("ferrogate"),
+        (None, None) => PathBuf::from(format!("/tmp/ferrogate-{uid}")),
+    };
+    dir.join("control.sock")
 }
 
 // The defaults, in one place: the command line's help shows them (cli.rs) and every
@@ -362,6 +429,7 @@ impl Default for Config {
             ws: WsConfig::default(),
             statics: StaticConfig::default(),
             log: LogConfig::default(),
+            service: ServiceConfig::default(),
             worker_env: WorkerEnv::default(),
         }
     }
@@ -444,6 +512,9 @@ impl Default for LogConfig {
             level: crate::log::Level::Info,
             access_log: true,
             access_log_format: access_log_format::COMBINED_WITH_TIME.into(),
+            file: None,
+            access_file: None,
+            format: LogFormat::Text,
         }
     }
 }

@@ -27,6 +27,9 @@ impl Layer {
         if self.ssl_ciphers.is_some() {
             out.push("--ssl-ciphers is ignored: ferrogate offers Mozilla's \"intermediate\" suites (AES-GCM and ChaCha20-Poly1305 with forward secrecy)".into());
         }
+        if let Some(class) = &self.worker_class {
+            out.push(format!("--worker-class {class} is ignored: ferrogate's workers are its own (an asyncio loop fed by a Rust I/O thread), as uvicorn's UvicornWorker without gunicorn"));
+        }
         if let Some(http) = self.http.as_deref().filter(|h| matches!(*h, "h11" | "httptools")) {
             out.push(format!("--http {http} means --http h1 here: HTTP/1.1 only, as uvicorn speaks (ferrogate's parser is its own); --http auto adds HTTP/2"));
         }
@@ -46,14 +49,18 @@ impl Layer {
         };
 
         let mut bind = Vec::new();
+        let uds_mode = Some(self.uds_mode.unwrap_or(DEFAULT_UDS_MODE));
         if let Some(path) = self.uds {
-            bind.push(BindSpec::Unix { path, mode: self.uds_mode });
+            bind.push(BindSpec::Unix { path, mode: uds_mode });
         }
         if let Some(fd) = self.fd {
             bind.push(BindSpec::Fd { fd });
         }
         for b in self.bind.iter().flatten() {
-            bind.push(parse_bind(b).map_err(|e| ConfigError::new("--bind", format!("--bind {e}")))?);
+            match parse_bind(b).map_err(|e| ConfigError::new("--bind", format!("--bind {e}")))? {
+                BindSpec::Unix { path, .. } => bind.push(BindSpec::Unix { path, mode: uds_mode }),
+                spec => bind.push(spec),
+            }
         }
         let mut unset = Vec::new();
         if let Some(n) = self.listen_fds {
@@ -98,6 +105,18 @@ impl Layer {
             mounts.push(StaticMount::parse(spec).map_err(|e| ConfigError::new("--static", format!("--static {e}")))?);
         }
 
+        // SAFETY: getuid cannot fail and has no preconditions.
+        let uid = unsafe { libc::getuid() };
+        let first_runtime_dir = self.runtime_directory.take().and_then(|p| {
+            // systemd joins several RuntimeDirectory= paths with ':'.
+            p.to_str().and_then(|s| s.split(':').next()).map(PathBuf::from)
+        });
+        let control_socket = self
+            .control_socket
+            .take()
+            .unwrap_or_else(|| default_control_socket(is_root, first_runtime_dir, self.xdg_runtime_dir.take(), uid));
+        let log_target = |p: PathBuf, dash: Option<LogTarget>| if p.as_os_str() == "-" { dash } else { Some(LogTarget::File(p)) };
+        let target = self.app.unwrap_or(d.app.target);
         let app_dir = self.app_dir.unwrap_or(d.app.app_dir);
         // 0 or less turns WebSocket pings (or their timeout) off.
         let positive = |v: f64| (v > 0.0).then_some(v);
@@ -120,7 +139,7 @@ impl Layer {
                 reload_delay: self.reload_delay.unwrap_or(d.workers.reload_delay).max(0.05),
             },
             app: AppConfig {
-                target: self.app.unwrap_or(d.app.target),
+                target: target.clone(),
                 factory: self.factory.unwrap_or(d.app.factory),
                 app_dir,
                 lifespan: self.lifespan.unwrap_or(d.app.lifespan),
@@ -164,6 +183,29 @@ impl Layer {
                 level: self.log_level.unwrap_or(d.log.level),
                 access_log: self.access_log.unwrap_or(d.log.access_log),
                 access_log_format: self.access_log_format.unwrap_or(d.log.access_log_format),
+                file: self.log_file.and_then(|p| log_target(p, None)).map(|t| match t {
+                    LogTarget::File(p) => p,
+                    LogTarget::Stdout => unreachable!("`-` means stderr for the server's log"),
+                }),
+                access_file: self.access_log_file.and_then(|p| log_target(p, Some(LogTarget::Stdout))),
+                format: self.log_format.unwrap_or(d.log.format),
+            },
+            service: ServiceConfig {
+                name: self.name.unwrap_or_else(|| target.clone()),
+                user: self.user,
+                group: self.group,
+                umask: self.umask,
+                pid_file: self.pid_file,
+                control_socket,
+                max_worker_memory: match self.max_worker_memory {
+                    Some(0) => return Err(ConfigError::new("--max-worker-memory", "--max-worker-memory must be a number of MB above 0, e.g. 512 (leave it out for no limit)")),
+                    mb => mb.map(|mb| mb * 1024 * 1024),
+                },
+                max_worker_lifetime: match self.max_worker_lifetime {
+                    Some(0) => return Err(ConfigError::new("--max-worker-lifetime", "--max-worker-lifetime must be a number of seconds above 0, e.g. 86400 (leave it out for no limit)")),
+                    secs => secs.map(std::time::Duration::from_secs),
+                },
+                config_file: self.config,
             },
             worker_env: WorkerEnv { set: env_file, unset },
         };
