@@ -9,6 +9,7 @@ pub mod bridge;
 pub mod codec;
 pub mod commands;
 pub mod config;
+pub mod control;
 pub mod http;
 pub mod ipc;
 #[macro_use]

@@ -2,11 +2,13 @@
 //! `certs` for now; the service commands (check, config, status, install) come here too.
 
 pub mod certs;
+pub mod control;
 
 /// Runs a subcommand if `argv` names one; None means "serve".
 pub fn run(argv: &[String], env: Vec<(std::ffi::OsString, std::ffi::OsString)>) -> Option<i32> {
     match argv.get(1).map(String::as_str) {
         Some("certs") => Some(certs::run(&argv[2..], env)),
+        Some(verb @ ("status" | "reload" | "stop" | "workers" | "upgrade")) => Some(control::run(verb, &argv[2..], env)),
         _ => None,
     }
 }

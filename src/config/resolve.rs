@@ -36,11 +36,25 @@ impl Layer {
         out
     }
 
+    /// --control-socket, or where it is by default for this process: the server and the
+    /// `ferrogate status|reload|...` commands work it out alike.
+    pub fn control_socket_path(&self) -> PathBuf {
+        if let Some(path) = &self.control_socket {
+            return path.clone();
+        }
+        // SAFETY: geteuid and getuid cannot fail and have no preconditions.
+        let (is_root, uid) = unsafe { (libc::geteuid() == 0, libc::getuid()) };
+        // systemd joins several RuntimeDirectory= paths with ':'.
+        let runtime_dir = self.runtime_directory.as_ref().and_then(|p| p.to_str()).and_then(|s| s.split(':').next()).map(PathBuf::from);
+        default_control_socket(is_root, runtime_dir, self.xdg_runtime_dir.clone(), uid)
+    }
+
     /// Builds and validates the configuration, or says which option is wrong and how to fix it.
     pub fn into_config(mut self) -> Result<Config, ConfigError> {
         let d = Config::default();
         // SAFETY: geteuid cannot fail and has no preconditions.
         let is_root = unsafe { libc::geteuid() } == 0;
+        let control_socket = self.control_socket_path();
         let state_dir = tls::default_state_dir(is_root, self.xdg_state_home.take(), self.home.take());
         let tls = tls::resolve(&mut self, state_dir)?;
         let env_file = match &self.env_file {
@@ -105,16 +119,6 @@ impl Layer {
             mounts.push(StaticMount::parse(spec).map_err(|e| ConfigError::new("--static", format!("--static {e}")))?);
         }
 
-        // SAFETY: getuid cannot fail and has no preconditions.
-        let uid = unsafe { libc::getuid() };
-        let first_runtime_dir = self.runtime_directory.take().and_then(|p| {
-            // systemd joins several RuntimeDirectory= paths with ':'.
-            p.to_str().and_then(|s| s.split(':').next()).map(PathBuf::from)
-        });
-        let control_socket = self
-            .control_socket
-            .take()
-            .unwrap_or_else(|| default_control_socket(is_root, first_runtime_dir, self.xdg_runtime_dir.take(), uid));
         let log_target = |p: PathBuf, dash: Option<LogTarget>| if p.as_os_str() == "-" { dash } else { Some(LogTarget::File(p)) };
         let target = self.app.unwrap_or(d.app.target);
         let app_dir = self.app_dir.unwrap_or(d.app.app_dir);

@@ -39,6 +39,18 @@ impl Bound {
     pub fn close(&mut self) {
         self.socket = None;
     }
+
+    /// A listening socket handed over by the master this one upgrades from (its
+    /// descriptor survived exec): checked as --fd is, then described as first asked for.
+    pub fn adopt(fd: RawFd, spec: BindSpec, secure: bool, created_path: Option<PathBuf>) -> Result<Bound, String> {
+        let inherited = bind(&BindSpec::Fd { fd }, 0)?;
+        Ok(Bound { spec, secure, created_path, ..inherited })
+    }
+
+    /// A successor serves this socket now: its file is no longer ours to remove.
+    pub fn hand_over(&mut self) {
+        self.created_path = None;
+    }
 }
 
 /// Binds every listener; `secure[i]` says whether `specs[i]` speaks TLS.

@@ -20,6 +20,9 @@ pub enum Command {
     Stop { graceful: bool, why: String },
     /// Raise or lower the worker count (never below 1).
     Scale { delta: i32, why: String },
+    /// Re-execute the master from the installed program, handing over the listeners
+    /// (`upgrade.rs`). The master carries it out; the policy never sees it.
+    Upgrade { why: String },
     /// Reserved for the control socket, which will get a reply; for now one log line.
     #[allow(dead_code, reason = "nothing sends it until the control socket exists")]
     Status,
@@ -35,6 +38,7 @@ pub fn relay_signals(bus: Bus) -> std::io::Result<()> {
     let mut hup = signal(SignalKind::hangup())?;
     let mut ttin = signal(SignalKind::from_raw(libc::SIGTTIN))?;
     let mut ttou = signal(SignalKind::from_raw(libc::SIGTTOU))?;
+    let mut usr2 = signal(SignalKind::user_defined2())?;
     tokio::spawn(async move {
         loop {
             let command = tokio::select! {
@@ -43,6 +47,7 @@ pub fn relay_signals(bus: Bus) -> std::io::Result<()> {
                 _ = hup.recv() => Command::Reload { why: "SIGHUP".into() },
                 _ = ttin.recv() => Command::Scale { delta: 1, why: "SIGTTIN".into() },
                 _ = ttou.recv() => Command::Scale { delta: -1, why: "SIGTTOU".into() },
+                _ = usr2.recv() => Command::Upgrade { why: "SIGUSR2".into() },
             };
             if bus.send(command).is_err() {
                 return;

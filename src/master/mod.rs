@@ -8,10 +8,15 @@
 
 pub mod acme;
 mod commands;
+mod control;
+mod pidfile;
 mod policy;
+pub mod privilege;
+mod service;
 mod spawn;
 mod supervise;
 mod tls;
+mod upgrade;
 mod watch;
 
 use std::collections::{HashMap, VecDeque};
@@ -22,6 +27,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
+use crate::control::{Reply, Request, Status};
 use crate::config::tls::CertSource;
 use crate::http::listeners::{self, Bound};
 use crate::ipc::ToWorker;
@@ -42,11 +48,38 @@ struct Master {
     tls: Option<tls::TlsState>,
     /// Domain mode: what the certificate keepers need to start.
     acme: Option<(crate::tls::acme::AcmeSettings, Vec<Vec<String>>, Vec<crate::tls::store::Stored>)>,
+    /// The account, files and control socket of a service (--user, --pid, --control-socket).
+    service: service::Service,
+    started: Instant,
+    /// A successor: what the previous master handed over, until every worker serves.
+    handover: Option<upgrade::Handover>,
+    /// Workers of the first boot that have said Ready (a successor's readiness).
+    first_ready: usize,
+    /// The successor's pid while an upgrade this master started is under way.
+    upgrading: Option<u32>,
+    /// The extension module this master runs, to notice `pip install -U` on SIGHUP.
+    installed: upgrade::Installed,
 }
 
 /// Runs the master until it stops; returns the process exit status.
-pub fn run(config: Config, python: PathBuf) -> i32 {
+pub fn run(mut config: Config, python: PathBuf) -> i32 {
     crate::log::set_level(config.log.level);
+    let handover = match upgrade::Handover::from_env() {
+        Ok(h) => h,
+        Err(e) => {
+            crate::error!("{e}");
+            return 2;
+        }
+    };
+    // The handover is this master's alone: workers and the app must not see it.
+    config.worker_env.unset.push(upgrade::VARIABLE.into());
+    let account = match service::account(&config) {
+        Ok(account) => account,
+        Err(e) => {
+            crate::error!("{e}");
+            return 2;
+        }
+    };
     let mut tls = match config.tls.as_ref().map(tls::TlsState::load).transpose() {
         Ok(tls) => tls,
         Err(e) => {
@@ -62,6 +95,11 @@ pub fn run(config: Config, python: PathBuf) -> i32 {
                     crate::error!("cannot use the state directory {} (--state-dir): {e}", settings.state_dir.display());
                     return 2;
                 }
+                // The certificate keepers write there, and the workers read the challenge answers.
+                if let Some(Err(e)) = account.as_ref().map(|a| privilege::give_tree(&settings.state_dir, a)) {
+                    crate::error!("{e}");
+                    return 2;
+                }
                 let stored = acme::stored(&acme_settings, &options.certificates);
                 for s in &stored {
                     state.install(acme::to_pem(s));
@@ -72,8 +110,21 @@ pub fn run(config: Config, python: PathBuf) -> i32 {
         },
         _ => None,
     };
-    let listeners = match listeners::bind_all(&config.bind, &config.bind_tls, config.backlog) {
+    let bound = match &handover {
+        Some(h) => h.adopt(&mut config),
+        None => listeners::bind_all(&config.bind, &config.bind_tls, config.backlog),
+    };
+    let listeners = match bound {
         Ok(l) => l,
+        Err(e) => {
+            crate::error!("{e}");
+            return 1;
+        }
+    };
+    // Everything that needs root is done by now (ports bound, keys read): the service's
+    // files are created for its user, and the master becomes that user if it can.
+    let service = match service::Service::set_up(&config, &python, account, &listeners, handover.is_some()) {
+        Ok(service) => service,
         Err(e) => {
             crate::error!("{e}");
             return 1;
@@ -105,6 +156,12 @@ pub fn run(config: Config, python: PathBuf) -> i32 {
             stopping: false,
             tls,
             acme,
+            service,
+            started: Instant::now(),
+            handover,
+            first_ready: 0,
+            upgrading: None,
+            installed: upgrade::Installed::now(),
         };
         let code = master.serve(rx).await;
         master.cleanup();
@@ -115,7 +172,10 @@ pub fn run(config: Config, python: PathBuf) -> i32 {
 impl Master {
     async fn serve(&mut self, mut events: mpsc::UnboundedReceiver<PolicyEvent>) -> i32 {
         let count = self.config.workers.count;
-        crate::info!("Starting ferrogate {} (master pid {})", env!("CARGO_PKG_VERSION"), std::process::id());
+        match &self.handover {
+            Some(h) => crate::info!("Starting ferrogate {} (master pid {}), upgrading from master pid {}", env!("CARGO_PKG_VERSION"), std::process::id(), h.from_pid),
+            None => crate::info!("Starting ferrogate {} (master pid {})", env!("CARGO_PKG_VERSION"), std::process::id()),
+        }
         for l in &self.listeners {
             crate::info!("Listening at: {}", l.url());
         }
@@ -126,6 +186,16 @@ impl Master {
             crate::error!("cannot install signal handlers");
             return 1;
         }
+        let (control_tx, mut control_requests) = mpsc::unbounded_channel();
+        if let Some(socket) = &self.service.control {
+            let mut allowed = vec![privilege::effective_uid()];
+            allowed.extend(self.service.account.as_ref().map(|a| a.uid));
+            match socket.serve(allowed, control_tx) {
+                Ok(()) => crate::info!("Control socket: {} (ferrogate status|reload|stop|workers|upgrade)", socket.path().display()),
+                Err(e) => crate::error!("{e}"),
+            }
+        }
+        let (upgrade_tx, mut upgrades) = mpsc::unbounded_channel();
         let (installed_tx, mut installed) = mpsc::unbounded_channel();
         if let Some((settings, certificates, stored)) = self.acme.take() {
             acme::spawn(settings, certificates, &stored, installed_tx);
@@ -148,12 +218,44 @@ impl Master {
             let rotation = self.tls.as_ref().map(|t| t.until_rotation());
             let event = tokio::select! {
                 Some(command) = commands.recv() => {
-                    if matches!(command, commands::Command::Reload { .. }) {
-                        self.reload_certificates();
+                    let command = match command {
+                        // After `pip install -U ferrogate`, SIGHUP (systemctl reload) upgrades
+                        // the master too: new workers must not run newer code than their master.
+                        commands::Command::Reload { why } if self.installed.changed() && self.upgrading.is_none() && !self.stopping => {
+                            crate::info!("{why}: ferrogate was reinstalled since this master started; upgrading the master as well");
+                            commands::Command::Upgrade { why }
+                        }
+                        other => other,
+                    };
+                    match command {
+                        commands::Command::Upgrade { why } => {
+                            self.start_upgrade(&why, &upgrade_tx);
+                            continue;
+                        }
+                        commands::Command::Reload { .. } => self.reload_certificates(),
+                        _ => {}
                     }
                     PolicyEvent::Command(command)
                 }
+                Some(outcome) = upgrades.recv() => match outcome {
+                    upgrade::Outcome::Ready(pid) => {
+                        for l in &mut self.listeners {
+                            l.hand_over();
+                        }
+                        PolicyEvent::Command(commands::Command::Stop { graceful: true, why: format!("upgrade: the new master (pid {pid}) serves; this one") })
+                    }
+                    upgrade::Outcome::Failed(pid, how) => {
+                        crate::error!("Upgrade failed: the new master (pid {pid}) stopped before serving ({how}); this master keeps serving. Its errors are above.");
+                        self.upgrading = None;
+                        continue;
+                    }
+                },
                 Some(event) = events.recv() => event,
+                Some(pending) = control_requests.recv() => {
+                    let reply = self.on_control(pending.request, &bus);
+                    let _ = pending.reply.send(reply);
+                    continue;
+                }
                 _ = tick.tick() => PolicyEvent::Tick,
                 Some(pem) = installed.recv() => {
                     if let Some(tls) = self.tls.as_mut() {
@@ -169,6 +271,9 @@ impl Master {
             };
             if let PolicyEvent::Exited(id, _) = &event {
                 self.workers.remove(id);
+            }
+            if let PolicyEvent::Ready(_) = &event {
+                self.on_worker_ready();
             }
             let actions = self.policy.on_event(Instant::now(), event);
             if let Some(code) = self.execute(actions) {
@@ -241,6 +346,80 @@ impl Master {
         None
     }
 
+    /// Starts the successor of this master (`upgrade.rs`); this one drains once it serves.
+    fn start_upgrade(&mut self, why: &str, done: &mpsc::UnboundedSender<upgrade::Outcome>) {
+        if self.stopping {
+            return;
+        }
+        if let Some(pid) = self.upgrading {
+            crate::info!("{why}: an upgrade is already under way (new master pid {pid})");
+            return;
+        }
+        match upgrade::start(&self.python, &self.listeners, done.clone()) {
+            Ok(pid) => {
+                crate::info!("{why}: upgrading: started the new master (pid {pid}) from the installed ferrogate; this one serves until all its workers do");
+                self.upgrading = Some(pid);
+            }
+            Err(e) => crate::error!("{why}: cannot upgrade: {e}"),
+        }
+    }
+
+    /// A successor tells its predecessor to go once every worker of its first boot serves.
+    fn on_worker_ready(&mut self) {
+        self.first_ready += 1;
+        if self.first_ready >= self.config.workers.count {
+            if let Some(handover) = self.handover.take() {
+                crate::info!("Upgrade: every worker serves; the previous master (pid {}) drains and exits", handover.from_pid);
+                handover.ready();
+            }
+        }
+    }
+
+    /// A control-socket request: the status is answered here, the rest become commands on
+    /// the bus, as signals do.
+    fn on_control(&self, request: Request, bus: &commands::Bus) -> Reply {
+        if self.stopping && request != Request::Status {
+            return Reply::refused("the server is stopping");
+        }
+        let why = |what: &str| format!("ferrogate {what}");
+        let (command, message) = match request {
+            Request::Status => return Reply { ok: true, message: String::new(), status: Some(self.status()) },
+            Request::Reload => (commands::Command::Reload { why: why("reload") }, "rolling restart started: each worker is replaced once its successor serves".to_string()),
+            Request::Stop => (commands::Command::Stop { graceful: true, why: why("stop") }, "stopping: in-flight requests finish first".to_string()),
+            Request::Workers { delta: 0 } => return Reply::refused("workers +N or -N: N must not be 0"),
+            Request::Workers { delta } => (commands::Command::Scale { delta, why: why(&format!("workers {delta:+}")) }, format!("worker count {delta:+}")),
+            Request::Upgrade => (commands::Command::Upgrade { why: why("upgrade") }, "upgrade started: a new master from the installed ferrogate takes over the sockets, then this one drains".to_string()),
+        };
+        match bus.send(command) {
+            Ok(()) => Reply::done(message),
+            Err(_) => Reply::refused("the server is stopping"),
+        }
+    }
+
+    fn status(&self) -> Status {
+        Status {
+            version: env!("CARGO_PKG_VERSION").into(),
+            name: self.config.service.name.clone(),
+            app: self.config.app.target.clone(),
+            master_pid: std::process::id(),
+            master_user: privilege::user_name(privilege::effective_uid()),
+            uptime_secs: self.started.elapsed().as_secs(),
+            listeners: self.listeners.iter().map(Bound::url).collect(),
+            target_workers: self.config.workers.count,
+            state: if self.stopping {
+                "stopping"
+            } else if self.upgrading.is_some() {
+                "upgrading"
+            } else {
+                "serving"
+            }
+            .into(),
+            workers: Vec::new(),
+            requests_served: 0,
+            certificates: self.tls.as_ref().map(|t| t.describe()).unwrap_or_default(),
+        }
+    }
+
     fn listener_fds(&self) -> Vec<RawFd> {
         self.listeners.iter().filter_map(Bound::raw_fd).collect()
     }
@@ -248,7 +427,7 @@ impl Master {
     /// Starts worker `id` and its supervise task; returns its pid.
     fn spawn_worker(&mut self, id: WorkerId) -> Option<u32> {
         let material = self.tls.as_ref().map(|t| &t.material);
-        let spawned = match spawn::spawn(&self.python, &self.config, material, &self.listener_fds()) {
+        let spawned = match spawn::spawn(&self.python, &self.config, material, &self.listener_fds(), self.service.account.as_ref()) {
             Ok(s) => s,
             Err(e) => {
                 crate::error!("cannot start a worker ({} -c ...): {e}", self.python.display());

@@ -264,6 +264,8 @@ impl Policy {
             }
             Command::Reload { why } => self.begin_reload(now, &why, out),
             Command::Scale { delta, why } => self.scale(now, delta, &why, out),
+            // The master carries it out itself (upgrade.rs): it never reaches the policy.
+            Command::Upgrade { .. } => {}
             Command::Status => {
                 let count = |f: fn(&State) -> bool| self.workers.values().filter(|w| f(&w.state)).count();
                 log(

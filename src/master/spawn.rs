@@ -7,6 +7,7 @@ use std::path::Path;
 use tokio::net::UnixStream;
 use tokio::process::{Child, Command};
 
+use super::privilege::{self, Account};
 use crate::config::Config;
 use crate::ipc::{self, CHANNEL_FD, FIRST_LISTENER_FD, ToWorker};
 use crate::tls::acceptor::TlsMaterial;
@@ -19,7 +20,7 @@ pub struct Spawned {
     pub control: UnixStream,
 }
 
-pub fn spawn(python: &Path, config: &Config, tls: Option<&TlsMaterial>, listeners: &[RawFd]) -> std::io::Result<Spawned> {
+pub fn spawn(python: &Path, config: &Config, tls: Option<&TlsMaterial>, listeners: &[RawFd], account: Option<&Account>) -> std::io::Result<Spawned> {
     let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
     let mut sources: Vec<RawFd> = vec![theirs.as_raw_fd()];
     sources.extend_from_slice(listeners);
@@ -32,10 +33,17 @@ pub fn spawn(python: &Path, config: &Config, tls: Option<&TlsMaterial>, listener
     for name in &config.worker_env.unset {
         cmd.env_remove(name);
     }
+    // The account's ids, and its groups allocated here, before the fork.
+    let switch = account.map(|a| (a.uid, a.gid, a.groups.clone()));
+    if let Some(a) = account {
+        // What login would set: libraries keep caches and config under $HOME.
+        cmd.env("HOME", &a.home).env("USER", &a.name).env("LOGNAME", &a.name);
+    }
     // SAFETY: pre_exec's closure runs in the child between fork and exec, where
     // only async-signal-safe calls are allowed: it calls nothing but fcntl,
-    // dup2 and close, and allocates nothing (`parked` is on the stack,
-    // `sources` was allocated before the fork). Every fd it touches is open in
+    // dup2, close and the id-switching calls (setgroups, setgid, setuid), and
+    // allocates nothing (`parked` is on the stack, `sources` and the groups
+    // were allocated before the fork). Every fd it touches is open in
     // the child: the fork copied them from this process, which keeps them open
     // until spawn returns.
     unsafe {
@@ -54,6 +62,9 @@ pub fn spawn(python: &Path, config: &Config, tls: Option<&TlsMaterial>, listener
                     return Err(std::io::Error::last_os_error());
                 }
                 libc::close(fd);
+            }
+            if let Some((uid, gid, groups)) = &switch {
+                privilege::become_user_in_child(*uid, *gid, groups)?;
             }
             Ok(())
         });

@@ -59,6 +59,20 @@ impl TlsState {
         self.material.certs.push(pem);
     }
 
+    /// The certificates served, for `ferrogate status`.
+    pub fn describe(&self) -> Vec<crate::control::CertificateStatus> {
+        let since_epoch = |t: std::time::SystemTime| t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        self.material
+            .certs
+            .iter()
+            .filter_map(|pem| {
+                let chain = certs::parse_chain(pem.chain_pem.as_bytes()).ok()?;
+                let facts = certs::leaf_facts(chain.first()?).ok()?;
+                Some(crate::control::CertificateStatus { names: facts.names, not_after: since_epoch(facts.not_after), issuer: facts.issuer })
+            })
+            .collect()
+    }
+
     /// Time until the next ticket-key rotation.
     pub fn until_rotation(&self) -> Duration {
         self.next_rotation.saturating_duration_since(Instant::now())
