@@ -8,10 +8,13 @@ use super::policy::{PolicyEvent, WorkerId};
 /// How often the master samples: a read of one small /proc file per worker.
 pub const EVERY: Duration = Duration::from_secs(1);
 
-/// One `Memory` event per worker whose size could be read. A worker that
-/// exited since the policy listed it has no /proc entry and is skipped; its
-/// pid cannot have been reused yet, as the supervise task reaps it only after
-/// the exit and the policy forgets the worker on the `Exited` that follows.
+/// One `Memory` event per worker whose size could be read; a worker that
+/// exited since the policy listed it has no /proc entry and is skipped.
+/// Between a worker's reap and the `Exited` event its supervise task sends
+/// (after reading its last words: half a second at most) the pid could be
+/// reused, and this would read another process. That is harmless: at worst the
+/// policy starts a successor for a worker already gone, and the successor
+/// then simply fills the empty slot instead of the respawn.
 pub fn sample(workers: &[(WorkerId, u32)]) -> Vec<PolicyEvent> {
     let Some(page) = page_size() else { return Vec::new() };
     workers.iter().filter_map(|&(id, pid)| resident_pages(pid).map(|pages| PolicyEvent::Memory(id, pages * page))).collect()
