@@ -12,6 +12,7 @@ mod control;
 mod pidfile;
 mod policy;
 pub mod privilege;
+mod rss;
 mod service;
 mod spawn;
 mod supervise;
@@ -144,6 +145,8 @@ pub fn run(mut config: Config, python: PathBuf) -> i32 {
             workers: w.count,
             timeout: Duration::from_secs(w.timeout),
             graceful_timeout: Duration::from_secs(w.graceful_timeout),
+            max_memory: config.service.max_worker_memory,
+            max_lifetime: config.service.max_worker_lifetime,
         };
         let mut master = Master {
             config,
@@ -214,6 +217,7 @@ impl Master {
         // Stop deadlines matter more once stopping: look twice as often.
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         let mut tick_is_fast = false;
+        let mut memory = tokio::time::interval(rss::EVERY);
         loop {
             let rotation = self.tls.as_ref().map(|t| t.until_rotation());
             let event = tokio::select! {
@@ -257,6 +261,12 @@ impl Master {
                     continue;
                 }
                 _ = tick.tick() => PolicyEvent::Tick,
+                _ = memory.tick() => {
+                    match self.sample_memory() {
+                        Some(code) => return code,
+                        None => continue,
+                    }
+                }
                 Some(pem) = installed.recv() => {
                     if let Some(tls) = self.tls.as_mut() {
                         tls.install(pem);
@@ -464,6 +474,13 @@ impl Master {
         for worker in self.workers.values() {
             let _ = worker.send(Order::Send(ToWorker::Tls(Box::new(tls.material.clone()))));
         }
+    }
+
+    /// Feeds the policy each worker's RSS (it acts on it at the next tick).
+    fn sample_memory(&mut self) -> Option<i32> {
+        let now = Instant::now();
+        let actions: Vec<Action> = rss::sample(&self.policy.pids()).into_iter().flat_map(|e| self.policy.on_event(now, e)).collect();
+        self.execute(actions)
     }
 
     fn order(&self, id: WorkerId, order: Order) {

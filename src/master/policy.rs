@@ -3,6 +3,9 @@
 //! proceeds. `Policy` is plain data fed events with the time they happened;
 //! it answers with actions for the driver (`super`) to carry out, so every
 //! rule here can be tested without a process, a signal or a clock.
+//!
+//! It also keeps what is known of each worker (`facts`), and recycles workers
+//! that outgrow their memory or lifetime limits (`recycle`).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -10,6 +13,11 @@ use std::time::{Duration, Instant};
 use super::commands::Command;
 use crate::ipc::{self, EXIT_BOOT_ERROR, StopReason};
 use crate::log::Level;
+#[allow(unused_imports, reason = "for the control socket, which does not exist yet")]
+pub use facts::{WorkerFacts, WorkerState};
+
+mod facts;
+mod recycle;
 
 /// Deaths within this window that make the master give up instead of respawning.
 const CRASH_WINDOW: Duration = Duration::from_secs(60);
@@ -38,7 +46,10 @@ pub enum PolicyEvent {
     /// ... or could not (the driver has logged why).
     SpawnFailed(WorkerId),
     Ready(WorkerId),
-    Heartbeat(WorkerId),
+    /// With the number of requests the worker has served so far.
+    Heartbeat(WorkerId, u64),
+    /// The worker's resident memory in bytes, sampled by the driver.
+    Memory(WorkerId, u64),
     /// --limit-max-requests reached.
     Retire(WorkerId),
     BootFailed(WorkerId, String),
@@ -72,6 +83,47 @@ pub struct Settings {
     /// --timeout: how long a serving worker's event loop may stay silent.
     pub timeout: Duration,
     pub graceful_timeout: Duration,
+    /// --max-worker-memory, in bytes: a serving worker whose RSS passes it is replaced.
+    pub max_memory: Option<u64>,
+    /// --max-worker-lifetime: a worker serving longer than this (plus its jitter) is replaced.
+    pub max_lifetime: Option<Duration>,
+}
+
+/// Why a worker is replaced or stopped: chosen when that starts, kept for the
+/// log and for the worker's facts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cause {
+    Reload,
+    /// --max-worker-memory.
+    Memory,
+    /// --max-worker-lifetime.
+    Lifetime,
+    /// --limit-max-requests.
+    MaxRequests,
+    ScaleDown,
+    /// Hung past --timeout.
+    Timeout,
+    Shutdown,
+}
+
+impl Cause {
+    /// The name the control socket shows (stable: scripts may match it).
+    pub fn name(self) -> &'static str {
+        match self {
+            Cause::Reload => "reload",
+            Cause::Memory => "max-worker-memory",
+            Cause::Lifetime => "max-worker-lifetime",
+            Cause::MaxRequests => "limit-max-requests",
+            Cause::ScaleDown => "scale-down",
+            Cause::Timeout => "timeout",
+            Cause::Shutdown => "shutdown",
+        }
+    }
+
+    /// What the worker tells its clients (WebSocket close code 1001 or 1012).
+    fn stop_reason(self) -> StopReason {
+        if self == Cause::Shutdown { StopReason::Shutdown } else { StopReason::Restart }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -85,12 +137,25 @@ enum State {
 }
 
 struct Worker {
-    /// 0 until the driver reports the process; only for log lines.
+    /// 0 until the driver reports the process; for log lines and the facts.
     pid: u32,
     state: State,
+    spawned_at: Instant,
+    ready_at: Option<Instant>,
     last_heartbeat: Instant,
-    /// The worker this one was started to replace (reload, max-requests).
-    replaces: Option<WorkerId>,
+    /// Requests served, as of the last heartbeat.
+    served: u64,
+    /// Resident memory in bytes, as of the driver's last sample.
+    rss: Option<u64>,
+    /// The worker this one was started to replace, and why; cleared once it
+    /// is ready (and the old one told to stop).
+    replaces: Option<(WorkerId, Cause)>,
+    /// Why it was told to stop, or killed.
+    stop_cause: Option<Cause>,
+    /// It asked to be replaced (--limit-max-requests) and asks only once.
+    retire_asked: bool,
+    /// Replacing it failed: not tried again before then (`recycle`).
+    recycle_backoff: Option<recycle::Backoff>,
     boot_error: Option<String>,
 }
 
@@ -163,20 +228,26 @@ impl Policy {
             PolicyEvent::Exited(id, how) => self.on_exit(now, id, how, &mut out),
             PolicyEvent::Tick => self.check_liveness(now, &mut out),
             PolicyEvent::Command(command) => self.on_command(now, command, &mut out),
+            // Facts only, kept while stopping too: the control socket shows them.
+            PolicyEvent::Heartbeat(id, served) => {
+                if let Some(w) = self.workers.get_mut(&id) {
+                    w.last_heartbeat = now;
+                    w.served = served;
+                }
+            }
+            PolicyEvent::Memory(id, bytes) => {
+                if let Some(w) = self.workers.get_mut(&id) {
+                    w.rss = Some(bytes);
+                }
+            }
             // While stopping, workers are only waited for: what they say and
             // pending respawns no longer matter.
             _ if stopping => {}
             PolicyEvent::Ready(id) => self.on_ready(now, id, &mut out),
-            PolicyEvent::Heartbeat(id) => {
-                if let Some(w) = self.workers.get_mut(&id) {
-                    w.last_heartbeat = now;
-                }
-            }
             PolicyEvent::Retire(id) => {
-                let known = self.workers.contains_key(&id);
-                let already = self.workers.values().any(|o| o.replaces == Some(id));
-                if known && !already {
-                    self.spawn(now, Some(id), &mut out);
+                if let Some(w) = self.workers.get_mut(&id) {
+                    w.retire_asked = true;
+                    self.check_recycling(now, &mut out);
                 }
             }
             PolicyEvent::BootFailed(id, message) => {
@@ -197,11 +268,30 @@ impl Policy {
         self.workers.values().filter(|w| w.live()).count()
     }
 
-    fn spawn(&mut self, now: Instant, replaces: Option<WorkerId>, out: &mut Out) {
+    fn spawn(&mut self, now: Instant, replaces: Option<(WorkerId, Cause)>, out: &mut Out) {
         let id = self.next_id;
         self.next_id += 1;
-        self.workers.insert(id, Worker { pid: 0, state: State::Booting, last_heartbeat: now, replaces, boot_error: None });
-        out.push(Action::Spawn { id, replaces });
+        let worker = Worker {
+            pid: 0,
+            state: State::Booting,
+            spawned_at: now,
+            ready_at: None,
+            last_heartbeat: now,
+            served: 0,
+            rss: None,
+            replaces,
+            stop_cause: None,
+            retire_asked: false,
+            recycle_backoff: None,
+            boot_error: None,
+        };
+        self.workers.insert(id, worker);
+        out.push(Action::Spawn { id, replaces: replaces.map(|(old, _)| old) });
+    }
+
+    /// Whether a successor of `id` is already booting: one replacement per worker.
+    fn being_replaced(&self, id: WorkerId) -> bool {
+        self.workers.values().any(|w| w.replaces.is_some_and(|(old, _)| old == id))
     }
 
     fn on_spawn_failed(&mut self, now: Instant, id: WorkerId, out: &mut Out) {
@@ -211,21 +301,34 @@ impl Policy {
         } else if id <= self.first_boot {
             // Nothing has served yet: give up at once, without a drain.
             out.push(Action::Exit(1));
-        } else if w.replaces.is_none() {
+        } else if let Some((old, cause)) = w.replaces {
+            self.successor_failed(now, old, cause, out);
+        } else {
             self.begin_shutdown(now, 1, out);
         }
-        // A failed replacement (reload, max-requests) leaves the old worker serving.
     }
 
-    fn stop_worker(&mut self, now: Instant, id: WorkerId, reason: StopReason, out: &mut Out) {
+    /// A replacement's successor failed to start or died booting: the old
+    /// worker keeps serving. A reload is abandoned; a recycle is tried again
+    /// later (`recycle`).
+    fn successor_failed(&mut self, now: Instant, old: WorkerId, cause: Cause, out: &mut Out) {
+        if cause == Cause::Reload {
+            self.reload_queue.clear();
+        } else {
+            self.recycle_failed(now, old, cause, out);
+        }
+    }
+
+    fn stop_worker(&mut self, now: Instant, id: WorkerId, cause: Cause, out: &mut Out) {
         // A worker's stop: the drain (graceful timeout), cancelled requests'
         // cleanup, then lifespan shutdown (graceful timeout again). Past that
         // it is stuck, and killed.
         let grace = 2 * self.settings.graceful_timeout + ipc::CANCEL_GRACE + Duration::from_secs(5);
         if let Some(w) = self.workers.get_mut(&id) {
             if w.live() {
-                out.push(Action::Stop { id, reason });
+                out.push(Action::Stop { id, reason: cause.stop_reason() });
                 w.state = State::Stopping { deadline: now + grace };
+                w.stop_cause = Some(cause);
             }
         }
     }
@@ -235,12 +338,15 @@ impl Policy {
         w.last_heartbeat = now;
         if w.state == State::Booting {
             w.state = State::Serving;
+            w.ready_at = Some(now);
             self.ever_served = true;
             log(out, Level::Info, format!("Worker {} is serving", w.pid));
         }
-        if let Some(old) = w.replaces.take() {
-            self.stop_worker(now, old, StopReason::Restart, out);
-            self.replace_next(now, out);
+        if let Some((old, cause)) = w.replaces.take() {
+            self.stop_worker(now, old, cause, out);
+            if cause == Cause::Reload {
+                self.replace_next(now, out);
+            }
         }
     }
 
@@ -285,7 +391,7 @@ impl Policy {
     }
 
     fn reload_in_progress(&self) -> bool {
-        !self.reload_queue.is_empty() || self.workers.values().any(|w| w.replaces.is_some())
+        !self.reload_queue.is_empty() || self.workers.values().any(|w| matches!(w.replaces, Some((_, Cause::Reload))))
     }
 
     fn begin_reload(&mut self, now: Instant, why: &str, out: &mut Out) {
@@ -304,8 +410,10 @@ impl Policy {
 
     fn replace_next(&mut self, now: Instant, out: &mut Out) {
         while let Some(old) = self.reload_queue.pop_front() {
-            if self.workers.get(&old).is_some_and(Worker::live) {
-                self.spawn(now, Some(old), out);
+            // One being recycled already has its successor, which is itself
+            // in the queue if it might have loaded the previous code.
+            if self.workers.get(&old).is_some_and(Worker::live) && !self.being_replaced(old) {
+                self.spawn(now, Some((old, Cause::Reload)), out);
                 return;
             }
         }
@@ -327,12 +435,20 @@ impl Policy {
             self.target -= fewer;
             log(out, Level::Info, format!("{why}: lowering the worker count to {}", self.target));
             for _ in 0..fewer {
-                // The newest first: the oldest have warmed caches.
-                if let Some(id) = self.workers.iter().rev().find(|(_, w)| w.live()).map(|(id, _)| *id) {
-                    self.stop_worker(now, id, StopReason::Restart, out);
+                if let Some(id) = self.scale_down_choice() {
+                    self.stop_worker(now, id, Cause::ScaleDown, out);
                 }
             }
         }
+    }
+
+    /// The newest first: the oldest have warmed caches. A worker being
+    /// replaced and its successor count as one, whichever of them stops: one
+    /// outside a replacement is preferred, so that the count really drops.
+    fn scale_down_choice(&self) -> Option<WorkerId> {
+        let live = || self.workers.iter().rev().filter(|(_, w)| w.live());
+        let alone = live().find(|&(&id, w)| w.replaces.is_none() && !self.being_replaced(id));
+        alone.or_else(|| live().next()).map(|(&id, _)| id)
     }
 
     fn on_exit(&mut self, now: Instant, id: WorkerId, how: ExitKind, out: &mut Out) {
@@ -357,14 +473,16 @@ impl Policy {
         if how == ExitKind::Code(EXIT_BOOT_ERROR) {
             let message = w.boot_error.unwrap_or_else(|| "the application failed to start (see above)".into());
             log(out, Level::Error, message);
-            if w.replaces.is_some() {
-                log(
-                    out,
-                    Level::Error,
-                    "The new code failed to start; the running workers keep serving the previous version. Fix the error and reload again."
-                        .into(),
-                );
-                self.reload_queue.clear();
+            if let Some((old, cause)) = w.replaces {
+                if cause == Cause::Reload {
+                    log(
+                        out,
+                        Level::Error,
+                        "The new code failed to start; the running workers keep serving the previous version. Fix the error and reload again."
+                            .into(),
+                    );
+                }
+                self.successor_failed(now, old, cause, out);
                 return;
             }
             if !self.ever_served {
@@ -375,8 +493,8 @@ impl Policy {
         } else {
             log(out, Level::Error, format!("Worker {} died unexpectedly ({}); starting a new one", w.pid, describe_exit(how)));
         }
-        if w.replaces.is_some() {
-            self.reload_queue.clear();
+        if let Some((old, cause)) = w.replaces {
+            self.successor_failed(now, old, cause, out);
         }
         self.crashes.push_back(now);
         self.forget_old_crashes(now);
@@ -425,6 +543,7 @@ impl Policy {
                         ),
                     );
                     w.state = State::Killed;
+                    w.stop_cause = Some(Cause::Timeout);
                     out.push(Action::DumpStackThenKill(id));
                 }
                 State::Stopping { deadline } if now > deadline => {
@@ -436,13 +555,14 @@ impl Policy {
             }
         }
         self.forget_old_crashes(now);
+        self.check_recycling(now, out);
     }
 
     fn begin_shutdown(&mut self, now: Instant, code: i32, out: &mut Out) {
         self.exit_code = Some(code);
         let ids: Vec<WorkerId> = self.workers.keys().copied().collect();
         for id in ids {
-            self.stop_worker(now, id, StopReason::Shutdown, out);
+            self.stop_worker(now, id, Cause::Shutdown, out);
         }
         out.push(Action::CloseListeners);
         self.finish_if_done(out);

@@ -84,7 +84,7 @@ fn relay(id: WorkerId, line: &str, events: &mpsc::UnboundedSender<PolicyEvent>) 
 fn event_of(id: WorkerId, msg: ToMaster) -> PolicyEvent {
     match msg {
         ToMaster::Ready => PolicyEvent::Ready(id),
-        ToMaster::Heartbeat { .. } => PolicyEvent::Heartbeat(id),
+        ToMaster::Heartbeat { served } => PolicyEvent::Heartbeat(id, served),
         ToMaster::Retire { .. } => PolicyEvent::Retire(id),
         ToMaster::BootFailed { message } => PolicyEvent::BootFailed(id, message),
     }
