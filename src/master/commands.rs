@@ -20,6 +20,9 @@ pub enum Command {
     Stop { graceful: bool, why: String },
     /// Raise or lower the worker count (never below 1).
     Scale { delta: i32, why: String },
+    /// Reopen the log files by path (logrotate moved them), then have every worker do so.
+    /// The master's loop carries it out; the policy never sees it.
+    ReopenLogs { why: String },
     /// Reserved for the control socket, which will get a reply; for now one log line.
     #[allow(dead_code, reason = "nothing sends it until the control socket exists")]
     Status,
@@ -35,6 +38,7 @@ pub fn relay_signals(bus: Bus) -> std::io::Result<()> {
     let mut hup = signal(SignalKind::hangup())?;
     let mut ttin = signal(SignalKind::from_raw(libc::SIGTTIN))?;
     let mut ttou = signal(SignalKind::from_raw(libc::SIGTTOU))?;
+    let mut usr1 = signal(SignalKind::user_defined1())?;
     tokio::spawn(async move {
         loop {
             let command = tokio::select! {
@@ -43,6 +47,7 @@ pub fn relay_signals(bus: Bus) -> std::io::Result<()> {
                 _ = hup.recv() => Command::Reload { why: "SIGHUP".into() },
                 _ = ttin.recv() => Command::Scale { delta: 1, why: "SIGTTIN".into() },
                 _ = ttou.recv() => Command::Scale { delta: -1, why: "SIGTTOU".into() },
+                _ = usr1.recv() => Command::ReopenLogs { why: "SIGUSR1".into() },
             };
             if bus.send(command).is_err() {
                 return;
@@ -50,6 +55,15 @@ pub fn relay_signals(bus: Bus) -> std::io::Result<()> {
         }
     });
     Ok(())
+}
+
+/// SIGUSR1's default action is to die: until `relay_signals` installs its handler
+/// (after the TLS material is read and the listeners are bound), a logrotate run must
+/// not kill the master. The handler replaces this; workers, spawned after it, start
+/// with the default again and take care of it themselves.
+pub fn ignore_reopen_signal_until_relayed() {
+    // SAFETY: setting a signal's disposition to SIG_IGN has no preconditions.
+    unsafe { libc::signal(libc::SIGUSR1, libc::SIG_IGN) };
 }
 
 /// --reload: polls the watcher every `every` and asks for a rolling restart

@@ -46,7 +46,12 @@ struct Master {
 
 /// Runs the master until it stops; returns the process exit status.
 pub fn run(config: Config, python: PathBuf) -> i32 {
-    crate::log::set_level(config.log.level);
+    commands::ignore_reopen_signal_until_relayed();
+    crate::log::init(&config.log);
+    if let Err(e) = crate::log::open_log_files(&config.log, None) {
+        crate::error!("{e}");
+        return 1;
+    }
     let mut tls = match config.tls.as_ref().map(tls::TlsState::load).transpose() {
         Ok(tls) => tls,
         Err(e) => {
@@ -148,6 +153,10 @@ impl Master {
             let rotation = self.tls.as_ref().map(|t| t.until_rotation());
             let event = tokio::select! {
                 Some(command) = commands.recv() => {
+                    if let commands::Command::ReopenLogs { why } = &command {
+                        self.reopen_logs(why);
+                        continue;
+                    }
                     if matches!(command, commands::Command::Reload { .. }) {
                         self.reload_certificates();
                     }
@@ -268,6 +277,17 @@ impl Master {
         if self.tls.as_mut().is_some_and(|t| t.reload_files()) {
             crate::info!("Certificate files reloaded");
             self.send_tls();
+        }
+    }
+
+    /// SIGUSR1 (logrotate): the master's files first, so that the workers find the new ones.
+    fn reopen_logs(&self, why: &str) {
+        match crate::log::reopen_log_files(&self.config.log) {
+            Ok(()) => crate::info!("Received {why}: reopening log files"),
+            Err(e) => crate::error!("Received {why}: keeping the log files in use: {e}"),
+        }
+        for worker in self.workers.values() {
+            let _ = worker.send(Order::Send(ToWorker::ReopenLogs));
         }
     }
 

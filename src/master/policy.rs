@@ -279,6 +279,8 @@ impl Policy {
                     ),
                 );
             }
+            // The master's loop reopens the log files itself; nothing for the workers' lifecycle.
+            Command::ReopenLogs { .. } => {}
         }
     }
 
