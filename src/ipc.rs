@@ -25,6 +25,9 @@ pub enum ToWorker {
     Tls(Box<crate::tls::acceptor::TlsMaterial>),
     /// Stop accepting, finish in-flight requests, run lifespan shutdown, exit.
     Stop(StopReason),
+    /// SIGUSR1 reached the master (logrotate): it has reopened the log files by path,
+    /// creating the ones moved away; the worker reopens them too.
+    ReopenLogs,
 }
 
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
@@ -60,5 +63,7 @@ mod tests {
         assert_eq!(line.iter().filter(|&&b| b == b'\n').count(), 1);
         let back: ToMaster = decode(std::str::from_utf8(&line).unwrap().trim_end()).unwrap();
         assert_eq!(back, ToMaster::Heartbeat { served: 7 });
+        let line = encode(&ToWorker::ReopenLogs);
+        assert!(matches!(decode(std::str::from_utf8(&line).unwrap().trim_end()), Ok(ToWorker::ReopenLogs)));
     }
 }

@@ -106,7 +106,7 @@ impl ServerCtx {
 
     pub fn log_access(&self, entry: &Entry, status: u16, bytes: u64) {
         if let Some(format) = &self.access_log {
-            crate::log::write_stderr(entry.render(format, status, bytes).as_bytes());
+            crate::log::write_access_line(entry.line(format, status, bytes).as_bytes());
         }
     }
 }

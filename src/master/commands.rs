@@ -23,6 +23,9 @@ pub enum Command {
     /// Re-execute the master from the installed program, handing over the listeners
     /// (`upgrade.rs`). The master carries it out; the policy never sees it.
     Upgrade { why: String },
+    /// Reopen the log files by path (logrotate moved them), then have every worker do so.
+    /// The master's loop carries it out; the policy never sees it.
+    ReopenLogs { why: String },
     /// Reserved for the control socket, which will get a reply; for now one log line.
     #[allow(dead_code, reason = "nothing sends it until the control socket exists")]
     Status,
@@ -38,6 +41,7 @@ pub fn relay_signals(bus: Bus) -> std::io::Result<()> {
     let mut hup = signal(SignalKind::hangup())?;
     let mut ttin = signal(SignalKind::from_raw(libc::SIGTTIN))?;
     let mut ttou = signal(SignalKind::from_raw(libc::SIGTTOU))?;
+    let mut usr1 = signal(SignalKind::user_defined1())?;
     let mut usr2 = signal(SignalKind::user_defined2())?;
     tokio::spawn(async move {
         loop {
@@ -47,6 +51,7 @@ pub fn relay_signals(bus: Bus) -> std::io::Result<()> {
                 _ = hup.recv() => Command::Reload { why: "SIGHUP".into() },
                 _ = ttin.recv() => Command::Scale { delta: 1, why: "SIGTTIN".into() },
                 _ = ttou.recv() => Command::Scale { delta: -1, why: "SIGTTOU".into() },
+                _ = usr1.recv() => Command::ReopenLogs { why: "SIGUSR1".into() },
                 _ = usr2.recv() => Command::Upgrade { why: "SIGUSR2".into() },
             };
             if bus.send(command).is_err() {
@@ -55,6 +60,15 @@ pub fn relay_signals(bus: Bus) -> std::io::Result<()> {
         }
     });
     Ok(())
+}
+
+/// SIGUSR1's default action is to die: until `relay_signals` installs its handler
+/// (after the TLS material is read and the listeners are bound), a logrotate run must
+/// not kill the master. The handler replaces this; workers, spawned after it, start
+/// with the default again and take care of it themselves.
+pub fn ignore_reopen_signal_until_relayed() {
+    // SAFETY: setting a signal's disposition to SIG_IGN has no preconditions.
+    unsafe { libc::signal(libc::SIGUSR1, libc::SIG_IGN) };
 }
 
 /// --reload: polls the watcher every `every` and asks for a rolling restart

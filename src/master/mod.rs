@@ -28,7 +28,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
-use crate::control::{Reply, Request, Status};
+use crate::control::{Reply, Request, Status, WorkerStatus};
 use crate::config::tls::CertSource;
 use crate::http::listeners::{self, Bound};
 use crate::ipc::ToWorker;
@@ -64,7 +64,8 @@ struct Master {
 
 /// Runs the master until it stops; returns the process exit status.
 pub fn run(mut config: Config, python: PathBuf) -> i32 {
-    crate::log::set_level(config.log.level);
+    commands::ignore_reopen_signal_until_relayed();
+    crate::log::init(&config.log);
     let handover = match upgrade::Handover::from_env() {
         Ok(h) => h,
         Err(e) => {
@@ -81,6 +82,11 @@ pub fn run(mut config: Config, python: PathBuf) -> i32 {
             return 2;
         }
     };
+    // Created for the account, so that workers (and a master that dropped root) can reopen them.
+    if let Err(e) = crate::log::open_log_files(&config.log, account.as_ref().map(|a| (a.uid, a.gid))) {
+        crate::error!("{e}");
+        return 1;
+    }
     let mut tls = match config.tls.as_ref().map(tls::TlsState::load).transpose() {
         Ok(tls) => tls,
         Err(e) => {
@@ -234,6 +240,10 @@ impl Master {
                     match command {
                         commands::Command::Upgrade { why } => {
                             self.start_upgrade(&why, &upgrade_tx);
+                            continue;
+                        }
+                        commands::Command::ReopenLogs { why } => {
+                            self.reopen_logs(&why);
                             continue;
                         }
                         commands::Command::Reload { .. } => self.reload_certificates(),
@@ -407,6 +417,20 @@ impl Master {
     }
 
     fn status(&self) -> Status {
+        let workers: Vec<WorkerStatus> = self
+            .policy
+            .snapshot(Instant::now())
+            .into_iter()
+            .map(|w| WorkerStatus {
+                id: w.id,
+                pid: w.pid,
+                state: w.state.name().into(),
+                age_secs: w.age.as_secs(),
+                requests_served: w.served,
+                rss_bytes: w.rss,
+                stopping_because: w.stop_reason,
+            })
+            .collect();
         Status {
             version: env!("CARGO_PKG_VERSION").into(),
             name: self.config.service.name.clone(),
@@ -415,7 +439,7 @@ impl Master {
             master_user: privilege::user_name(privilege::effective_uid()),
             uptime_secs: self.started.elapsed().as_secs(),
             listeners: self.listeners.iter().map(Bound::url).collect(),
-            target_workers: self.config.workers.count,
+            target_workers: self.policy.target(),
             state: if self.stopping {
                 "stopping"
             } else if self.upgrading.is_some() {
@@ -424,8 +448,8 @@ impl Master {
                 "serving"
             }
             .into(),
-            workers: Vec::new(),
-            requests_served: 0,
+            requests_served: workers.iter().map(|w| w.requests_served).sum(),
+            workers,
             certificates: self.tls.as_ref().map(|t| t.describe()).unwrap_or_default(),
         }
     }
@@ -457,6 +481,17 @@ impl Master {
         if self.tls.as_mut().is_some_and(|t| t.reload_files()) {
             crate::info!("Certificate files reloaded");
             self.send_tls();
+        }
+    }
+
+    /// SIGUSR1 (logrotate): the master's files first, so that the workers find the new ones.
+    fn reopen_logs(&self, why: &str) {
+        match crate::log::reopen_log_files(&self.config.log) {
+            Ok(()) => crate::info!("Received {why}: reopening log files"),
+            Err(e) => crate::error!("Received {why}: keeping the log files in use: {e}"),
+        }
+        for worker in self.workers.values() {
+            let _ = worker.send(Order::Send(ToWorker::ReopenLogs));
         }
     }
 

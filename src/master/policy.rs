@@ -13,8 +13,7 @@ use std::time::{Duration, Instant};
 use super::commands::Command;
 use crate::ipc::{self, EXIT_BOOT_ERROR, StopReason};
 use crate::log::Level;
-#[allow(unused_imports, reason = "for the control socket, which does not exist yet")]
-pub use facts::{WorkerFacts, WorkerState};
+
 
 mod facts;
 mod recycle;
@@ -387,6 +386,8 @@ impl Policy {
                     ),
                 );
             }
+            // The master's loop reopens the log files itself; nothing for the workers' lifecycle.
+            Command::ReopenLogs { .. } => {}
         }
     }
 

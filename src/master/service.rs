@@ -30,12 +30,7 @@ pub fn account(config: &Config) -> Result<Option<Account>, String> {
         (Some(user), group) => Account::lookup(user, group.as_deref())?,
         // --group alone: this user, that group.
         (None, Some(group)) => Account::lookup(&euid.to_string(), Some(group))?,
-        (None, None) => {
-            if euid == 0 {
-                crate::warn!("{}", privilege::ROOT_WARNING);
-            }
-            return Ok(None);
-        }
+        (None, None) => return Ok(None),
     };
     if euid != 0 && euid != account.uid {
         return Err(format!(
@@ -60,6 +55,9 @@ impl Service {
             for path in listeners.iter().filter_map(|l| l.created_path.as_ref()) {
                 privilege::give(path, a)?;
             }
+        }
+        if account.is_none() && config.service.user.is_none() && privilege::effective_uid() == 0 {
+            crate::warn!("{}", privilege::ROOT_WARNING);
         }
         let pid_file = config.service.pid_file.as_deref().map(PidFile::write).transpose()?;
         let control = control::bind(&config.service.control_socket, account.as_ref(), take_over)?;

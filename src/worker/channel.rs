@@ -38,6 +38,7 @@ pub async fn run(channel: std::os::unix::net::UnixStream, ctx: Arc<ServerCtx>, s
                             Some(Ok(())) => crate::debug!("TLS material updated ({} certificate(s))", material.certs.len()),
                             None => {}
                         },
+                        Ok(ToWorker::ReopenLogs) => reopen_logs(&ctx, "the master"),
                         Ok(ToWorker::Config(_)) => {}
                         Err(e) => crate::warn!("{e}"),
                     },
@@ -51,6 +52,7 @@ pub async fn run(channel: std::os::unix::net::UnixStream, ctx: Arc<ServerCtx>, s
     tokio::spawn(orders);
 
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let mut sigusr1 = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1()).ok();
     let limit = max_requests_with_jitter(ctx.config.workers.max_requests, ctx.config.workers.max_requests_jitter);
     let mut retiring = false;
     let mut last_ticks = ctx.bridge.ticks.load(Ordering::Relaxed);
@@ -59,8 +61,14 @@ pub async fn run(channel: std::os::unix::net::UnixStream, ctx: Arc<ServerCtx>, s
     loop {
         tokio::select! {
             _ = every_second.tick() => {}
-            _ = async { match sigterm.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } } => {
+            _ = received(&mut sigterm) => {
                 begin_stop(&stop, StopReason::Shutdown);
+            }
+            // `systemctl kill -s USR1` reaches the workers as well as the master; the
+            // master's ReopenLogs follows, and reopening twice is harmless.
+            _ = received(&mut sigusr1) => {
+                reopen_logs(&ctx, "SIGUSR1");
+                continue;
             }
             _ = stopping.wait_for(Option::is_some) => return,
         }
@@ -77,6 +85,24 @@ pub async fn run(channel: std::os::unix::net::UnixStream, ctx: Arc<ServerCtx>, s
             crate::info!("served {served} requests (--limit-max-requests); asking to be replaced");
             let _ = write.write_all(&ipc::encode(&ToMaster::Retire { served })).await;
         }
+    }
+}
+
+/// A signal's next delivery; never, when its handler could not be installed.
+async fn received(signal: &mut Option<tokio::signal::unix::Signal>) {
+    match signal {
+        Some(s) => {
+            s.recv().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// The log files by path again (logrotate moved them away); the line says so in the new file.
+fn reopen_logs(ctx: &ServerCtx, asked_by: &str) {
+    match crate::log::reopen_in_worker(&ctx.config.log) {
+        Ok(()) => crate::info!("Reopened the log files (asked by {asked_by})"),
+        Err(e) => crate::error!("keeping the log files in use: {e}"),
     }
 }
 

@@ -24,6 +24,11 @@ use crate::tls::acceptor::Acceptor;
 
 /// Entry point of a worker process; returns its exit status.
 pub fn run(py: Python<'_>) -> PyResult<i32> {
+    // SIGUSR1's default action is to die, and `systemctl kill -s USR1` (logrotate)
+    // signals every process of the service: ignore it until the I/O thread handles it
+    // (channel.rs reopens the log files on it).
+    // SAFETY: setting a signal's disposition to SIG_IGN has no preconditions.
+    unsafe { libc::signal(libc::SIGUSR1, libc::SIG_IGN) };
     // SAFETY: the master dup2'd this worker's end of the socketpair onto
     // CHANNEL_FD before exec (master/spawn.rs); nothing else here owns it.
     let mut channel = unsafe { std::os::unix::net::UnixStream::from_raw_fd(CHANNEL_FD) };
@@ -34,7 +39,10 @@ pub fn run(py: Python<'_>) -> PyResult<i32> {
             return Ok(EXIT_BOOT_ERROR);
         }
     };
-    crate::log::set_level(config.log.level);
+    crate::log::init(&config.log);
+    if let Err(message) = crate::log::open_access_log(&config.log) {
+        return Ok(boot_failed(&mut channel, message));
+    }
     // The TLS material follows the configuration when a listener speaks TLS.
     let tls = match &config.tls {
         None => None,

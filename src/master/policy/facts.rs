@@ -15,7 +15,6 @@ pub enum WorkerState {
     Killed,
 }
 
-#[allow(dead_code, reason = "the control socket shows it; until it exists only the tests do")]
 impl WorkerState {
     pub fn name(self) -> &'static str {
         match self {
@@ -45,7 +44,6 @@ pub struct WorkerFacts {
     pub stop_reason: Option<String>,
 }
 
-#[allow(dead_code, reason = "the control socket reads these; until it exists only the tests do")]
 impl Policy {
     /// Every worker the master still waits for, oldest first.
     pub fn snapshot(&self, now: Instant) -> Vec<WorkerFacts> {
