@@ -14,7 +14,6 @@ use super::commands::Command;
 use crate::ipc::{self, EXIT_BOOT_ERROR, StopReason};
 use crate::log::Level;
 
-
 mod facts;
 mod recycle;
 

@@ -41,7 +41,7 @@ pub fn spawn(python: &Path, config: &Config, tls: Option<&TlsMaterial>, listener
     }
     // SAFETY: pre_exec's closure runs in the child between fork and exec, where
     // only async-signal-safe calls are allowed: it calls nothing but fcntl,
-    // dup2, close and the id-switching calls (setgroups, setgid, setuid), and
+    // dup2, close, signal and the id-switching calls (setgroups, setgid, setuid), and
     // allocates nothing (`parked` is on the stack, `sources` and the groups
     // were allocated before the fork). Every fd it touches is open in
     // the child: the fork copied them from this process, which keeps them open
@@ -63,6 +63,10 @@ pub fn spawn(python: &Path, config: &Config, tls: Option<&TlsMaterial>, listener
                 }
                 libc::close(fd);
             }
+            // logrotate's SIGUSR1 (systemctl kill signals every process of the unit) must
+            // not kill a worker before its handler exists; an ignored signal stays ignored
+            // across exec, and the worker installs its own handler as it starts.
+            libc::signal(libc::SIGUSR1, libc::SIG_IGN);
             if let Some((uid, gid, groups)) = &switch {
                 privilege::become_user_in_child(*uid, *gid, groups)?;
             }
