@@ -15,6 +15,7 @@ pub mod ipc;
 #[macro_use]
 pub mod log;
 pub mod master;
+pub mod proctitle;
 pub mod tls;
 pub mod worker;
 

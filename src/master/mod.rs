@@ -137,6 +137,7 @@ pub fn run(mut config: Config, python: PathBuf) -> i32 {
             return 1;
         }
     };
+    crate::proctitle::set(&format!("ferrogate: master [{}]", config.service.name));
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -256,6 +257,7 @@ impl Master {
                         for l in &mut self.listeners {
                             l.hand_over();
                         }
+                        crate::proctitle::set(&format!("ferrogate: old master, draining [{}]", self.config.service.name));
                         PolicyEvent::Command(commands::Command::Stop { graceful: true, why: format!("upgrade: the new master (pid {pid}) serves; this one") })
                     }
                     upgrade::Outcome::Failed(pid, how) => {
@@ -461,7 +463,7 @@ impl Master {
     /// Starts worker `id` and its supervise task; returns its pid.
     fn spawn_worker(&mut self, id: WorkerId) -> Option<u32> {
         let material = self.tls.as_ref().map(|t| &t.material);
-        let spawned = match spawn::spawn(&self.python, &self.config, material, &self.listener_fds(), self.service.account.as_ref()) {
+        let spawned = match spawn::spawn(id, &self.python, &self.config, material, &self.listener_fds(), self.service.account.as_ref()) {
             Ok(s) => s,
             Err(e) => {
                 crate::error!("cannot start a worker ({} -c ...): {e}", self.python.display());

@@ -20,13 +20,14 @@ pub struct Spawned {
     pub control: UnixStream,
 }
 
-pub fn spawn(python: &Path, config: &Config, tls: Option<&TlsMaterial>, listeners: &[RawFd], account: Option<&Account>) -> std::io::Result<Spawned> {
+pub fn spawn(id: u64, python: &Path, config: &Config, tls: Option<&TlsMaterial>, listeners: &[RawFd], account: Option<&Account>) -> std::io::Result<Spawned> {
     let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
     let mut sources: Vec<RawFd> = vec![theirs.as_raw_fd()];
     sources.extend_from_slice(listeners);
 
     let mut cmd = Command::new(python);
-    cmd.arg("-c").arg(BOOTSTRAP).stdin(std::process::Stdio::null());
+    // The worker's number follows the code (sys.argv[1]), for its process title.
+    cmd.arg("-c").arg(BOOTSTRAP).arg(id.to_string()).stdin(std::process::Stdio::null());
     // --env-file's variables and systemd's spent LISTEN_*: set on the child only, so the
     // master's own environment stays as it was inherited.
     cmd.envs(config.worker_env.set.iter().map(|(k, v)| (k, v)));

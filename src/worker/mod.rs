@@ -40,6 +40,8 @@ pub fn run(py: Python<'_>) -> PyResult<i32> {
         }
     };
     crate::log::init(&config.log);
+    let number: String = py.import("sys")?.getattr("argv")?.get_item(1).and_then(|a| a.extract()).unwrap_or_default();
+    crate::proctitle::set(&format!("ferrogate: worker {number} [{}]", config.service.name));
     if let Err(message) = crate::log::open_access_log(&config.log) {
         return Ok(boot_failed(&mut channel, message));
     }
