@@ -38,10 +38,12 @@ pub struct FileEntry {
     pub key: String,
     pub line: usize,
     pub column: usize,
-    /// The value as written in the file (for messages).
+    /// The value as written in the file (for messages); empty for a table.
     pub written: String,
     /// The option's values as the command line would give them, relative paths resolved.
     pub values: Vec<String>,
+    /// Where each of `values` is written: line, column, and the TOML text.
+    pub places: Vec<(usize, usize, String)>,
 }
 
 /// One problem with the file.
@@ -129,12 +131,21 @@ impl FileLayer {
                 errors.push(error(key.span(), format!("`{name}` is set twice: `{k}` on line {line} is the same option; keep one")));
                 continue;
             }
-            let written = text.get(value.span()).unwrap_or_default().to_string();
+            let written = match value.get_ref() {
+                DeValue::Table(_) => String::new(),
+                _ => text.get(value.span()).unwrap_or_default().to_string(),
+            };
             match options.parse(&arg, name, value, text, dir) {
-                Ok((layer, values)) => {
+                Ok((layer, given)) => {
                     let (line, column) = line_column(text, key.span().start);
+                    let places = given.iter().map(|(_, span)| {
+                        let (line, column) = line_column(text, span.start);
+                        (line, column, text[span.clone()].to_string())
+                    });
+                    let places = places.collect();
+                    let values = given.into_iter().map(|(v, _)| v).collect();
                     file.layer = layer.over(std::mem::take(&mut file.layer));
-                    file.entries.push(FileEntry { id, key: name.to_string(), line, column, written, values });
+                    file.entries.push(FileEntry { id, key: name.to_string(), line, column, written, values, places });
                 }
                 Err(problems) => errors.extend(problems.into_iter().map(|(span, message)| error(span, message))),
             }

@@ -325,3 +325,12 @@ fn every_option_of_the_command_line_is_a_key() {
         assert_eq!(found.get_id(), arg.get_id());
     }
 }
+
+#[test]
+fn a_bad_element_caught_later_names_its_own_line() {
+    let dir = TempDir::new("element");
+    std::fs::create_dir(dir.0.join("public")).unwrap();
+    let path = file_with(&dir, "app = \"m:a\"\n[static]\n\"/ok\" = \"public\"\n\"/gone\" = \"missing\"\n");
+    let e = sources(&["-c", &path], &[]).unwrap().into_config().unwrap_err();
+    assert!(e.message.starts_with(&format!("{path}:4:11: `static` = \"missing\": --static '/gone={}", dir.0.join("missing").display())), "{}", e.message);
+}

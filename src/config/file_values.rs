@@ -166,7 +166,7 @@ impl Options {
 
     /// Reads `value`, the file's value for `arg` (written `key`), into the layer it sets
     /// and the arguments it stands for. `text` is the whole file; relative paths are from `dir`.
-    pub fn parse(&mut self, arg: &Arg, key: &str, value: &Spanned<DeValue>, text: &str, dir: &Path) -> Result<(Layer, Vec<String>), Vec<Problem>> {
+    pub fn parse(&mut self, arg: &Arg, key: &str, value: &Spanned<DeValue>, text: &str, dir: &Path) -> Result<(Layer, Vec<(String, Range<usize>)>), Vec<Problem>> {
         let values = self.values(arg, key, value, text)?;
         let values: Vec<(String, Range<usize>)> = values.into_iter().map(|(v, span)| (resolve_paths(arg, v, dir), span)).collect();
         // Each value alone first, so that an error points at the element of a list.
@@ -180,8 +180,8 @@ impl Options {
         if !problems.is_empty() {
             return Err(problems);
         }
-        let values: Vec<String> = values.into_iter().map(|(v, _)| v).collect();
-        let argv = self.argv(arg, &values);
+        let all: Vec<String> = values.iter().map(|(v, _)| v.clone()).collect();
+        let argv = self.argv(arg, &all);
         let layer = parse_argv(&mut self.cmd, argv).map_err(|e| vec![(value.span(), explain(&e, arg, key, &text[value.span()]))])?;
         Ok((layer, values))
     }

@@ -163,7 +163,14 @@ impl Sources {
         let place = match self.origin(&id) {
             Origin::File { .. } => self.file.as_ref().and_then(|f| {
                 let entry = f.entry(&id)?;
-                Some(format!("{}:{}:{}: `{}` = {}", f.path.display(), entry.line, entry.column, entry.key, entry.written))
+                let path = f.path.display();
+                // The element of a list or table that the message quotes, else the key.
+                let quoted = entry.values.iter().zip(&entry.places).find(|(v, _)| e.message.contains(v.as_str()));
+                Some(match (quoted, entry.written.as_str()) {
+                    (Some((_, (line, column, written))), _) => format!("{path}:{line}:{column}: `{}` = {written}", entry.key),
+                    (None, "") => format!("{path}:{}:{}: `{}`", entry.line, entry.column, entry.key),
+                    (None, written) => format!("{path}:{}:{}: `{}` = {written}", entry.line, entry.column, entry.key),
+                })
             }),
             Origin::Environment(var) => self.env_values.iter().find(|(n, _)| *n == var).map(|(n, v)| format!("{n}={v}")),
             _ => None,
