@@ -108,7 +108,9 @@ impl FileLayer {
         let table = DeTable::parse(text).map_err(|e| {
             let span = e.span().unwrap_or(0..0);
             let what = e.message().trim_end().replace('\n', "; ");
-            vec![error(span, format!("this is not valid TOML: {what} (see https://toml.io: strings in quotes, lists in [ ])"))]
+            // The one TOML rule that bites a setting of ours: umask = 027.
+            let hint = if what.contains("leading zero") { "; write a file mode as 0o027 or \"027\"" } else { "" };
+            vec![error(span, format!("this is not valid TOML: {what}{hint}"))]
         })?;
         let mut keys: Vec<(&Spanned<_>, &Spanned<DeValue>)> = table.get_ref().iter().collect();
         keys.sort_by_key(|(k, _)| k.span().start);

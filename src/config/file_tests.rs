@@ -168,6 +168,7 @@ fn a_syntax_error_has_the_toml_parsers_line_and_column() {
     assert!(e.starts_with("ferrogate.toml:2:") && e.contains("not valid TOML"), "{e}");
     let e = one_error("app = main:app\n");
     assert!(e.starts_with("ferrogate.toml:1:7:") && e.contains("not valid TOML"), "{e}");
+    assert!(one_error("umask = 027\n").contains("write a file mode as 0o027"));
 }
 
 #[test]
