@@ -1,13 +1,18 @@
-//! The `ferrogate` command's subcommands besides serving (`ferrogate APP ...`):
-//! `certs` for now; the service commands (check, config, status, install) come here too.
+//! The `ferrogate` command's subcommands besides serving (`ferrogate APP ...`): the
+//! certificates (`certs`), the configuration (`check`, `config`), the running server
+//! through its control socket (`status`, `reload`, `stop`, `workers`, `upgrade`), the
+//! host (`doctor`) and the service (`install`, `uninstall`).
 
 pub mod certs;
+pub mod check;
 pub mod control;
 
 /// Runs a subcommand if `argv` names one; None means "serve".
 pub fn run(argv: &[String], env: Vec<(std::ffi::OsString, std::ffi::OsString)>) -> Option<i32> {
     match argv.get(1).map(String::as_str) {
         Some("certs") => Some(certs::run(&argv[2..], env)),
+        Some("check") => Some(check::check(&argv[2..], env)),
+        Some("config") => Some(check::config(&argv[2..], env)),
         Some(verb @ ("status" | "reload" | "stop" | "workers" | "upgrade")) => Some(control::run(verb, &argv[2..], env)),
         _ => None,
     }

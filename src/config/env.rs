@@ -168,6 +168,12 @@ fn parse_one(cmd: &mut Command, id: &str, value: &OsStr) -> Result<Layer, clap::
         // The positional APP.
         None => argv.extend([OsString::from("--"), value.into()]),
     }
+    parse_argv(cmd, argv)
+}
+
+/// The layer that a command line of `cmd` (from `env_command`) sets. The file's values
+/// come through here too (file_values.rs), so every source speaks clap's words.
+pub(super) fn parse_argv(cmd: &mut Command, argv: Vec<OsString>) -> Result<Layer, clap::Error> {
     let matches = cmd.try_get_matches_from_mut(argv)?;
     let parsed = cli::Cli::from_arg_matches(&matches).map_err(|e| e.format(cmd))?;
     Ok(Layer::from(parsed))

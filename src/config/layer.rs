@@ -10,7 +10,7 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 
-use super::{EnvLayer, FileLayer, LifespanMode, LoopChoice, cli};
+use super::{LifespanMode, LoopChoice};
 use crate::log::Level;
 
 macro_rules! layer {
@@ -167,16 +167,8 @@ pub fn gather_without_app(argv: Vec<String>, env: Vec<(OsString, OsString)>, pid
 }
 
 fn gather_layers(argv: Vec<OsString>, env: Vec<(OsString, OsString)>, pid: u32, needs_app: bool) -> Result<Layer, clap::Error> {
-    let file = FileLayer::read();
-    let env = EnvLayer::read(env, pid);
-    // APP may come from a lower layer; only when none gives it is it required here.
-    let app_required = needs_app && !(env.layer.sets("app") || env.errors.iter().any(|(id, _)| *id == "app") || file.sets("app"));
-    let cli = Layer::from(cli::parse(argv, app_required)?);
-    // A variable that does not parse matters only if the command line leaves its option to it.
-    if let Some((_, e)) = env.errors.into_iter().find(|(id, _)| !cli.sets(id)) {
-        return Err(e);
-    }
-    Ok(cli.over(env.layer.over(file)))
+    // The sources stay apart in `Sources` for `ferrogate config`; serving needs them stacked.
+    Ok(super::gather_sources(argv, env, pid, needs_app)?.layer())
 }
 
 #[cfg(test)]

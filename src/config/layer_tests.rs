@@ -213,7 +213,8 @@ fn every_variable() -> Vec<(&'static str, &'static str, fn(&Config) -> bool)> {
         ("FERROGATE_LOG_FILE", "/var/log/f.log", |c| c.log.file.as_deref() == Some(std::path::Path::new("/var/log/f.log"))),
         ("FERROGATE_ACCESS_LOG_FILE", "-", |c| c.log.access_file == Some(crate::config::LogTarget::Stdout)),
         ("FERROGATE_LOG_FORMAT", "json", |c| c.log.format == crate::config::LogFormat::Json),
-        ("FERROGATE_CONFIG", "/etc/f.toml", |c| c.service.config_file.as_deref() == Some(std::path::Path::new("/etc/f.toml"))),
+        // The file named must exist (an empty one sets nothing).
+        ("FERROGATE_CONFIG", "CONFIG_FILE", |c| c.service.config_file.as_deref().is_some_and(|p| p.to_string_lossy().ends_with("every.toml"))),
         ("FERROGATE_USER", "www-data", |c| c.service.user.as_deref() == Some("www-data")),
         ("FERROGATE_GROUP", "adm", |c| c.service.group.as_deref() == Some("adm")),
         ("FERROGATE_UMASK", "027", |c| c.service.umask == Some(0o27)),
@@ -229,13 +230,15 @@ fn every_variable() -> Vec<(&'static str, &'static str, fn(&Config) -> bool)> {
 fn every_ferrogate_variable_still_works() {
     let env_file = temp_path("every.env");
     std::fs::write(&env_file, "FG_FROM_FILE=1\n").unwrap();
+    let config_file = temp_path("every.toml");
+    std::fs::write(&config_file, "").unwrap();
     let static_dir = temp_path("every-static");
     std::fs::create_dir_all(&static_dir).unwrap();
     let table = every_variable();
     let names: Vec<&str> = table.iter().map(|(name, _, _)| *name).collect();
     assert_eq!(names, ENV_VARS.iter().map(|(name, _)| *name).collect::<Vec<_>>(), "one case per variable, in ENV_VARS order");
     for (name, value, holds) in table {
-        let value = value.replace("ENV_FILE", env_file.to_str().unwrap()).replace("STATIC_DIR", static_dir.to_str().unwrap());
+        let value = value.replace("ENV_FILE", env_file.to_str().unwrap()).replace("STATIC_DIR", static_dir.to_str().unwrap()).replace("CONFIG_FILE", config_file.to_str().unwrap());
         // Options that only make sense beside another get it on the command line.
         let args: &[&str] = match name {
             "FERROGATE_APP" => &[],
@@ -251,6 +254,7 @@ fn every_ferrogate_variable_still_works() {
         assert!(holds(&c), "{name}={value} did not reach the configuration");
     }
     std::fs::remove_file(&env_file).unwrap();
+    std::fs::remove_file(&config_file).unwrap();
     std::fs::remove_dir(&static_dir).unwrap();
 }
 
@@ -461,11 +465,6 @@ fn master_only_settings_are_not_sent_to_workers() {
     assert_eq!((worker.workers.graceful_timeout, worker.workers.max_requests), (4, 6));
     assert_eq!(format!("{:?}{:?}{:?}", worker.http, worker.ws, worker.log), format!("{:?}{:?}{:?}", c.http, c.ws, c.log));
     assert_eq!((worker.app.target, worker.bind), (c.app.target, c.bind));
-}
-
-#[test]
-fn the_file_layer_is_reserved_and_empty() {
-    assert_eq!(FileLayer::read(), Layer::default());
 }
 
 #[test]

@@ -1,9 +1,12 @@
 //! The one typed configuration every part of ferrogate reads.
 //!
 //! It is built once in the master, in layers of rising priority:
-//! `Config::default()` < the config file (reserved: `file.rs`) < FERROGATE_*
-//! environment variables (`env.rs`) < the command line (`cli.rs`). Each source
-//! yields a `Layer` of the options it sets (`layer.rs`); the stacked layer
+//! `Config::default()` < the TOML file (`file.rs`: ./ferrogate.toml or --config,
+//! its values read by the command line's own parsers in `file_values.rs`) <
+//! FERROGATE_* environment variables (`env.rs`) < the command line (`cli.rs`).
+//! Each source yields a `Layer` of the options it sets (`layer.rs`), kept apart
+//! in `Sources` (`sources.rs`) so that `ferrogate config` can say where each
+//! value came from and errors can name the file's line; the stacked layer
 //! becomes a `Config` and `Config::validate` checks it (`resolve.rs`). Each
 //! worker gets the result as a single serialized value, so a worker never
 //! re-parses flags and can never disagree with its master. Fields marked
@@ -15,17 +18,23 @@ mod cli;
 mod env;
 mod env_file;
 mod file;
+#[cfg(test)]
+mod file_tests;
+mod file_values;
 mod layer;
 #[cfg(test)]
 mod layer_tests;
 mod resolve;
+mod sources;
 pub mod tls;
 
 pub use cli::{Cli, help_command};
 pub use env::{ENV_VARS, EnvLayer};
 pub use env_file::load_env_file;
-pub use file::FileLayer;
+pub use file::{DEFAULT_FILE, FileEntry, FileError, FileLayer};
+pub use file_values::{Kind as ValueKind, key_of, kind as value_kind};
 pub use layer::{Layer, gather, gather_without_app};
+pub use sources::{Origin, Sources, default_value, gather_sources, options};
 
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
