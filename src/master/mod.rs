@@ -12,7 +12,7 @@ mod policy;
 mod spawn;
 mod supervise;
 mod tls;
-mod watch;
+pub(crate) mod watch;
 
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::RawFd;
