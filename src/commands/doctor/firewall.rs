@@ -35,10 +35,11 @@ pub fn check(host: &Host, server: &Server) -> Result<Finding, String> {
         } else {
             sources.iter().map(|s| format!("{}: {}", s.name, why_open(&s.verdict))).collect::<Vec<_>>().join("; ")
         };
+        let install = if host.exists(Path::new("/etc/ufw")) { "" } else { "apt install ufw && " };
         return Ok(Finding::fail(
             CHECK,
             format!("nothing drops unasked traffic: {why}"),
-            "allow only SSH, HTTP and HTTPS: `apt install ufw && ufw allow 22/tcp && ufw allow 80/tcp && ufw allow 443/tcp && ufw enable` (if your cloud provider's firewall does this, this line is expected)",
+            format!("allow only SSH, HTTP and HTTPS: `{install}ufw allow 22/tcp && ufw allow 80/tcp && ufw allow 443/tcp && ufw enable` (if your cloud provider's firewall does this, this line is expected)"),
         ));
     }
     let names = filtering.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ");
@@ -91,7 +92,8 @@ fn join<'a>(items: impl Iterator<Item = &'a Opening>) -> String {
 fn nftables(host: &Host) -> Result<Vec<Source>, String> {
     let path = Path::new("/etc/nftables.conf");
     let Some(text) = host.read(path)? else { return Ok(Vec::new()) };
-    let close = "remove their accept rules from /etc/nftables.conf, then `systemctl reload nftables`";
+    let text = with_includes(host, &text, 0)?;
+    let close = "remove their accept rules from /etc/nftables.conf (or the file it includes), then `systemctl reload nftables`";
     let chains = nft::input_chains(&text);
     if chains.is_empty() {
         return Ok(vec![Source { name: "nftables".into(), families: Families::default(), verdict: Verdict::AcceptsAll(format!("{} has no input chain", path.display())), close }]);
@@ -103,6 +105,28 @@ fn nftables(host: &Host) -> Result<Vec<Source>, String> {
             Source { name: format!("nftables (chain {})", c.name), families: c.families, verdict: evaluate(&c.chains, &c.name, policy), close }
         })
         .collect())
+}
+
+/// nft's `include "FILE"` lines replaced by the files (a glob in the file name allowed;
+/// relative names are under /etc, nft's include path).
+fn with_includes(host: &Host, text: &str, depth: usize) -> Result<String, String> {
+    let mut out = String::new();
+    for line in text.lines() {
+        let Some(target) = line.trim().strip_prefix("include").map(|t| t.trim().trim_matches('"')).filter(|t| !t.is_empty() && depth < 8) else {
+            out.push_str(line);
+            out.push('\n');
+            continue;
+        };
+        let path = Path::new("/etc").join(target);
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let files = if name.contains(['*', '?']) { host.glob(path.parent().unwrap_or(Path::new("/")), &name)? } else { vec![path] };
+        for file in files {
+            if let Some(included) = host.read(&file)? {
+                out.push_str(&with_includes(host, &included, depth + 1)?);
+            }
+        }
+    }
+    Ok(out)
 }
 
 fn iptables_persistent(host: &Host) -> Result<Vec<Source>, String> {
@@ -194,6 +218,16 @@ mod tests {
         assert!(f.finding.contains("ufw: installed but not enabled") && f.finding.contains("nftables (chain input): its policy accepts"), "{f:?}");
         let f = run(&[UFW_ON, ("/etc/default/ufw", "IPV6=yes\nDEFAULT_INPUT_POLICY=\"ACCEPT\"\n"), ("/etc/ufw/user.rules", UFW_WEB)], &[]);
         assert_eq!(f.status, Status::Fail, "{f:?}");
+    }
+
+    #[test]
+    fn nftables_includes_are_read_in_place() {
+        let conf = ("/etc/nftables.conf", "flush ruleset\ninclude \"/etc/nftables.d/*.nft\"\n");
+        let part = ("/etc/nftables.d/filter.nft", "table inet filter {\n chain input {\n type filter hook input priority 0; policy drop;\n tcp dport { 22, 443 } accept\n }\n}\n");
+        let f = run(&[conf, part], &[]);
+        assert_eq!(f.status, Status::Pass, "{f:?}");
+        assert!(f.finding.contains("opens 22/tcp, 443/tcp"), "{f:?}");
+        assert_eq!(run(&[conf], &[]).status, Status::Fail);
     }
 
     #[test]

@@ -96,7 +96,7 @@ pub fn check(host: &Host, server: &Server) -> Result<Finding, String> {
             IpAddr::V6(a) => format!("[{a}]:{}", l.port),
             IpAddr::V4(a) => format!("{a}:{}", l.port),
         };
-        let owner = owners.get(&l.inode).map_or_else(|| "owner unknown".to_string(), |(pid, comm)| format!("{comm} pid {pid}"));
+        let owner = owners.get(&l.inode).map_or_else(|| "owner not visible to this user or PID namespace".to_string(), |(pid, comm)| format!("{comm} pid {pid}"));
         let line = format!("{addr} ({owner})");
         if seen.contains(&line) {
             continue;
