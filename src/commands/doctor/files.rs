@@ -139,15 +139,13 @@ pub fn certificates(host: &Host, server: &Server, now: SystemTime) -> Result<Fin
 pub fn disk(host: &Host, server: &Server) -> Result<Finding, String> {
     let mut places: Vec<(&str, PathBuf)> = vec![("state", server.state_dir.clone())];
     for log in &server.log_files {
-        places.push(("log", log.parent().map(Path::to_path_buf).unwrap_or_default()));
+        // `--log-file app.log` is in the working directory.
+        places.push(("log", log.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf()));
     }
     // Logs written to stderr end up in the journal, under /var/log.
     places.push(("system logs", PathBuf::from("/var/log")));
     let mut filesystems: Vec<(Space, Vec<String>)> = Vec::new();
     for (what, path) in places {
-        if path.as_os_str().is_empty() {
-            continue;
-        }
         let (_, space) = host.space(&path)?;
         let label = format!("{what} {}", path.display());
         match filesystems.iter_mut().find(|(s, _)| s.device == space.device) {
@@ -220,6 +218,17 @@ mod tests {
         assert_eq!(disk_status(100 * 1024 * MIB, 4), Status::Warn);
         assert_eq!(disk_status(2 * 1024 * MIB, 50), Status::Pass);
         assert_eq!(human(1536 * MIB), "1.5 GiB");
+    }
+
+    #[test]
+    fn disk_space_is_measured_where_logs_and_state_go() {
+        let root = FakeRoot::new(&[]);
+        let server = Server { state_dir: "/var/lib/not-yet".into(), log_files: vec!["app.log".into(), "/var/log/fg/access.log".into()], ..Server::default() };
+        let f = disk(&root.host(), &server).unwrap();
+        for label in ["state /var/lib/not-yet", "log .", "log /var/log/fg", "system logs /var/log"] {
+            assert!(f.finding.contains(label), "{label}: {f:?}");
+        }
+        assert!(f.finding.contains(" free ("), "{f:?}");
     }
 
     #[test]
