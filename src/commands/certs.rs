@@ -96,7 +96,7 @@ pub fn run(args: &[String], env: Vec<(std::ffi::OsString, std::ffi::OsString)>) 
 }
 
 /// The state directory `list` reads when no --domain is given: --state-dir or the default.
-fn fallback_state_dir(layer: &Layer) -> PathBuf {
+pub(crate) fn fallback_state_dir(layer: &Layer) -> PathBuf {
     // SAFETY: geteuid cannot fail and has no preconditions.
     let is_root = unsafe { libc::geteuid() } == 0;
     layer.state_dir.clone().unwrap_or_else(|| crate::config::tls::default_state_dir(is_root, layer.xdg_state_home.clone(), layer.home.clone()))

@@ -6,6 +6,7 @@
 pub mod certs;
 pub mod check;
 pub mod control;
+pub mod doctor;
 
 /// Runs a subcommand if `argv` names one; None means "serve".
 pub fn run(argv: &[String], env: Vec<(std::ffi::OsString, std::ffi::OsString)>) -> Option<i32> {
@@ -14,6 +15,7 @@ pub fn run(argv: &[String], env: Vec<(std::ffi::OsString, std::ffi::OsString)>) 
         Some("check") => Some(check::check(&argv[2..], env)),
         Some("config") => Some(check::config(&argv[2..], env)),
         Some(verb @ ("status" | "reload" | "stop" | "workers" | "upgrade")) => Some(control::run(verb, &argv[2..], env)),
+        Some("doctor") => Some(doctor::run(&argv[2..], env)),
         _ => None,
     }
 }

@@ -18,7 +18,7 @@ mod spawn;
 mod supervise;
 mod tls;
 mod upgrade;
-mod watch;
+pub(crate) mod watch;
 
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::RawFd;
