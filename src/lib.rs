@@ -31,18 +31,19 @@ fn main(py: Python<'_>) -> PyResult<i32> {
     }
     // The environment is read once, here, and passed in: configuration never reads or
     // changes the process environment itself.
-    let layer = match config::gather(argv, std::env::vars_os(), std::process::id()) {
-        Ok(layer) => layer,
+    let sources = match config::gather_sources(argv.into_iter().map(Into::into).collect(), std::env::vars_os().collect(), std::process::id(), true) {
+        Ok(sources) => sources,
         Err(e) => {
             // --help and --version land here too, as clap "errors" that exit 0.
             let _ = e.print();
             return Ok(e.exit_code());
         }
     };
-    for warning in layer.warnings() {
+    for warning in sources.layer().warnings() {
         eprintln!("warning: {warning}");
     }
-    let config = match layer.into_config() {
+    // Errors name the file and line when the value came from ferrogate.toml.
+    let config = match sources.into_config() {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e}");

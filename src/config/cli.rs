@@ -30,15 +30,24 @@ const AFTER_HELP: &str = "Examples:
   sudo ferrogate main:app --domain example.com --acme-email you@example.com
                                               HTTPS on :443 with a certificate from Let's Encrypt
 
-Certificates (with the same options as the server):
+Commands (each takes the server's options, or reads the same ferrogate.toml):
+  ferrogate check | config [--json]           validate / show the configuration and its sources
+  ferrogate status | reload | stop | workers +N|-N | upgrade [--json]
+                                              the running server, through its control socket
+  ferrogate install | uninstall               a systemd service for this configuration
+  ferrogate doctor [--json]                   audit this host's hardening (ssh, firewall, ...)
   ferrogate certs list | renew [--force] [--dry-run] | revoke NAME
 
 Signals (to the master):
   TERM, INT   stop accepting, finish in-flight requests, run lifespan shutdown, exit 0
-  HUP         rolling restart: new workers load the new code, old ones drain
+  HUP         rolling restart: new workers load the new code, old ones drain (after
+              `pip install -U ferrogate`, the master is upgraded too)
+  USR1        reopen the log files (logrotate)
+  USR2        upgrade: a new master from the installed ferrogate takes over the sockets
   TTIN, TTOU  one worker more, one worker fewer
 
-Every option can also be set in the environment: --workers 4 is FERROGATE_WORKERS=4.";
+Every option can also be set in ferrogate.toml (workers = 4) or in the environment
+(FERROGATE_WORKERS=4); the command line wins, then the environment, then the file.";
 
 #[derive(Parser, Debug)]
 #[command(name = "ferrogate", version, about = ABOUT, after_help = AFTER_HELP, max_term_width = 100, allow_negative_numbers = true)]
@@ -141,7 +150,7 @@ pub struct Cli {
     pub event_loop: Option<LoopChoice>,
 
     /// ASGI interface of the app; only ASGI 3 is served (auto and asgi3 mean the same).
-    #[arg(long, value_parser = ["auto", "asgi3", "asgi2", "wsgi"], help_heading = "Application")]
+    #[arg(long, value_parser = [PossibleValue::new("auto"), PossibleValue::new("asgi3"), PossibleValue::new("asgi2").hide(true), PossibleValue::new("wsgi").hide(true)], help_heading = "Application")]
     pub interface: Option<String>,
 
     /// Protocols served: auto speaks HTTP/1.1 and HTTP/2 (h2 by ALPN over TLS, h2c by prior

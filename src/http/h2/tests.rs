@@ -123,7 +123,7 @@ async fn an_idle_connection_is_closed_after_the_keep_alive_timeout() {
 async fn a_client_that_never_opens_its_window_has_the_stream_reset_after_the_io_timeout() {
     let mut builder = h2::client::Builder::new();
     builder.initial_window_size(0);
-    let mut c = start(|c| c.http.io_timeout = 3, builder).await;
+    let c = start(|c| c.http.io_timeout = 3, builder).await;
     let client = c.client.clone().ready().await.unwrap();
     let mut client = client;
     let (response, _) = client.send_request(get("/big"), true).unwrap();

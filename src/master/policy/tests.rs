@@ -1,6 +1,7 @@
 //! The policy driven by scripted events and a fake clock: no process, no signal.
 
 use super::*;
+use super::facts::{WorkerFacts, WorkerState};
 use crate::ipc::StopReason::{Restart, Shutdown};
 
 const SIGKILLED: ExitKind = ExitKind::Signal(libc::SIGKILL);
