@@ -170,7 +170,8 @@ def test_sigusr2_upgrades_and_a_failed_upgrade_keeps_the_old_master(server_facto
     srv = server_factory("basic:app", "--control-socket", str(sock), cwd=app_dir)
     # The new master cannot import the app: it stops, and the old one keeps serving.
     (app_dir / "basic.py").rename(app_dir / "gone.py")
-    srv.signal(signal.SIGUSR2)
+    r = ctl("upgrade", socket=sock)
+    assert r.returncode == 1 and "the upgrade failed" in r.stderr, r.stdout + r.stderr
     srv.wait_for_log(r"Upgrade failed: the new master \(pid \d+\) stopped before serving", timeout=30)
     assert srv.alive() and status(sock)["master_pid"] == srv.pid
     assert srv.get("/hello").status_code == 200

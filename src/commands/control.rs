@@ -111,7 +111,14 @@ pub fn run(verb: &str, args: &[String], env: Vec<(std::ffi::OsString, std::ffi::
     }
     let old_pids: Vec<u32> = before.as_ref().map(|s| s.workers.iter().map(|w| w.pid).collect()).unwrap_or_default();
     let old_master = before.as_ref().map_or(0, |s| s.master_pid);
+    let mut failed = false;
     let outcome = wait_for(&socket, |now| match (&request, now) {
+        // The master said "upgrading" before answering: serving again under the same
+        // master means the new one gave up (the reason is in the server's log).
+        (Request::Upgrade, Some(s)) if s.master_pid == old_master && s.state == "serving" => {
+            failed = true;
+            Some("the upgrade failed: the new master stopped before serving; this one keeps serving (see the server's log)".into())
+        }
         (Request::Stop, None) => Some("stopped".to_string()),
         (Request::Stop, Some(_)) => None,
         (_, None) => None,
@@ -121,6 +128,7 @@ pub fn run(verb: &str, args: &[String], env: Vec<(std::ffi::OsString, std::ffi::
         (_, Some(s)) => settled(s).then(|| format!("{} workers serving: {}", s.workers.len(), pids(&s.workers.iter().map(|w| w.pid).collect::<Vec<_>>()))),
     });
     match outcome {
+        Some(why) if failed => report(json, &Reply::refused(why), 1),
         Some(done) => {
             let reply = Reply::done(done);
             if !json {
@@ -142,7 +150,7 @@ fn pids(pids: &[u32]) -> String {
 }
 
 /// Polls the status until `done` says what was reached (given None once no server answers).
-fn wait_for(socket: &Path, done: impl Fn(Option<&Status>) -> Option<String>) -> Option<String> {
+fn wait_for(socket: &Path, mut done: impl FnMut(Option<&Status>) -> Option<String>) -> Option<String> {
     let deadline = Instant::now() + WAIT;
     while Instant::now() < deadline {
         std::thread::sleep(POLL);

@@ -60,6 +60,8 @@ struct Master {
     upgrading: Option<u32>,
     /// The extension module this master runs, to notice `pip install -U` on SIGHUP.
     installed: upgrade::Installed,
+    /// The command line this master was started with, for its successor.
+    launch: Vec<std::ffi::OsString>,
 }
 
 /// Runs the master until it stops; returns the process exit status.
@@ -137,6 +139,8 @@ pub fn run(mut config: Config, python: PathBuf) -> i32 {
             return 1;
         }
     };
+    // Read before the title overwrites the memory it is read from.
+    let launch: Vec<std::ffi::OsString> = std::env::args_os().collect();
     crate::proctitle::set(&format!("ferrogate: master [{}]", config.service.name));
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -172,6 +176,7 @@ pub fn run(mut config: Config, python: PathBuf) -> i32 {
             first_ready: 0,
             upgrading: None,
             installed: upgrade::Installed::now(),
+            launch,
         };
         let code = master.serve(rx).await;
         master.cleanup();
@@ -240,7 +245,7 @@ impl Master {
                     };
                     match command {
                         commands::Command::Upgrade { why } => {
-                            self.start_upgrade(&why, &upgrade_tx);
+                            let _ = self.start_upgrade(&why, &upgrade_tx);
                             continue;
                         }
                         commands::Command::ReopenLogs { why } => {
@@ -268,7 +273,7 @@ impl Master {
                 },
                 Some(event) = events.recv() => event,
                 Some(pending) = control_requests.recv() => {
-                    let reply = self.on_control(pending.request, &bus);
+                    let reply = self.on_control(pending.request, &bus, &upgrade_tx);
                     let _ = pending.reply.send(reply);
                     continue;
                 }
@@ -369,20 +374,24 @@ impl Master {
     }
 
     /// Starts the successor of this master (`upgrade.rs`); this one drains once it serves.
-    fn start_upgrade(&mut self, why: &str, done: &mpsc::UnboundedSender<upgrade::Outcome>) {
+    fn start_upgrade(&mut self, why: &str, done: &mpsc::UnboundedSender<upgrade::Outcome>) -> Result<u32, String> {
         if self.stopping {
-            return;
+            return Err("the server is stopping".into());
         }
         if let Some(pid) = self.upgrading {
             crate::info!("{why}: an upgrade is already under way (new master pid {pid})");
-            return;
+            return Ok(pid);
         }
-        match upgrade::start(&self.python, &self.listeners, done.clone()) {
+        match upgrade::start(&self.launch, &self.listeners, done.clone()) {
             Ok(pid) => {
                 crate::info!("{why}: upgrading: started the new master (pid {pid}) from the installed ferrogate; this one serves until all its workers do");
                 self.upgrading = Some(pid);
+                Ok(pid)
             }
-            Err(e) => crate::error!("{why}: cannot upgrade: {e}"),
+            Err(e) => {
+                crate::error!("{why}: cannot upgrade: {e}");
+                Err(e)
+            }
         }
     }
 
@@ -399,7 +408,7 @@ impl Master {
 
     /// A control-socket request: the status is answered here, the rest become commands on
     /// the bus, as signals do.
-    fn on_control(&self, request: Request, bus: &commands::Bus) -> Reply {
+    fn on_control(&mut self, request: Request, bus: &commands::Bus, upgrades: &mpsc::UnboundedSender<upgrade::Outcome>) -> Reply {
         if self.stopping && request != Request::Status {
             return Reply::refused("the server is stopping");
         }
@@ -410,7 +419,13 @@ impl Master {
             Request::Stop => (commands::Command::Stop { graceful: true, why: why("stop") }, "stopping: in-flight requests finish first".to_string()),
             Request::Workers { delta: 0 } => return Reply::refused("workers +N or -N: N must not be 0"),
             Request::Workers { delta } => (commands::Command::Scale { delta, why: why(&format!("workers {delta:+}")) }, format!("worker count {delta:+}")),
-            Request::Upgrade => (commands::Command::Upgrade { why: why("upgrade") }, "upgrade started: a new master from the installed ferrogate takes over the sockets, then this one drains".to_string()),
+            // Started before the answer, so that the state says "upgrading" from then on.
+            Request::Upgrade => {
+                return match self.start_upgrade(&why("upgrade"), upgrades) {
+                    Ok(pid) => Reply::done(format!("upgrading: the new master (pid {pid}) takes over the sockets once its workers serve, then this one drains")),
+                    Err(e) => Reply::refused(format!("cannot upgrade: {e}")),
+                };
+            }
         };
         match bus.send(command) {
             Ok(()) => Reply::done(message),

@@ -85,7 +85,10 @@ pub enum Outcome {
 }
 
 /// Starts the successor; its outcome arrives on `done`.
-pub fn start(python: &Path, listeners: &[Bound], done: mpsc::UnboundedSender<Outcome>) -> Result<u32, String> {
+/// `launch` is the command line this master was started with (`python` first), as read
+/// before the process title overwrote it.
+pub fn start(launch: &[std::ffi::OsString], listeners: &[Bound], done: mpsc::UnboundedSender<Outcome>) -> Result<u32, String> {
+    let (python, args) = launch.split_first().ok_or("the command line this master was started with is unknown")?;
     let (read, write) = pipe().map_err(|e| format!("cannot create the upgrade pipe: {e}"))?;
     let mut pipe = tokio::net::unix::pipe::Receiver::from_owned_fd(read).map_err(|e| format!("cannot watch the upgrade pipe: {e}"))?;
     let handed: Vec<HandedListener> = listeners
@@ -98,7 +101,7 @@ pub fn start(python: &Path, listeners: &[Bound], done: mpsc::UnboundedSender<Out
     // The same command line, from the installed files: the console script (or -m
     // ferrogate) loads the newly installed extension module.
     let mut cmd = tokio::process::Command::new(python);
-    cmd.args(std::env::args_os().skip(1)).env(VARIABLE, json).stdin(std::process::Stdio::null());
+    cmd.args(args).env(VARIABLE, json).stdin(std::process::Stdio::null());
     // SAFETY: between fork and exec the closure only calls fcntl on descriptors this
     // process holds open until spawn returns, and allocates nothing (`keep` was built
     // before the fork).
@@ -112,7 +115,7 @@ pub fn start(python: &Path, listeners: &[Bound], done: mpsc::UnboundedSender<Out
             Ok(())
         });
     }
-    let mut child = cmd.spawn().map_err(|e| format!("cannot start the new master ({}): {e}", python.display()))?;
+    let mut child = cmd.spawn().map_err(|e| format!("cannot start the new master ({}): {e}", Path::new(python).display()))?;
     drop(write);
     let pid = child.id().unwrap_or(0);
     tokio::spawn(async move {
