@@ -8,6 +8,7 @@
 
 pub mod acme;
 mod commands;
+mod notify;
 mod policy;
 mod spawn;
 mod supervise;
@@ -42,10 +43,13 @@ struct Master {
     tls: Option<tls::TlsState>,
     /// Domain mode: what the certificate keepers need to start.
     acme: Option<(crate::tls::acme::AcmeSettings, Vec<Vec<String>>, Vec<crate::tls::store::Stored>)>,
+    /// systemd's Type=notify: readiness, reloads, stop, status lines, watchdog.
+    notify: notify::Notifier,
 }
 
 /// Runs the master until it stops; returns the process exit status.
-pub fn run(config: Config, python: PathBuf) -> i32 {
+pub fn run(mut config: Config, python: PathBuf) -> i32 {
+    notify::Notifier::hide_from_workers(&mut config.worker_env);
     crate::log::set_level(config.log.level);
     let mut tls = match config.tls.as_ref().map(tls::TlsState::load).transpose() {
         Ok(tls) => tls,
@@ -105,6 +109,7 @@ pub fn run(config: Config, python: PathBuf) -> i32 {
             stopping: false,
             tls,
             acme,
+            notify: notify::Notifier::from_env(),
         };
         let code = master.serve(rx).await;
         master.cleanup();
@@ -146,10 +151,12 @@ impl Master {
         let mut tick_is_fast = false;
         loop {
             let rotation = self.tls.as_ref().map(|t| t.until_rotation());
+            let notify_due = self.notify.next_due().map(tokio::time::Instant::from_std);
             let event = tokio::select! {
                 Some(command) = commands.recv() => {
                     if matches!(command, commands::Command::Reload { .. }) {
                         self.reload_certificates();
+                        self.notify.reload_asked();
                     }
                     PolicyEvent::Command(command)
                 }
@@ -166,11 +173,16 @@ impl Master {
                     self.rotate_ticket_key();
                     continue;
                 }
+                _ = tokio::time::sleep_until(notify_due.unwrap_or_else(tokio::time::Instant::now)), if notify_due.is_some() => {
+                    self.notify.update(&self.policy.counts());
+                    continue;
+                }
             };
             if let PolicyEvent::Exited(id, _) = &event {
                 self.workers.remove(id);
             }
             let actions = self.policy.on_event(Instant::now(), event);
+            self.notify.update(&self.policy.counts());
             if let Some(code) = self.execute(actions) {
                 return code;
             }

@@ -100,6 +100,30 @@ impl Worker {
     }
 }
 
+/// How many workers are in each state: what status lines report (the log's, systemd's STATUS=).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub serving: usize,
+    pub booting: usize,
+    /// Told to stop, or hung and being killed: not exited yet.
+    pub stopping: usize,
+    pub target: usize,
+    /// Workers still to be replaced (a rolling restart's queue, plus those whose successor
+    /// is booting); 0 when no replacement is in progress.
+    pub replacing: usize,
+    /// The server is shutting down.
+    pub shutting_down: bool,
+    /// Requests served so far. None until the policy keeps each worker's count (the
+    /// workers' `Heartbeat { served }`, which supervise.rs does not relay yet).
+    pub served: Option<u64>,
+}
+
+impl Counts {
+    pub fn reload_in_progress(&self) -> bool {
+        self.replacing > 0
+    }
+}
+
 pub struct Policy {
     settings: Settings,
     target: usize,
@@ -265,20 +289,33 @@ impl Policy {
             Command::Reload { why } => self.begin_reload(now, &why, out),
             Command::Scale { delta, why } => self.scale(now, delta, &why, out),
             Command::Status => {
-                let count = |f: fn(&State) -> bool| self.workers.values().filter(|w| f(&w.state)).count();
+                let c = self.counts();
                 log(
                     out,
                     Level::Info,
                     format!(
                         "Status: {} serving, {} booting, {} stopping, target {}{}",
-                        count(|s| *s == State::Serving),
-                        count(|s| *s == State::Booting),
-                        count(|s| matches!(s, State::Stopping { .. } | State::Killed)),
-                        self.target,
-                        if self.reload_in_progress() { ", rolling restart in progress" } else { "" },
+                        c.serving,
+                        c.booting,
+                        c.stopping,
+                        c.target,
+                        if c.reload_in_progress() { ", rolling restart in progress" } else { "" },
                     ),
                 );
             }
+        }
+    }
+
+    pub fn counts(&self) -> Counts {
+        let count = |f: fn(&State) -> bool| self.workers.values().filter(|w| f(&w.state)).count();
+        Counts {
+            serving: count(|s| *s == State::Serving),
+            booting: count(|s| *s == State::Booting),
+            stopping: count(|s| matches!(s, State::Stopping { .. } | State::Killed)),
+            target: self.target,
+            replacing: self.reload_queue.len() + self.workers.values().filter(|w| w.replaces.is_some()).count(),
+            shutting_down: self.exit_code.is_some(),
+            served: None,
         }
     }
 
