@@ -7,6 +7,7 @@ pub mod certs;
 pub mod check;
 pub mod control;
 pub mod doctor;
+pub mod install;
 
 /// Runs a subcommand if `argv` names one; None means "serve".
 pub fn run(argv: &[String], env: Vec<(std::ffi::OsString, std::ffi::OsString)>) -> Option<i32> {
@@ -16,6 +17,8 @@ pub fn run(argv: &[String], env: Vec<(std::ffi::OsString, std::ffi::OsString)>) 
         Some("config") => Some(check::config(&argv[2..], env)),
         Some(verb @ ("status" | "reload" | "stop" | "workers" | "upgrade")) => Some(control::run(verb, &argv[2..], env)),
         Some("doctor") => Some(doctor::run(&argv[2..], env)),
+        Some("install") => Some(install::run(&argv[0], &argv[2..], env)),
+        Some("uninstall") => Some(install::uninstall::run(&argv[2..])),
         _ => None,
     }
 }

@@ -10,6 +10,7 @@ pub mod acme;
 mod commands;
 mod control;
 mod pidfile;
+mod notify;
 mod policy;
 pub mod privilege;
 mod rss;
@@ -62,12 +63,15 @@ struct Master {
     installed: upgrade::Installed,
     /// The command line this master was started with, for its successor.
     launch: Vec<std::ffi::OsString>,
+    /// systemd's Type=notify: readiness, reloads, stop, status lines, watchdog.
+    notify: notify::Notifier,
 }
 
 /// Runs the master until it stops; returns the process exit status.
 pub fn run(mut config: Config, python: PathBuf) -> i32 {
     commands::ignore_reopen_signal_until_relayed();
     crate::log::init(&config.log);
+    notify::Notifier::hide_from_workers(&mut config.worker_env);
     let handover = match upgrade::Handover::from_env() {
         Ok(h) => h,
         Err(e) => {
@@ -177,6 +181,7 @@ pub fn run(mut config: Config, python: PathBuf) -> i32 {
             upgrading: None,
             installed: upgrade::Installed::now(),
             launch,
+            notify: notify::Notifier::from_env(),
         };
         let code = master.serve(rx).await;
         master.cleanup();
@@ -232,6 +237,7 @@ impl Master {
         let mut memory = tokio::time::interval(rss::EVERY);
         loop {
             let rotation = self.tls.as_ref().map(|t| t.until_rotation());
+            let notify_due = self.notify.next_due().map(tokio::time::Instant::from_std);
             let event = tokio::select! {
                 Some(command) = commands.recv() => {
                     let command = match command {
@@ -252,7 +258,10 @@ impl Master {
                             self.reopen_logs(&why);
                             continue;
                         }
-                        commands::Command::Reload { .. } => self.reload_certificates(),
+                        commands::Command::Reload { .. } => {
+                            self.reload_certificates();
+                            self.notify.reload_asked();
+                        }
                         _ => {}
                     }
                     PolicyEvent::Command(command)
@@ -263,6 +272,7 @@ impl Master {
                             l.hand_over();
                         }
                         crate::proctitle::set(&format!("ferrogate: old master, draining [{}]", self.config.service.name));
+                        self.notify.hand_over();
                         PolicyEvent::Command(commands::Command::Stop { graceful: true, why: format!("upgrade: the new master (pid {pid}) serves; this one") })
                     }
                     upgrade::Outcome::Failed(pid, how) => {
@@ -295,6 +305,10 @@ impl Master {
                     self.rotate_ticket_key();
                     continue;
                 }
+                _ = tokio::time::sleep_until(notify_due.unwrap_or_else(tokio::time::Instant::now)), if notify_due.is_some() => {
+                    self.notify.update(&self.policy.counts());
+                    continue;
+                }
             };
             if let PolicyEvent::Exited(id, _) = &event {
                 self.workers.remove(id);
@@ -303,6 +317,7 @@ impl Master {
                 self.on_worker_ready();
             }
             let actions = self.policy.on_event(Instant::now(), event);
+            self.notify.update(&self.policy.counts());
             if let Some(code) = self.execute(actions) {
                 return code;
             }
@@ -465,7 +480,7 @@ impl Master {
                 "serving"
             }
             .into(),
-            requests_served: workers.iter().map(|w| w.requests_served).sum(),
+            requests_served: self.policy.counts().served.unwrap_or_default(),
             workers,
             certificates: self.tls.as_ref().map(|t| t.describe()).unwrap_or_default(),
         }

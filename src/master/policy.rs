@@ -163,6 +163,30 @@ impl Worker {
     }
 }
 
+/// How many workers are in each state: what status lines report (the log's, systemd's STATUS=).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub serving: usize,
+    pub booting: usize,
+    /// Told to stop, or hung and being killed: not exited yet.
+    pub stopping: usize,
+    pub target: usize,
+    /// Workers still to be replaced (a rolling restart's queue, plus those whose successor
+    /// is booting); 0 when no replacement is in progress.
+    pub replacing: usize,
+    /// The server is shutting down.
+    pub shutting_down: bool,
+    /// Requests served since the master started, by live and gone workers (as of their
+    /// last heartbeats).
+    pub served: Option<u64>,
+}
+
+impl Counts {
+    pub fn reload_in_progress(&self) -> bool {
+        self.replacing > 0
+    }
+}
+
 pub struct Policy {
     settings: Settings,
     target: usize,
@@ -176,6 +200,8 @@ pub struct Policy {
     crashes: VecDeque<Instant>,
     respawn_delay: Duration,
     ever_served: bool,
+    /// Requests served by workers that have exited.
+    served_by_gone: u64,
     /// Once stopping, the status to exit with when the last worker is gone.
     exit_code: Option<i32>,
 }
@@ -198,6 +224,7 @@ impl Policy {
             crashes: VecDeque::new(),
             respawn_delay: FIRST_RESPAWN_DELAY,
             ever_served: false,
+            served_by_gone: 0,
             exit_code: None,
         }
     }
@@ -371,22 +398,35 @@ impl Policy {
             // The master carries it out itself (upgrade.rs): it never reaches the policy.
             Command::Upgrade { .. } => {}
             Command::Status => {
-                let count = |f: fn(&State) -> bool| self.workers.values().filter(|w| f(&w.state)).count();
+                let c = self.counts();
                 log(
                     out,
                     Level::Info,
                     format!(
                         "Status: {} serving, {} booting, {} stopping, target {}{}",
-                        count(|s| *s == State::Serving),
-                        count(|s| *s == State::Booting),
-                        count(|s| matches!(s, State::Stopping { .. } | State::Killed)),
-                        self.target,
-                        if self.reload_in_progress() { ", rolling restart in progress" } else { "" },
+                        c.serving,
+                        c.booting,
+                        c.stopping,
+                        c.target,
+                        if c.reload_in_progress() { ", rolling restart in progress" } else { "" },
                     ),
                 );
             }
             // The master's loop reopens the log files itself; nothing for the workers' lifecycle.
             Command::ReopenLogs { .. } => {}
+        }
+    }
+
+    pub fn counts(&self) -> Counts {
+        let count = |f: fn(&State) -> bool| self.workers.values().filter(|w| f(&w.state)).count();
+        Counts {
+            serving: count(|s| *s == State::Serving),
+            booting: count(|s| *s == State::Booting),
+            stopping: count(|s| matches!(s, State::Stopping { .. } | State::Killed)),
+            target: self.target,
+            replacing: self.reload_queue.len() + self.workers.values().filter(|w| w.replaces.is_some()).count(),
+            shutting_down: self.exit_code.is_some(),
+            served: Some(self.served_by_gone + self.workers.values().map(|w| w.served).sum::<u64>()),
         }
     }
 
@@ -453,6 +493,7 @@ impl Policy {
 
     fn on_exit(&mut self, now: Instant, id: WorkerId, how: ExitKind, out: &mut Out) {
         let Some(w) = self.workers.remove(&id) else { return };
+        self.served_by_gone += w.served;
         if self.exit_code.is_some() {
             log(out, Level::Info, format!("Worker {} stopped ({})", w.pid, describe_exit(how)));
             self.finish_if_done(out);

@@ -102,6 +102,8 @@ pub fn start(launch: &[std::ffi::OsString], listeners: &[Bound], done: mpsc::Unb
     // ferrogate) loads the newly installed extension module.
     let mut cmd = tokio::process::Command::new(python);
     cmd.args(args).env(VARIABLE, json).stdin(std::process::Stdio::null());
+    // systemd's watchdog names the main process; the successor becomes it (MAINPID=).
+    cmd.env_remove("WATCHDOG_PID");
     // SAFETY: between fork and exec the closure only calls fcntl on descriptors this
     // process holds open until spawn returns, and allocates nothing (`keep` was built
     // before the fork).
