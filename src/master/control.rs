@@ -25,7 +25,11 @@ pub struct Pending {
 
 pub struct ControlSocket {
     listener: std::os::unix::net::UnixListener,
+    /// Where the socket file is now.
     path: PathBuf,
+    /// A successor's socket waits beside the path until it serves (`claim`): if it fails
+    /// first, the old master's socket must still answer there.
+    claim_at: Option<PathBuf>,
     /// The socket file's inode: on exit the file is removed only if it is still ours (a
     /// successor that took the path over after an upgrade keeps its own).
     inode: u64,
@@ -34,8 +38,14 @@ pub struct ControlSocket {
 /// Binds the control socket at `path`. None, with a warning logged, when another live
 /// server answers there: a second server on the machine must not take the first one's
 /// socket (it runs without one until given its own --control-socket). `take_over` is
-/// for a self-upgrade, whose predecessor is that live server.
+/// for a self-upgrade, whose predecessor is that live server: the socket is bound beside
+/// `path` and moved onto it by `claim`.
 pub fn bind(path: &Path, account: Option<&Account>, take_over: bool) -> Result<Option<ControlSocket>, String> {
+    let (path, claim_at) = match take_over {
+        true => (path.with_file_name(format!("{}.{}", path.file_name().and_then(|n| n.to_str()).unwrap_or("control.sock"), std::process::id())), Some(path.to_path_buf())),
+        false => (path.to_path_buf(), None),
+    };
+    let path = path.as_path();
     let fail = |e: std::io::Error| format!("cannot create the control socket {} (--control-socket): {e}", path.display());
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
         std::fs::create_dir_all(dir).map_err(fail)?;
@@ -45,7 +55,7 @@ pub fn bind(path: &Path, account: Option<&Account>, take_over: bool) -> Result<O
     }
     match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_socket() => {
-            if !take_over && std::os::unix::net::UnixStream::connect(path).is_ok() {
+            if claim_at.is_none() && std::os::unix::net::UnixStream::connect(path).is_ok() {
                 crate::warn!(
                     "Another ferrogate answers on the control socket {}; this one runs without a control socket. Give each server its own --control-socket PATH.",
                     path.display()
@@ -63,7 +73,7 @@ pub fn bind(path: &Path, account: Option<&Account>, take_over: bool) -> Result<O
         privilege::give(path, a)?;
     }
     let inode = std::fs::metadata(path).map_err(fail)?.ino();
-    Ok(Some(ControlSocket { listener, path: path.to_path_buf(), inode }))
+    Ok(Some(ControlSocket { listener, path: path.to_path_buf(), claim_at, inode }))
 }
 
 impl ControlSocket {
@@ -88,8 +98,18 @@ impl ControlSocket {
         Ok(())
     }
 
+    /// Where commands find it (where it will be, for a successor that has not claimed it).
     pub fn path(&self) -> &Path {
-        &self.path
+        self.claim_at.as_deref().unwrap_or(&self.path)
+    }
+
+    /// A successor that serves takes the path over: one rename, so a command finds either
+    /// the old master's socket or ours, never none.
+    pub fn claim(&mut self) -> Result<(), String> {
+        let Some(target) = self.claim_at.take() else { return Ok(()) };
+        std::fs::rename(&self.path, &target).map_err(|e| format!("cannot move the control socket to {}: {e}", target.display()))?;
+        self.path = target;
+        Ok(())
     }
 }
 

@@ -415,6 +415,8 @@ impl Master {
         self.first_ready += 1;
         if self.first_ready >= self.config.workers.count {
             if let Some(handover) = self.handover.take() {
+                self.service.take_over();
+                handover.hand_over_files(&mut self.listeners);
                 crate::info!("Upgrade: every worker serves; the previous master (pid {}) drains and exits", handover.from_pid);
                 handover.ready();
             }

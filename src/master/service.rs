@@ -16,7 +16,9 @@ pub struct Service {
     pub account: Option<Account>,
     pub control: Option<ControlSocket>,
     /// Removed on drop (if still ours).
-    _pid_file: Option<PidFile>,
+    pid_file: Option<PidFile>,
+    /// A successor writes --pid only once it serves (`take_over`).
+    pid_file_pending: Option<PathBuf>,
 }
 
 /// --user/--group looked up, --umask applied; the warning for root without --user.
@@ -59,7 +61,12 @@ impl Service {
         if account.is_none() && config.service.user.is_none() && privilege::effective_uid() == 0 {
             crate::warn!("{}", privilege::ROOT_WARNING);
         }
-        let pid_file = config.service.pid_file.as_deref().map(PidFile::write).transpose()?;
+        // A successor's files wait until it serves: if it fails first, the old master's
+        // --pid and control socket must still be there.
+        let (pid_file, pid_file_pending) = match take_over {
+            true => (None, config.service.pid_file.clone()),
+            false => (config.service.pid_file.as_deref().map(PidFile::write).transpose()?, None),
+        };
         let control = control::bind(&config.service.control_socket, account.as_ref(), take_over)?;
         if let Some(a) = &account {
             let keep = reasons_to_stay_root(config, a);
@@ -70,7 +77,20 @@ impl Service {
                 crate::info!("Workers run as user {} (uid {}); the master stays root: {}", a.name, a.uid, keep.join("; "));
             }
         }
-        Ok(Service { account, control, _pid_file: pid_file })
+        Ok(Service { account, control, pid_file, pid_file_pending })
+    }
+
+    /// A successor serves: --pid and the control socket become its own.
+    pub fn take_over(&mut self) {
+        if let Some(path) = self.pid_file_pending.take() {
+            match PidFile::write(&path) {
+                Ok(f) => self.pid_file = Some(f),
+                Err(e) => crate::error!("{e}"),
+            }
+        }
+        if let Some(Err(e)) = self.control.as_mut().map(ControlSocket::claim) {
+            crate::error!("{e}");
+        }
     }
 }
 

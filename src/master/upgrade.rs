@@ -47,10 +47,15 @@ pub struct HandedListener {
 impl Handover {
     /// Reads FERROGATE_UPGRADE; None when this master is not a successor.
     pub fn from_env() -> Result<Option<Handover>, String> {
-        match std::env::var(VARIABLE) {
-            Ok(json) => serde_json::from_str(&json).map(Some).map_err(|e| format!("{VARIABLE} is not a handover from a ferrogate master ({e}); unset it")),
-            Err(_) => Ok(None),
+        let Ok(json) = std::env::var(VARIABLE) else { return Ok(None) };
+        let handover: Handover = serde_json::from_str(&json).map_err(|e| format!("{VARIABLE} is not a handover from a ferrogate master ({e}); unset it"))?;
+        // The pipe crossed exec without close-on-exec; our workers must not inherit it, or
+        // the old master would wait for them to close it too.
+        // SAFETY: fcntl on a descriptor number; a bad one is an error return.
+        if unsafe { libc::fcntl(handover.ready_fd, libc::F_SETFD, libc::FD_CLOEXEC) } != 0 {
+            return Err(format!("{VARIABLE}: the readiness pipe (fd {}) is not open: {}", handover.ready_fd, std::io::Error::last_os_error()));
         }
+        Ok(Some(handover))
     }
 
     /// The successor's listeners are its predecessor's, whatever its own options say: a
@@ -62,7 +67,16 @@ impl Handover {
         }
         config.bind = specs;
         config.bind_tls = self.listeners.iter().map(|l| l.secure).collect();
-        self.listeners.iter().map(|l| Bound::adopt(l.fd, l.spec.clone(), l.secure, l.created_path.clone())).collect()
+        // The socket files stay the old master's until we serve (`hand_over_files`): a
+        // successor that fails must not remove them on its way out.
+        self.listeners.iter().map(|l| Bound::adopt(l.fd, l.spec.clone(), l.secure, None)).collect()
+    }
+
+    /// We serve: the unix socket files are ours to remove when we exit for good.
+    pub fn hand_over_files(&self, listeners: &mut [Bound]) {
+        for (bound, handed) in listeners.iter_mut().zip(&self.listeners) {
+            bound.created_path = handed.created_path.clone();
+        }
     }
 
     /// Tells the old master that every worker serves: it drains and exits.
@@ -121,8 +135,15 @@ pub fn start(launch: &[std::ffi::OsString], listeners: &[Bound], done: mpsc::Unb
     drop(write);
     let pid = child.id().unwrap_or(0);
     tokio::spawn(async move {
+        // Until "ready", or the end of the pipe (the successor exited without it).
         let mut said = Vec::new();
-        let _ = pipe.read_to_end(&mut said).await;
+        let mut buf = [0u8; 16];
+        while !said.starts_with(READY) {
+            match pipe.read(&mut buf).await {
+                Ok(n) if n > 0 => said.extend_from_slice(&buf[..n]),
+                _ => break,
+            }
+        }
         if said.starts_with(READY) {
             let _ = done.send(Outcome::Ready(pid));
             // It is our child until we exit; reap it if it exits first.
