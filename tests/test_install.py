@@ -101,6 +101,18 @@ def test_the_tls_state_directory_named_by_the_configuration_is_writable(names, t
     assert re.search(rf"(?m)^ReadWritePaths=.*{re.escape(state)}", r.stdout), r.stdout
 
 
+def test_the_configurations_user_is_the_units(names, tmp_path):
+    """The unit starts the server as User=: it must be the account the file names."""
+    unit, user = names
+    (tmp_path / "ferrogate.toml").write_text(f'app = "basic:app"\nuser = "{user}"\n')
+    shutil.copy(APPS_DIR / "basic.py", tmp_path / "basic.py")
+    r = ferrogate("install", "--dry-run", "--unit", unit, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert re.search(rf"(?m)^User={user}$", r.stdout), r.stdout
+    r = ferrogate("install", "--dry-run", "--unit", unit, "--user", "someoneelse", cwd=tmp_path)
+    assert r.returncode == 2 and f'the configuration says user = "{user}"' in r.stderr, r.stderr
+
+
 def test_a_bad_option_is_refused_before_anything_changes(names):
     unit, user = names
     r = ferrogate("install", "basic:app", "--workers", "many", "--unit", unit, "--user", user)

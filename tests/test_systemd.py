@@ -110,7 +110,8 @@ def test_ready_reloading_stopping_follow_the_workers(server_factory, tmp_path, s
     systemd.wait_line("READY=1")
     assert systemd.value("MAINPID") == str(srv.pid), "MAINPID must name the master"
     assert srv.get("/").text == "yes", "READY=1 before lifespan startup completed"
-    systemd.wait_line("STATUS=2 workers serving")
+    systemd.wait_for(lambda got: any(line.startswith("STATUS=2 workers serving, ") and line.endswith(" requests served") for line in got),
+                     "STATUS=2 workers serving, N requests served")
 
     # SIGHUP: RELOADING=1 at once, READY=1 only once the new workers serve.
     gate.unlink()

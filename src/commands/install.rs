@@ -44,6 +44,8 @@ struct Args {
     dry_run: bool,
     unit: String,
     user: String,
+    /// --user was given (else the configuration's `user`, else the default).
+    user_given: bool,
     group: Option<String>,
     config: Option<PathBuf>,
     /// APP and the server's options, as given: they become the service's command line.
@@ -57,7 +59,7 @@ enum Parsed {
 
 /// Takes install's own options out of `args`; the rest are the server's.
 fn parse_args(args: &[String]) -> Result<Parsed, String> {
-    let mut out = Args { dry_run: false, unit: DEFAULT_NAME.into(), user: DEFAULT_NAME.into(), group: None, config: None, server: Vec::new() };
+    let mut out = Args { dry_run: false, unit: DEFAULT_NAME.into(), user: DEFAULT_NAME.into(), user_given: false, group: None, config: None, server: Vec::new() };
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         let (flag, inline) = match arg.split_once('=') {
@@ -69,7 +71,10 @@ fn parse_args(args: &[String]) -> Result<Parsed, String> {
             "-h" | "--help" => return Ok(Parsed::Help),
             "--dry-run" => out.dry_run = true,
             "--unit" => out.unit = value("--unit")?,
-            "--user" | "-u" => out.user = value("--user")?,
+            "--user" | "-u" => {
+                out.user = value("--user")?;
+                out.user_given = true;
+            }
             "--group" | "-g" => out.group = Some(value("--group")?),
             "--config" | "-c" => out.config = Some(value("--config")?.into()),
             _ => out.server.push(arg.clone()),
@@ -86,6 +91,30 @@ fn parse_args(args: &[String]) -> Result<Parsed, String> {
             .into());
     }
     Ok(Parsed::Run(out))
+}
+
+/// The unit runs the server as its User= from the start (systemd binds nothing for it, the
+/// capability does), so the configuration's `user` must be that account: taken from it
+/// when --user is not given, and a disagreement is an error rather than a unit that
+/// fails at every start.
+fn agree_on_account(args: &mut Args, service: &Service) -> Result<(), String> {
+    if let Some(user) = &service.user {
+        if args.user_given && *user != args.user {
+            return Err(format!("--user {} but the configuration says user = {user:?}: give the same account to both, or leave --user out", args.user));
+        }
+        check_account_name(user, "user")?;
+        args.user = user.clone();
+    }
+    if let Some(group) = &service.group {
+        if args.group.as_ref().is_some_and(|g| g != group) {
+            return Err(format!("--group {} but the configuration says group = {group:?}: give the same group to both, or leave --group out", args.group.as_deref().unwrap_or_default()));
+        }
+        args.group = Some(group.clone());
+    }
+    if args.user == "root" {
+        return Err("user root: the service would run with every privilege the sandbox takes away; name an unprivileged account".into());
+    }
+    Ok(())
 }
 
 /// The unit's name without `.service`, checked: it also names directories.
@@ -144,12 +173,13 @@ enum Failure {
     Step(String),
 }
 
-fn install(argv0: &str, args: Args, env: &[(OsString, OsString)]) -> Result<(), Failure> {
+fn install(argv0: &str, mut args: Args, env: &[(OsString, OsString)]) -> Result<(), Failure> {
     let cwd = std::env::current_dir().map_err(|e| Failure::Usage(format!("cannot tell the current directory: {e}")))?;
     let exe = console_script(argv0, &cwd, env).map_err(Failure::Usage)?;
     let config_file = config_file(args.config.as_deref(), &cwd, env).map_err(Failure::Usage)?;
     let name = args.unit.clone();
     let mut service = Service::resolve(&args, &name, &cwd, config_file.as_deref()).map_err(Failure::Usage)?;
+    agree_on_account(&mut args, &service).map_err(Failure::Usage)?;
     // The interpreter too: a virtualenv's python is often a link into /root or /home.
     service.reads.push(exe.clone());
     service.reads.extend(interpreter(&exe).and_then(|i| std::fs::canonicalize(i).ok()));
@@ -317,6 +347,10 @@ struct Service {
     /// Files and directories the service must be able to read.
     reads: Vec<PathBuf>,
     warnings: Vec<String>,
+    /// The configuration's `user` and `group`, which the unit's User= and Group= must match:
+    /// the server started by systemd as another user could not switch to them.
+    user: Option<String>,
+    group: Option<String>,
 }
 
 impl Service {
@@ -344,7 +378,8 @@ impl Service {
         let config = layer.into_config().map_err(|e| e.to_string())?;
         let stop_timeout = 2 * Duration::from_secs(config.workers.graceful_timeout) + crate::ipc::CANCEL_GRACE + Duration::from_secs(10);
         let (writes, warnings) = written_dirs(&config, named_state_dir.as_deref(), name, cwd);
-        Ok(Service { app, stop_timeout, names_state_dir: named_state_dir.is_some(), writes, reads: read_paths(&config, cwd, config_file), warnings })
+        let (user, group) = (config.service.user.clone(), config.service.group.clone());
+        Ok(Service { app, stop_timeout, names_state_dir: named_state_dir.is_some(), writes, reads: read_paths(&config, cwd, config_file), warnings, user, group })
     }
 }
 

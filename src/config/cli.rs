@@ -338,7 +338,7 @@ pub struct Cli {
 
     /// Least severe messages logged.
     #[arg(long, value_enum, help_heading = "Logging")]
-    pub log_level: Option<crate::log::Level>,
+    pub log_level: Option<super::LogLevel>,
 
     /// Log every request (nginx "combined" format plus the request time).
     #[arg(long, overrides_with = "no_access_log", help_heading = "Logging", action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true", require_equals = true)]

@@ -76,7 +76,7 @@ loop = "asyncio"
     );
     assert_eq!(l.app.as_deref(), Some("main:app"));
     assert_eq!(l.workers, Some(4));
-    assert_eq!(l.log_level, Some(crate::log::Level::Debug));
+    assert_eq!(l.log_level, Some(crate::config::LogLevel::Debug));
     assert_eq!(l.access_log, Some(false));
     assert_eq!(l.reload, Some(true));
     assert_eq!(l.reload_delay, Some(1.0), "an integer is a number of seconds too");
@@ -236,7 +236,7 @@ fn the_command_line_beats_the_environment_which_beats_the_file() {
     let s = sources(&["-c", &path, "--port", "7003", "--header", "d:4"], &[("FERROGATE_PORT", "7002"), ("FERROGATE_WORKERS", "3"), ("FERROGATE_HEADER", "c:3")]).unwrap();
     let l = s.layer();
     assert_eq!(l.app.as_deref(), Some("file:app"), "APP from the file alone");
-    assert_eq!(l.log_level, Some(crate::log::Level::Debug));
+    assert_eq!(l.log_level, Some(crate::config::LogLevel::Debug));
     assert_eq!(l.workers, Some(3), "environment over file");
     assert_eq!(l.port, Some(7003), "command line over both");
     assert_eq!(l.header, Some(vec!["d:4".into()]), "a list replaces the lower one, never merges");

@@ -11,7 +11,7 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 
 use super::{LifespanMode, LoopChoice};
-use crate::log::Level;
+use super::LogLevel as Level;
 
 macro_rules! layer {
     ($($(#[$doc:meta])* $field:ident: $ty:ty,)*) => {

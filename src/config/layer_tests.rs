@@ -207,7 +207,7 @@ fn every_variable() -> Vec<(&'static str, &'static str, fn(&Config) -> bool)> {
         ("FERROGATE_WS_PING_INTERVAL", "0", |c| c.ws.ping_interval.is_none()),
         ("FERROGATE_WS_PING_TIMEOUT", "4", |c| c.ws.ping_timeout == Some(4.0)),
         ("FERROGATE_WS_PER_MESSAGE_DEFLATE", "false", |c| !c.ws.per_message_deflate),
-        ("FERROGATE_LOG_LEVEL", "debug", |c| c.log.level == crate::log::Level::Debug),
+        ("FERROGATE_LOG_LEVEL", "debug", |c| c.log.level == crate::config::LogLevel::Debug),
         ("FERROGATE_ACCESS_LOG", "false", |c| !c.log.access_log),
         ("FERROGATE_ACCESS_LOG_FORMAT", "$status $uri", |c| c.log.access_log_format == "$status $uri"),
         ("FERROGATE_LOG_FILE", "/var/log/f.log", |c| c.log.file.as_deref() == Some(std::path::Path::new("/var/log/f.log"))),

@@ -349,9 +349,21 @@ impl StaticMount {
     }
 }
 
+/// --log-level, lowest first (the logger compares and prints them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Trace = 0,
+    Debug = 1,
+    Info = 2,
+    Warning = 3,
+    Error = 4,
+    Critical = 5,
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct LogConfig {
-    pub level: crate::log::Level,
+    pub level: LogLevel,
     pub access_log: bool,
     pub access_log_format: String,
     /// The server's log; None: stderr.
@@ -518,7 +530,7 @@ impl Default for WsConfig {
 impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
-            level: crate::log::Level::Info,
+            level: LogLevel::Info,
             access_log: true,
             access_log_format: access_log_format::COMBINED_WITH_TIME.into(),
             file: None,

@@ -9,23 +9,15 @@ mod files;
 pub mod json;
 mod time;
 
-use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
 use crate::config::{LogConfig, LogFormat};
 pub use files::{open_access_log, open_log_files, reopen_in_worker, reopen_log_files, write_access_line};
 pub use time::Timestamp;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum Level {
-    Trace = 0,
-    Debug = 1,
-    Info = 2,
-    Warning = 3,
-    Error = 4,
-    Critical = 5,
-}
+/// Defined with the configuration that chooses it (--log-level), so that the
+/// configuration needs nothing from the logger.
+pub use crate::config::LogLevel as Level;
 
 impl Level {
     fn label(self) -> &'static str {
