@@ -1,6 +1,6 @@
 //! The command bus: what the master can be asked to do, and the sources that
-//! ask. Signals and the `--reload` watcher send on one channel, and so will the
-//! control socket; the policy cannot tell them apart except by `why`.
+//! ask. Signals, the `--reload` watcher and the control socket send on one
+//! channel; the policy cannot tell them apart except by `why`.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -26,9 +26,6 @@ pub enum Command {
     /// Reopen the log files by path (logrotate moved them), then have every worker do so.
     /// The master's loop carries it out; the policy never sees it.
     ReopenLogs { why: String },
-    /// Reserved for the control socket, which will get a reply; for now one log line.
-    #[allow(dead_code, reason = "nothing sends it until the control socket exists")]
-    Status,
 }
 
 pub type Bus = mpsc::UnboundedSender<Command>;

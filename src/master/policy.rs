@@ -397,21 +397,6 @@ impl Policy {
             Command::Scale { delta, why } => self.scale(now, delta, &why, out),
             // The master carries it out itself (upgrade.rs): it never reaches the policy.
             Command::Upgrade { .. } => {}
-            Command::Status => {
-                let c = self.counts();
-                log(
-                    out,
-                    Level::Info,
-                    format!(
-                        "Status: {} serving, {} booting, {} stopping, target {}{}",
-                        c.serving,
-                        c.booting,
-                        c.stopping,
-                        c.target,
-                        if c.reload_in_progress() { ", rolling restart in progress" } else { "" },
-                    ),
-                );
-            }
             // The master's loop reopens the log files itself; nothing for the workers' lifecycle.
             Command::ReopenLogs { .. } => {}
         }

@@ -371,10 +371,12 @@ fn a_spawn_failure_later_stops_the_server_gracefully() {
 }
 
 #[test]
-fn status_is_one_log_line() {
+fn counts_say_what_status_and_systemd_show() {
     let mut h = Harness::serving(2);
     h.command(Command::Reload { why: why("SIGHUP") });
-    assert_eq!(logs(&h.command(Command::Status)), ["Status: 2 serving, 1 booting, 0 stopping, target 2, rolling restart in progress"]);
+    let c = h.policy.counts();
+    assert_eq!((c.serving, c.booting, c.stopping, c.target), (2, 1, 0, 2));
+    assert!(c.reload_in_progress() && !c.shutting_down);
 }
 
 #[test]
