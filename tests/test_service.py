@@ -346,3 +346,15 @@ def test_only_root_and_the_service_user_may_use_the_control_socket(server_factor
     )
     assert as_nobody.returncode == 1, as_nobody.stdout + as_nobody.stderr
     assert "run the command as root" in as_nobody.stderr, as_nobody.stderr
+
+
+def test_status_lists_the_certificates_served(server_factory, tmp_path):
+    from tls_support import make_pki
+    pki = make_pki(tmp_path)
+    sock = tmp_path / "control.sock"
+    server_factory("basic:app", "--ssl-certfile", str(pki.server.crt), "--ssl-keyfile", str(pki.server.key),
+                   "--control-socket", str(sock))
+    (cert,) = status(sock)["certificates"]
+    assert "localhost" in cert["names"] and cert["not_after"] > time.time() + 86_400, cert
+    text = ctl("status", socket=sock).stdout
+    assert "cert     localhost" in text and "expires in" in text, text

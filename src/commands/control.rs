@@ -68,12 +68,9 @@ pub fn run(verb: &str, args: &[String], env: Vec<(std::ffi::OsString, std::ffi::
             }
         },
     };
-    let layer = match crate::config::gather_without_app(rest, env, std::process::id()) {
+    let layer = match super::server_options(rest, env) {
         Ok(layer) => layer,
-        Err(e) => {
-            let _ = e.print();
-            return e.exit_code();
-        }
+        Err(code) => return code,
     };
     let socket = layer.control_socket_path();
     let before = match ask(&socket, &Request::Status) {

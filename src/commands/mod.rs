@@ -9,6 +9,16 @@ pub mod control;
 pub mod doctor;
 pub mod install;
 
+/// The server's options as a command other than serving takes them (APP optional: read
+/// from the same ferrogate.toml and FERROGATE_* variables); on error, clap has printed
+/// why (or the help) and this is the exit status.
+fn server_options(argv: Vec<String>, env: Vec<(std::ffi::OsString, std::ffi::OsString)>) -> Result<crate::config::Layer, i32> {
+    crate::config::gather_without_app(argv, env, std::process::id()).map_err(|e| {
+        let _ = e.print();
+        e.exit_code()
+    })
+}
+
 /// Runs a subcommand if `argv` names one; None means "serve".
 pub fn run(argv: &[String], env: Vec<(std::ffi::OsString, std::ffi::OsString)>) -> Option<i32> {
     match argv.get(1).map(String::as_str) {

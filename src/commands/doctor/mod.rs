@@ -153,12 +153,9 @@ pub fn run(args: &[String], env: Vec<(std::ffi::OsString, std::ffi::OsString)>) 
         eprintln!("error: --root {}: not a directory", root.display());
         return 2;
     }
-    let layer = match crate::config::gather_without_app(rest, env, std::process::id()) {
+    let layer = match super::server_options(rest, env) {
         Ok(layer) => layer,
-        Err(e) => {
-            let _ = e.print();
-            return e.exit_code();
-        }
+        Err(code) => return code,
     };
     let state_dir = super::certs::fallback_state_dir(&layer);
     let layer = Layer { app: layer.app.clone().or_else(|| Some("doctor:none".into())), ..layer };
