@@ -15,6 +15,7 @@ use crate::ipc::{self, EXIT_BOOT_ERROR, StopReason};
 use crate::log::Level;
 
 mod facts;
+pub use facts::Counts;
 mod recycle;
 
 /// Deaths within this window that make the master give up instead of respawning.
@@ -160,30 +161,6 @@ struct Worker {
 impl Worker {
     fn live(&self) -> bool {
         matches!(self.state, State::Booting | State::Serving)
-    }
-}
-
-/// How many workers are in each state: what status lines report (the log's, systemd's STATUS=).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Counts {
-    pub serving: usize,
-    pub booting: usize,
-    /// Told to stop, or hung and being killed: not exited yet.
-    pub stopping: usize,
-    pub target: usize,
-    /// Workers still to be replaced (a rolling restart's queue, plus those whose successor
-    /// is booting); 0 when no replacement is in progress.
-    pub replacing: usize,
-    /// The server is shutting down.
-    pub shutting_down: bool,
-    /// Requests served since the master started, by live and gone workers (as of their
-    /// last heartbeats).
-    pub served: Option<u64>,
-}
-
-impl Counts {
-    pub fn reload_in_progress(&self) -> bool {
-        self.replacing > 0
     }
 }
 
@@ -399,19 +376,6 @@ impl Policy {
             Command::Upgrade { .. } => {}
             // The master's loop reopens the log files itself; nothing for the workers' lifecycle.
             Command::ReopenLogs { .. } => {}
-        }
-    }
-
-    pub fn counts(&self) -> Counts {
-        let count = |f: fn(&State) -> bool| self.workers.values().filter(|w| f(&w.state)).count();
-        Counts {
-            serving: count(|s| *s == State::Serving),
-            booting: count(|s| *s == State::Booting),
-            stopping: count(|s| matches!(s, State::Stopping { .. } | State::Killed)),
-            target: self.target,
-            replacing: self.reload_queue.len() + self.workers.values().filter(|w| w.replaces.is_some()).count(),
-            shutting_down: self.exit_code.is_some(),
-            served: Some(self.served_by_gone + self.workers.values().map(|w| w.served).sum::<u64>()),
         }
     }
 

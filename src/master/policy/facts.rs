@@ -1,4 +1,4 @@
-//! What the master knows of each worker, as the control socket shows it.
+//! What the master knows of its workers, as `ferrogate status` and systemd's STATUS= show it.
 
 use std::time::{Duration, Instant};
 
@@ -78,5 +78,44 @@ impl Policy {
     /// started and not yet reported gone.
     pub fn pids(&self) -> Vec<(WorkerId, u32)> {
         self.workers.iter().filter(|(_, w)| w.pid != 0).map(|(&id, w)| (id, w.pid)).collect()
+    }
+}
+
+/// How many workers are in each state: what status lines report (the log's, systemd's STATUS=).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub serving: usize,
+    pub booting: usize,
+    /// Told to stop, or hung and being killed: not exited yet.
+    pub stopping: usize,
+    pub target: usize,
+    /// Workers still to be replaced (a rolling restart's queue, plus those whose successor
+    /// is booting); 0 when no replacement is in progress.
+    pub replacing: usize,
+    /// The server is shutting down.
+    pub shutting_down: bool,
+    /// Requests served since the master started, by live and gone workers (as of their
+    /// last heartbeats).
+    pub served: Option<u64>,
+}
+
+impl Counts {
+    pub fn reload_in_progress(&self) -> bool {
+        self.replacing > 0
+    }
+}
+
+impl Policy {
+    pub fn counts(&self) -> Counts {
+        let count = |f: fn(&State) -> bool| self.workers.values().filter(|w| f(&w.state)).count();
+        Counts {
+            serving: count(|s| *s == State::Serving),
+            booting: count(|s| *s == State::Booting),
+            stopping: count(|s| matches!(s, State::Stopping { .. } | State::Killed)),
+            target: self.target,
+            replacing: self.reload_queue.len() + self.workers.values().filter(|w| w.replaces.is_some()).count(),
+            shutting_down: self.exit_code.is_some(),
+            served: Some(self.served_by_gone + self.workers.values().map(|w| w.served).sum::<u64>()),
+        }
     }
 }
