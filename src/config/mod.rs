@@ -21,6 +21,7 @@ mod file;
 #[cfg(test)]
 mod file_tests;
 mod file_values;
+pub mod front;
 mod layer;
 #[cfg(test)]
 mod layer_tests;
@@ -67,6 +68,9 @@ pub struct Config {
     pub log: LogConfig,
     /// How the server runs as a service: its account, files, control socket, recycling.
     pub service: ServiceConfig,
+    /// What the front does before the app: body limits, compression, server names,
+    /// the PROXY protocol, rate limits, bans, its own error pages.
+    pub front: front::FrontConfig,
     /// Master-only: how a worker's environment differs from the master's.
     #[serde(skip)]
     pub worker_env: WorkerEnv,
@@ -451,6 +455,7 @@ impl Default for Config {
             statics: StaticConfig::default(),
             log: LogConfig::default(),
             service: ServiceConfig::default(),
+            front: front::FrontConfig::default(),
             worker_env: WorkerEnv::default(),
         }
     }

@@ -211,6 +211,7 @@ impl Layer {
                 },
                 config_file: self.config,
             },
+            front: front::FrontConfig::default(),
             worker_env: WorkerEnv { set: env_file, unset },
         };
         config.validate()?;
