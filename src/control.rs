@@ -18,6 +18,10 @@ pub enum Request {
     Workers { delta: i32 },
     /// Re-execute the master from the installed program, handing over the listeners.
     Upgrade,
+    /// The addresses banned now (--ban-after).
+    Bans,
+    /// Lift the ban on one address, in every worker and in the state file.
+    Unban { address: String },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -27,15 +31,28 @@ pub struct Reply {
     pub message: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<Status>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bans: Option<Vec<BanStatus>>,
+}
+
+/// One line of `ferrogate bans list` (also its --json output).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct BanStatus {
+    pub address: String,
+    /// Unix seconds.
+    pub until: u64,
+    pub remaining_secs: u64,
+    /// "20 x 404 in 60s".
+    pub reason: String,
 }
 
 impl Reply {
     pub fn done(message: impl Into<String>) -> Reply {
-        Reply { ok: true, message: message.into(), status: None }
+        Reply { ok: true, message: message.into(), status: None, bans: None }
     }
 
     pub fn refused(message: impl Into<String>) -> Reply {
-        Reply { ok: false, message: message.into(), status: None }
+        Reply { ok: false, message: message.into(), status: None, bans: None }
     }
 }
 
@@ -112,6 +129,7 @@ mod tests {
         assert_eq!(serde_json::to_string(&Request::Workers { delta: -2 }).unwrap(), r#"{"command":"workers","delta":-2}"#);
         assert_eq!(serde_json::from_str::<Request>(r#"{"command":"status"}"#).unwrap(), Request::Status);
         assert!(serde_json::from_str::<Request>(r#"{"command":"format-disk"}"#).is_err());
+        assert_eq!(serde_json::to_string(&Request::Unban { address: "192.0.2.1".into() }).unwrap(), r#"{"command":"unban","address":"192.0.2.1"}"#);
     }
 
     #[test]

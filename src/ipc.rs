@@ -28,6 +28,8 @@ pub enum ToWorker {
     /// SIGUSR1 reached the master (logrotate): it has reopened the log files by path,
     /// creating the ones moved away; the worker reopens them too.
     ReopenLogs,
+    /// The whole ban list (--ban-after): after a change, and to every new worker.
+    Bans(Vec<std::net::IpAddr>),
 }
 
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
@@ -41,6 +43,16 @@ pub enum ToMaster {
     /// The app cannot start; the worker exits with EXIT_BOOT_ERROR next. The
     /// master prints this once, however many workers hit the same error.
     BootFailed { message: String },
+    /// Responses that count toward a ban, since the last report (at most every 250 ms).
+    Strikes(Vec<Strike>),
+}
+
+/// `count` responses of `status` went to `ip` (the trusted client address).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Strike {
+    pub ip: std::net::IpAddr,
+    pub status: u16,
+    pub count: u32,
 }
 
 pub fn encode<T: Serialize>(msg: &T) -> Vec<u8> {

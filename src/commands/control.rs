@@ -78,7 +78,7 @@ pub fn run(verb: &str, args: &[String], env: Vec<(std::ffi::OsString, std::ffi::
         Err(code) => return code,
     };
     let reply = if request == Request::Status {
-        Reply { ok: true, message: String::new(), status: before.clone() }
+        Reply { status: before.clone(), ..Reply::done("") }
     } else {
         match ask(&socket, &request) {
             Ok(reply) => reply,
@@ -164,7 +164,7 @@ fn ask_quietly(socket: &Path) -> Option<Reply> {
 }
 
 /// One request, one reply; the exit status to return when there is no reply.
-fn ask(socket: &Path, request: &Request) -> Result<Reply, i32> {
+pub(super) fn ask(socket: &Path, request: &Request) -> Result<Reply, i32> {
     exchange(socket, request).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
             eprintln!(

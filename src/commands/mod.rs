@@ -1,8 +1,9 @@
 //! The `ferrogate` command's subcommands besides serving (`ferrogate APP ...`): the
 //! certificates (`certs`), the configuration (`check`, `config`), the running server
-//! through its control socket (`status`, `reload`, `stop`, `workers`, `upgrade`), the
+//! through its control socket (`status`, `reload`, `stop`, `workers`, `upgrade`, `bans`), the
 //! host (`doctor`) and the service (`install`, `uninstall`).
 
+pub mod bans;
 pub mod certs;
 pub mod check;
 pub mod control;
@@ -22,6 +23,7 @@ fn server_options(argv: Vec<String>, env: Vec<(std::ffi::OsString, std::ffi::OsS
 /// Runs a subcommand if `argv` names one; None means "serve".
 pub fn run(argv: &[String], env: Vec<(std::ffi::OsString, std::ffi::OsString)>) -> Option<i32> {
     match argv.get(1).map(String::as_str) {
+        Some("bans") => Some(bans::run(&argv[2..], env)),
         Some("certs") => Some(certs::run(&argv[2..], env)),
         Some("check") => Some(check::check(&argv[2..], env)),
         Some("config") => Some(check::config(&argv[2..], env)),

@@ -35,6 +35,10 @@ pub struct ServerCtx {
     pub open: Arc<OpenCount>,
     /// The TLS handshake and certificates, when a listener speaks TLS.
     pub tls: Option<Arc<crate::tls::acceptor::Acceptor>>,
+    /// --rate-limit: the buckets (the worker puts the master's shared table in).
+    pub rate: super::rate_limit::Limiter,
+    /// --ban-after: the master's ban list, and the strikes to report.
+    pub bans: super::bans::Bans,
 }
 
 /// A count of open connections that a stop can wait on.
@@ -89,6 +93,12 @@ impl ServerCtx {
             }
         }
         let hsts = config.tls.as_ref().and_then(|t| t.hsts.as_deref()).and_then(|v| http::HeaderValue::from_str(v).ok());
+        // A table of this process's own; a worker swaps in the master's shared one.
+        let rate = super::rate_limit::Limiter::new(&config.front.rate, None).unwrap_or_else(|e| {
+            crate::error!("{e}; requests are not rate-limited");
+            super::rate_limit::Limiter::off()
+        });
+        let bans = super::bans::Bans::new(&config.front.bans);
         ServerCtx {
             hsts,
             config,
@@ -101,6 +111,8 @@ impl ServerCtx {
             stop,
             open: Arc::new(OpenCount::default()),
             tls,
+            rate,
+            bans,
         }
     }
 

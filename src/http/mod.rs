@@ -2,12 +2,14 @@
 //! Nothing here touches Python.
 
 pub mod access_log;
+pub mod bans;
 pub mod body;
 pub mod ctx;
 pub mod h1;
 pub mod h2;
 pub mod listeners;
 pub mod proxy;
+pub mod rate_limit;
 pub mod server;
 pub mod service;
 pub mod sniff;

@@ -130,6 +130,10 @@ fn spawn_connection(stream: Stream, info: ConnInfo, tls: Option<Arc<Acceptor>>, 
     let ctx = ctx.clone();
     let open = ctx.open.enter();
     tokio::spawn(async move {
+        // A banned peer is closed at once: before TLS, before a byte is read.
+        if !super::bans::admit(&ctx, &info) {
+            return;
+        }
         // The TLS path is boxed: its state (rustls's connection, the handshake) would
         // otherwise size every connection's task, plain ones included, and an idle
         // plain keep-alive connection is meant to cost about 2 KiB.

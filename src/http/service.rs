@@ -62,7 +62,18 @@ impl WebSocketStart {
 /// Runs the pipeline stages on a parsed head: framing, proxy headers, static
 /// files, the WebSocket handshake, limits; what is left goes to the app.
 /// `body_empty`: the request has no body at all.
-pub fn dispatch(mut req: Request<()>, body_empty: bool, ctx: &Arc<ServerCtx>, conn: &ConnInfo) -> Dispatched {
+pub fn dispatch(req: Request<()>, body_empty: bool, ctx: &Arc<ServerCtx>, conn: &ConnInfo) -> Dispatched {
+    let mut client = conn.peer;
+    let dispatched = pipeline(req, body_empty, ctx, conn, &mut client);
+    // The front's own answers count toward bans here; the app's in `AppCall::reply`.
+    if let Dispatched::Answer(response) = &dispatched {
+        ctx.bans.strike(client, response.status().as_u16(), true);
+    }
+    dispatched
+}
+
+/// `dispatch`'s stages; `resolved` gets the client address once proxy headers are read.
+fn pipeline(mut req: Request<()>, body_empty: bool, ctx: &Arc<ServerCtx>, conn: &ConnInfo, resolved: &mut Option<std::net::SocketAddr>) -> Dispatched {
     ctx.served.fetch_add(1, Ordering::Relaxed);
     let upgrade = match req.extensions_mut().remove::<handshake::Detected>() {
         Some(handshake::Detected(detected)) => Some(detected),
@@ -86,6 +97,10 @@ pub fn dispatch(mut req: Request<()>, body_empty: bool, ctx: &Arc<ServerCtx>, co
     super::proxy::apply(&ctx.config.proxy, conn.peer, &parts.headers, &mut client, &mut scheme);
     if let Some(e) = entry.as_mut() {
         e.remote = client.or(conn.peer);
+    }
+    *resolved = client;
+    if super::bans::refuses(ctx, client) {
+        return Dispatched::Answer(super::bans::forbidden(conn.peer, client, log(entry)));
     }
     let secure = conn.tls.is_some();
     if let Some(tls) = ctx.config.tls.as_ref().filter(|_| !secure && conn.scheme == Scheme::Http) {
@@ -116,6 +131,9 @@ pub fn dispatch(mut req: Request<()>, body_empty: bool, ctx: &Arc<ServerCtx>, co
             return Dispatched::Answer(r);
         }
     };
+    if let Some(retry_after) = ctx.rate.check(client, parts.uri.path()) {
+        return Dispatched::Answer(super::rate_limit::too_many(retry_after, log(entry)));
+    }
     let Some(active) = Active::enter(ctx) else {
         return Dispatched::Answer(plain(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable: the server is at its concurrency limit", true, log(entry)));
     };
@@ -153,6 +171,7 @@ impl AppCall {
             _ => return Reply::Response(plain(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable", true, log(self.entry.take()))),
         };
         self.guard.disarm();
+        ctx.bans.strike(self.ex.head.client, status.as_u16(), false);
 
         let mut response = Response::new(ResponseBody::empty());
         *response.status_mut() = status;
@@ -185,6 +204,7 @@ impl AppCall {
     /// The request body was malformed before the app answered: a 400, logged.
     pub fn bad_body(&mut self) -> Response<ResponseBody> {
         let log = self.entry.take().map(|e| (self.ctx.clone(), e));
+        self.ctx.bans.strike(self.ex.head.client, 400, true);
         plain(StatusCode::BAD_REQUEST, "Bad Request: malformed request body", true, log)
     }
 }

@@ -7,7 +7,7 @@
 
 mod files;
 pub mod json;
-mod time;
+pub mod time;
 
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 

@@ -7,6 +7,7 @@
 //! the actions it answers with.
 
 pub mod acme;
+mod bans;
 mod commands;
 mod control;
 mod pidfile;
@@ -65,6 +66,10 @@ struct Master {
     launch: Vec<std::ffi::OsString>,
     /// systemd's Type=notify: readiness, reloads, stop, status lines, watchdog.
     notify: notify::Notifier,
+    /// --ban-after: the ban list the workers enforce.
+    bans: bans::BanList,
+    /// --rate-limit: the buckets every worker shares (handed over after the listeners).
+    rate_table: Option<crate::http::rate_limit::shm::Table>,
 }
 
 /// Runs the master until it stops; returns the process exit status.
@@ -153,6 +158,14 @@ pub fn run(mut config: Config, python: PathBuf) -> i32 {
             return 1;
         }
     };
+    let rate_table = match config.front.rate.enabled().then(crate::http::rate_limit::shm::Table::create).transpose() {
+        Ok(table) => table,
+        Err(e) => {
+            crate::error!("cannot create the rate-limit table (--rate-limit) in shared memory: {e}");
+            return 1;
+        }
+    };
+    let bans = bans::BanList::start(&config.front.bans);
     runtime.block_on(async move {
         let (tx, rx) = mpsc::unbounded_channel();
         let w = &config.workers;
@@ -182,6 +195,8 @@ pub fn run(mut config: Config, python: PathBuf) -> i32 {
             installed: upgrade::Installed::now(),
             launch,
             notify: notify::Notifier::from_env(),
+            bans,
+            rate_table,
         };
         let code = master.serve(rx).await;
         master.cleanup();
@@ -310,6 +325,13 @@ impl Master {
                     continue;
                 }
             };
+            if let PolicyEvent::Strikes(strikes) = event {
+                self.on_strikes(strikes);
+                continue;
+            }
+            if let PolicyEvent::Tick = &event {
+                self.expire_bans();
+            }
             if let PolicyEvent::Exited(id, _) = &event {
                 self.workers.remove(id);
             }
@@ -431,7 +453,9 @@ impl Master {
         }
         let why = |what: &str| format!("ferrogate {what}");
         let (command, message) = match request {
-            Request::Status => return Reply { ok: true, message: String::new(), status: Some(self.status()) },
+            Request::Status => return Reply { status: Some(self.status()), ..Reply::done("") },
+            Request::Bans => return self.on_bans_control(None),
+            Request::Unban { address } => return self.on_bans_control(Some(&address)),
             Request::Reload => (commands::Command::Reload { why: why("reload") }, "rolling restart started: each worker is replaced once its successor serves".to_string()),
             Request::Stop => (commands::Command::Stop { graceful: true, why: why("stop") }, "stopping: in-flight requests finish first".to_string()),
             Request::Workers { delta: 0 } => return Reply::refused("workers +N or -N: N must not be 0"),
@@ -495,7 +519,9 @@ impl Master {
     /// Starts worker `id` and its supervise task; returns its pid.
     fn spawn_worker(&mut self, id: WorkerId) -> Option<u32> {
         let material = self.tls.as_ref().map(|t| &t.material);
-        let spawned = match spawn::spawn(id, &self.python, &self.config, material, &self.listener_fds(), self.service.account.as_ref()) {
+        // The rate-limit table follows the listeners (worker::rate_limits finds it there).
+        let fds: Vec<RawFd> = self.listener_fds().into_iter().chain(self.rate_table.as_ref().and_then(|t| t.fd())).collect();
+        let spawned = match spawn::spawn(id, &self.python, &self.config, material, &fds, self.service.account.as_ref()) {
             Ok(s) => s,
             Err(e) => {
                 crate::error!("cannot start a worker ({} -c ...): {e}", self.python.display());
@@ -506,6 +532,7 @@ impl Master {
         let (orders_tx, orders_rx) = mpsc::unbounded_channel();
         tokio::spawn(supervise::supervise(id, spawned, orders_rx, self.events.clone()));
         self.workers.insert(id, orders_tx);
+        self.send_bans_to(id);
         Some(pid)
     }
 

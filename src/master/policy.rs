@@ -52,6 +52,8 @@ pub enum PolicyEvent {
     /// --limit-max-requests reached.
     Retire(WorkerId),
     BootFailed(WorkerId, String),
+    /// Responses toward bans; the master's ban list takes them, not the policy.
+    Strikes(Vec<crate::ipc::Strike>),
     Exited(WorkerId, ExitKind),
     /// A delay asked for by `Action::ScheduleRespawn` has passed.
     RespawnDue,
@@ -237,6 +239,7 @@ impl Policy {
                     w.served = served;
                 }
             }
+            PolicyEvent::Strikes(_) => {}
             PolicyEvent::Memory(id, bytes) => {
                 if let Some(w) = self.workers.get_mut(&id) {
                     w.rss = Some(bytes);

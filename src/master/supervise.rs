@@ -87,6 +87,7 @@ fn event_of(id: WorkerId, msg: ToMaster) -> PolicyEvent {
         ToMaster::Heartbeat { served } => PolicyEvent::Heartbeat(id, served),
         ToMaster::Retire { .. } => PolicyEvent::Retire(id),
         ToMaster::BootFailed { message } => PolicyEvent::BootFailed(id, message),
+        ToMaster::Strikes(strikes) => PolicyEvent::Strikes(strikes),
     }
 }
 

@@ -12,6 +12,9 @@ use crate::bridge::stop::begin_stop;
 use crate::http::ctx::ServerCtx;
 use crate::ipc::{self, StopReason, ToMaster, ToWorker};
 
+/// How often the strikes counted since the last report go to the master.
+const STRIKES_EVERY: Duration = Duration::from_millis(250);
+
 pub async fn run(channel: std::os::unix::net::UnixStream, ctx: Arc<ServerCtx>, stop: watch::Sender<Option<StopReason>>) {
     let channel = match channel.set_nonblocking(true).and_then(|_| tokio::net::UnixStream::from_std(channel)) {
         Ok(c) => c,
@@ -39,6 +42,7 @@ pub async fn run(channel: std::os::unix::net::UnixStream, ctx: Arc<ServerCtx>, s
                             None => {}
                         },
                         Ok(ToWorker::ReopenLogs) => reopen_logs(&ctx, "the master"),
+                        Ok(ToWorker::Bans(list)) => ctx.bans.replace(list),
                         Ok(ToWorker::Config(_)) => {}
                         Err(e) => crate::warn!("{e}"),
                     },
@@ -58,9 +62,15 @@ pub async fn run(channel: std::os::unix::net::UnixStream, ctx: Arc<ServerCtx>, s
     let mut last_ticks = ctx.bridge.ticks.load(Ordering::Relaxed);
     let mut every_second = tokio::time::interval(Duration::from_secs(1));
     let mut stopping = stop.subscribe();
+    // Strikes toward bans go to the master in batches, not one message per response.
+    let mut strikes = tokio::time::interval(STRIKES_EVERY);
     loop {
+        let mut report_strikes = false;
         tokio::select! {
             _ = every_second.tick() => {}
+            _ = strikes.tick(), if ctx.bans.enabled() => {
+                report_strikes = true;
+            }
             _ = received(&mut sigterm) => {
                 begin_stop(&stop, StopReason::Shutdown);
             }
@@ -71,6 +81,13 @@ pub async fn run(channel: std::os::unix::net::UnixStream, ctx: Arc<ServerCtx>, s
                 continue;
             }
             _ = stopping.wait_for(Option::is_some) => return,
+        }
+        if report_strikes {
+            let batch = ctx.bans.take_strikes();
+            if !batch.is_empty() {
+                let _ = write.write_all(&ipc::encode(&ToMaster::Strikes(batch))).await;
+            }
+            continue;
         }
         // A heartbeat vouches for the event loop, not for this thread: only send one if the loop drained since the last.
         let ticks = ctx.bridge.ticks.load(Ordering::Relaxed);

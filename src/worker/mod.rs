@@ -17,6 +17,7 @@ use crate::config::{Config, LoopChoice};
 use crate::http::listeners;
 use crate::http::static_files::StaticFiles;
 use crate::http::ctx::ServerCtx;
+use crate::http::rate_limit::Limiter as RateLimiter;
 use crate::http::server;
 use crate::ipc::{self, CHANNEL_FD, EXIT_BOOT_ERROR, FIRST_LISTENER_FD, ToWorker};
 use crate::bridge::{Bridge, Event};
@@ -56,6 +57,8 @@ pub fn run(py: Python<'_>) -> PyResult<i32> {
             Err(message) => return Ok(boot_failed(&mut channel, message)),
         },
     };
+    // Before the app runs: nothing it opens can sit at the table's descriptor yet.
+    let rate = rate_limits(&config);
     prepare_interpreter(py)?;
     let static_files = match StaticFiles::open(&config.statics) {
         Ok(files) => files,
@@ -104,7 +107,7 @@ pub fn run(py: Python<'_>) -> PyResult<i32> {
         let (config, bridge) = (config.clone(), bridge.clone());
         std::thread::Builder::new()
             .name("ferrogate-io".into())
-            .spawn(move || serve_io(config, bridge, static_files, tls, inherited, channel))?
+            .spawn(move || serve_io(config, bridge, static_files, tls, inherited, channel, rate))?
     };
     crate::info!("Worker ready: serving {} with {}", config.app.target, loop_name(&event_loop));
 
@@ -130,7 +133,7 @@ pub fn run(py: Python<'_>) -> PyResult<i32> {
 /// The I/O thread: HTTP on the inherited listeners plus the channel to the master.
 /// It ends once the server has drained, and stops the event loop on its way
 /// out. Returns when the drain began.
-fn serve_io(config: Arc<Config>, bridge: Arc<Bridge>, static_files: Option<StaticFiles>, tls: Option<Arc<Acceptor>>, listeners: Vec<listeners::Inherited>, channel: std::os::unix::net::UnixStream) -> Option<Instant> {
+fn serve_io(config: Arc<Config>, bridge: Arc<Bridge>, static_files: Option<StaticFiles>, tls: Option<Arc<Acceptor>>, listeners: Vec<listeners::Inherited>, channel: std::os::unix::net::UnixStream, rate: Option<RateLimiter>) -> Option<Instant> {
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -141,7 +144,11 @@ fn serve_io(config: Arc<Config>, bridge: Arc<Bridge>, static_files: Option<Stati
     };
     let drain_began = runtime.block_on(async {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(None);
-        let ctx = Arc::new(ServerCtx::new(config, bridge.clone(), static_files, tls, stop_rx));
+        let mut ctx = ServerCtx::new(config, bridge.clone(), static_files, tls, stop_rx);
+        if let Some(rate) = rate {
+            ctx.rate = rate;
+        }
+        let ctx = Arc::new(ctx);
         let outbox = bridge.clone();
         tokio::spawn(async move { outbox.deliver_outbox().await });
         tokio::spawn(channel::run(channel, ctx.clone(), stop_tx));
@@ -149,6 +156,19 @@ fn serve_io(config: Arc<Config>, bridge: Arc<Bridge>, static_files: Option<Stati
     });
     bridge.push(Event::Stop);
     Some(drain_began)
+}
+
+/// --rate-limit: the master's shared table, handed over after the listeners
+/// (master/spawn.rs); this worker's own, with a warning, if it is not there.
+fn rate_limits(config: &Config) -> Option<RateLimiter> {
+    if !config.front.rate.enabled() {
+        return None;
+    }
+    // SAFETY: the master placed the table right after the listeners before exec; it is
+    // adopted once, here, and `adopt` checks that it is one before using it.
+    let shared = unsafe { crate::http::rate_limit::shm::Table::adopt(FIRST_LISTENER_FD + config.bind.len() as i32) };
+    let table = shared.map_err(|e| crate::warn!("{e}; this worker counts its own rate limits (each worker allows the full rate)")).ok();
+    RateLimiter::new(&config.front.rate, table).map_err(|e| crate::error!("{e}; requests are not rate-limited")).ok()
 }
 
 /// Hands the reason to the master, which prints it once for all workers.

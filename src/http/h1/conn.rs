@@ -277,6 +277,7 @@ impl<IO: Transport> Conn<IO> {
 
     /// A head we will not serve: say why, then close.
     async fn refuse(&mut self, refusal: Refusal) {
+        crate::http::bans::strike_refusal(&self.ctx, self.info.peer, refusal.status);
         let _ = self.write_simple(service::refused(refusal, true), Version::HTTP_11).await;
         self.linger().await;
     }

@@ -34,6 +34,7 @@ pub(super) async fn serve(request: Request<h2::RecvStream>, mut respond: Respond
         return websocket(parts, recv, respond, ctx, info).await;
     }
     if let Err(refusal) = refuse_method(&parts.method) {
+        crate::http::bans::strike_refusal(&ctx, info.peer, refusal.status);
         body::send(respond, service::refused(refusal, false), false, date, io_timeout).await;
         return;
     }
