@@ -5,6 +5,8 @@ pub mod access_log;
 pub mod bans;
 pub mod body;
 pub mod ctx;
+#[cfg(test)]
+mod front_checks_tests;
 pub mod h1;
 pub mod h2;
 pub mod listeners;
