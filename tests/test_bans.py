@@ -12,6 +12,7 @@ import httpx
 
 from conftest import run_cli, wait_until
 
+# Every server gets its own --state-dir: the ban list must not outlive the test.
 BAN = ("--ban-after", "5", "--ban-within", "60s", "--ban-for", "10m")
 
 
@@ -80,17 +81,17 @@ def test_a_scanner_is_banned_listed_and_unbanned(server_factory, tmp_path):
     assert r.returncode == 1 and "not banned" in r.stderr
 
 
-def test_allowed_addresses_are_never_banned(server_factory):
-    srv = server_factory("basic:app", *BAN, "--ban-allow", "127.0.0.1")
+def test_allowed_addresses_are_never_banned(server_factory, tmp_path):
+    srv = server_factory("basic:app", *BAN, "--ban-allow", "127.0.0.1", "--state-dir", str(tmp_path))
     with srv.client() as c:
         assert {c.get(f"/status?code=404&i={i}").status_code for i in range(30)} == {404}
     assert not dropped_at_accept(srv)
-    assert srv.count("banned") == 0
+    assert srv.count(r"banned 127\.0\.0\.1") == 0
 
 
-def test_refusals_of_malformed_heads_count(server_factory):
+def test_refusals_of_malformed_heads_count(server_factory, tmp_path):
     # 127.0.0.1 is no trusted proxy here, so its refusals are its own.
-    srv = server_factory("basic:app", *BAN, "--forwarded-allow-ips", "10.9.9.9")
+    srv = server_factory("basic:app", *BAN, "--forwarded-allow-ips", "10.9.9.9", "--state-dir", str(tmp_path))
 
     def garbage() -> bytes:
         with socket.create_connection(srv.address, timeout=10) as s:

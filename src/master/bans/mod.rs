@@ -88,10 +88,10 @@ impl Master {
             return Reply::refused("bans are off on this server (--ban-after N turns them on)");
         };
         let Some(address) = unban else {
-            let now = now_ms() / 1000;
+            let now = now_ms();
             let list = keeper
                 .bans()
-                .map(|b| BanStatus { address: b.address.to_string(), until: b.until, remaining_secs: b.until.saturating_sub(now), reason: b.reason.clone() })
+                .map(|b| BanStatus { address: b.address.to_string(), until: b.until, remaining_secs: (b.until * 1000).saturating_sub(now) / 1000, reason: b.reason.clone() })
                 .collect::<Vec<_>>();
             let mut reply = Reply::done(format!("{} address{} banned", list.len(), if list.len() == 1 { "" } else { "es" }));
             reply.bans = Some(list);
