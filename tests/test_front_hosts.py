@@ -142,7 +142,7 @@ def test_www_to_bare_redirects_with_path_and_query(server_factory, record):
     p = subprocess.run(["curl", "-sS", "-D", "-", "-o", "/dev/null", "-H", f"Host: www.example.com:{srv.port}",
                         srv.url + "/a/b?x=1&y=2"], capture_output=True, text=True, timeout=20)
     assert p.stdout.startswith("HTTP/1.1 301"), p.stdout
-    assert f"location: http://example.com:{srv.port}/a/b?x=1&y=2\r\n" in p.stdout.lower()
+    assert f"location: http://example.com:{srv.port}/a/b?x=1&y=2\n" in p.stdout.lower()
     # curl following it lands on the bare name (resolved to us).
     follow = curl("-L", "--resolve", f"www.example.com:{srv.port}:127.0.0.1", "--resolve", f"example.com:{srv.port}:127.0.0.1",
                   f"http://www.example.com:{srv.port}/hello")
