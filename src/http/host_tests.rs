@@ -70,3 +70,76 @@ fn without_names_the_redirect_goes_anyway_but_never_for_addresses() {
         assert_eq!(verdict(&c, host), Verdict::Serve, "{host:?}");
     }
 }
+
+/// The stage in the pipeline, on a worker context with the fake app.
+mod pipeline {
+    use super::*;
+    use crate::http::service::{Dispatched, dispatch};
+    use crate::http::testing::Harness;
+
+    fn request(host: &str, path: &str) -> http::Request<()> {
+        http::Request::builder().uri(path).header("host", host).body(()).unwrap()
+    }
+
+    fn status(d: &Dispatched) -> Option<u16> {
+        match d {
+            Dispatched::Answer(r) => Some(r.status().as_u16()),
+            Dispatched::App(_) => Some(0),
+            Dispatched::Close => None,
+        }
+    }
+
+    fn harness(unknown: UnknownHost, acme: bool) -> Harness {
+        Harness::new(|c| {
+            c.front.hosts = HostConfig { unknown, ..cfg(&["example.com"], WwwRedirect::ToBare) };
+            c.tls = acme.then(|| crate::config::tls::TlsConfig {
+                source: None,
+                client_auth: Default::default(),
+                client_ca: None,
+                redirect: true,
+                https_port: 443,
+                hsts: None,
+                state_dir: std::env::temp_dir().join("ferrogate-host-test-none"),
+                handshake_timeout: 10,
+                acme: true,
+            });
+        })
+    }
+
+    #[tokio::test]
+    async fn refused_closed_redirected_or_on_to_the_app() {
+        let h = harness(UnknownHost::Misdirected, false);
+        let run = |host: &str| status(&dispatch(request(host, "/x?y"), true, &h.ctx, &Harness::info()));
+        assert_eq!(run("example.com"), Some(0));
+        assert_eq!(run("evil.test"), Some(421));
+        let Dispatched::Answer(r) = dispatch(request("www.example.com", "/x?y"), true, &h.ctx, &Harness::info()) else { panic!("no answer") };
+        assert_eq!((r.status().as_u16(), r.headers()["location"].to_str().unwrap()), (301, "http://example.com/x?y"));
+        let h = harness(UnknownHost::Close, false);
+        assert_eq!(status(&dispatch(request("evil.test", "/"), true, &h.ctx, &Harness::info())), None);
+    }
+
+    #[tokio::test]
+    async fn acme_challenges_on_the_plain_listener_pass_whatever_the_host() {
+        let h = harness(UnknownHost::Misdirected, true);
+        let run = |host: &str, path: &str| status(&dispatch(request(host, path), true, &h.ctx, &Harness::info()));
+        // No such token pending: the challenge route's own 404, not a 421 or a redirect.
+        assert_eq!(run("other.test", "/.well-known/acme-challenge/tok"), Some(404));
+        assert_eq!(run("www.example.com", "/.well-known/acme-challenge/tok"), Some(404));
+        assert_eq!(run("other.test", "/"), Some(421));
+    }
+}
+
+/// `cargo test --release --lib host_check_cost -- --ignored --nocapture`: the check's
+/// cost per request with a few names and the www redirect on.
+#[test]
+#[ignore]
+fn host_check_cost() {
+    let c = cfg(&["example.com", "www.example.com", "*.example.org"], WwwRedirect::ToBare);
+    let n = 1_000_000;
+    let started = std::time::Instant::now();
+    for i in 0..n {
+        let host: &[u8] = if i % 2 == 0 { b"Example.com:8443" } else { b"api.example.org" };
+        assert_eq!(check(&c, std::hint::black_box(host)), Verdict::Serve);
+    }
+    println!("host check: {:.0} ns per request", started.elapsed().as_nanos() as f64 / n as f64);
+}
