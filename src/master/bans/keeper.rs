@@ -14,6 +14,9 @@ use crate::http::bans::canonical;
 /// (a flood of distinct addresses through a trusted proxy), their partial counts are
 /// forgotten rather than grow the master without bound.
 const MAX_TRACKED: usize = 100_000;
+/// Workers report strikes up to 250 ms after the response (more when busy): those that
+/// arrive this soon after an unban happened before it, and do not count.
+const LATE_MS: u64 = 1000;
 
 /// One ban, as the state file and `ferrogate bans list` show it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,19 +34,21 @@ pub struct Keeper {
     /// Each address's recent strikes (time, status), oldest first, at most `after`.
     recent: HashMap<IpAddr, VecDeque<(u64, u16)>>,
     bans: BTreeMap<IpAddr, Ban>,
+    /// Addresses just unbanned, until when their late strikes are ignored.
+    amnesty: HashMap<IpAddr, u64>,
 }
 
 impl Keeper {
     /// None when bans are off.
     pub fn new(config: &BanConfig) -> Option<Keeper> {
         let after = config.after? as usize;
-        Some(Keeper { config: config.clone(), after: after.max(1), recent: HashMap::new(), bans: BTreeMap::new() })
+        Some(Keeper { config: config.clone(), after: after.max(1), recent: HashMap::new(), bans: BTreeMap::new(), amnesty: HashMap::new() })
     }
 
     /// `count` responses of `status` to `ip` at `now`; the log line when that bans it.
     pub fn strike(&mut self, now: u64, ip: IpAddr, status: u16, count: u32) -> Option<String> {
         let ip = canonical(ip);
-        if self.bans.contains_key(&ip) || self.config.allowed(ip) || count == 0 {
+        if self.bans.contains_key(&ip) || self.config.allowed(ip) || count == 0 || self.amnesty.get(&ip).is_some_and(|&until| now < until) {
             return None;
         }
         if self.recent.len() >= MAX_TRACKED && !self.recent.contains_key(&ip) {
@@ -76,6 +81,7 @@ impl Keeper {
             self.bans.remove(ip);
         }
         self.forget_old(now);
+        self.amnesty.retain(|_, until| now < *until);
         ended
     }
 
@@ -84,9 +90,10 @@ impl Keeper {
         self.recent.retain(|_, strikes| strikes.back().is_some_and(|&(t, _)| t + within > now));
     }
 
-    pub fn unban(&mut self, ip: IpAddr) -> bool {
+    pub fn unban(&mut self, ip: IpAddr, now: u64) -> bool {
         let ip = canonical(ip);
         self.recent.remove(&ip);
+        self.amnesty.insert(ip, now + LATE_MS);
         self.bans.remove(&ip).is_some()
     }
 
@@ -195,9 +202,12 @@ mod tests {
         k.strike(T0 + 1000, ip("192.0.2.2"), 404, 1).unwrap();
         assert!(k.expire(T0 + 599_000).is_empty());
         assert_eq!(k.expire(T0 + 600_000), vec![ip("192.0.2.1")]);
-        assert!(k.unban(ip("::ffff:192.0.2.2")));
-        assert!(!k.unban(ip("192.0.2.2")));
+        assert!(k.unban(ip("::ffff:192.0.2.2"), T0 + 650_000));
+        assert!(!k.unban(ip("192.0.2.2"), T0 + 650_000));
         assert!(k.addresses().is_empty());
+        // Strikes from before the unban, reported late, do not ban it again.
+        assert_eq!(k.strike(T0 + 650_500, ip("192.0.2.2"), 404, 1), None);
+        assert!(k.strike(T0 + 651_000, ip("192.0.2.2"), 404, 1).is_some());
         // Once lifted, it takes `after` new strikes again.
         assert!(k.strike(T0 + 700_000, ip("192.0.2.1"), 404, 1).is_some());
     }

@@ -101,7 +101,7 @@ impl Master {
             Ok(ip) => ip,
             Err(_) => return Reply::refused(format!("'{address}' is not an IP address; write e.g. 203.0.113.9 or 2001:db8::1")),
         };
-        if !keeper.unban(ip) {
+        if !keeper.unban(ip, now_ms()) {
             return Reply::refused(format!("{ip} is not banned (`ferrogate bans list` shows who is)"));
         }
         crate::info!("ban on {ip} lifted by `ferrogate bans unban`");
