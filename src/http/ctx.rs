@@ -29,6 +29,8 @@ pub struct ServerCtx {
     pub hsts: Option<http::HeaderValue>,
     /// --static mounts, answered before the app.
     pub static_files: Option<StaticFiles>,
+    /// Response compression; None with --no-compress.
+    pub compress: Option<super::compress::Compression>,
     /// Set when the worker starts draining, with why.
     pub stop: StopSignal,
     /// Connections and WebSocket sessions still open: a stop waits for them.
@@ -89,8 +91,10 @@ impl ServerCtx {
             }
         }
         let hsts = config.tls.as_ref().and_then(|t| t.hsts.as_deref()).and_then(|v| http::HeaderValue::from_str(v).ok());
+        let compress = super::compress::Compression::new(&config.front.compress);
         ServerCtx {
             hsts,
+            compress,
             config,
             bridge,
             access_log,

@@ -3,6 +3,7 @@
 
 pub mod access_log;
 pub mod body;
+pub mod compress;
 pub mod ctx;
 pub mod h1;
 pub mod h2;
