@@ -152,10 +152,11 @@ impl Compression {
             let len = data.len() as u64;
             return (if head { Kind::Empty } else { Kind::Full(Some(data)) }, Some(len));
         }
-        if head {
-            return (Kind::Empty, None);
-        }
         let mut coding = Compressing::new(coding, self.level, false);
+        if head {
+            // No body and no length: an empty body would announce "Content-Length: 0".
+            return (Kind::Encoded(Box::new(Encoded { inner: Kind::Empty, coding })), None);
+        }
         if small {
             coding = coding.filling(self.cache.clone(), key);
         }

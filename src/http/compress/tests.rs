@@ -182,3 +182,69 @@ fn disabled_means_no_compression_object() {
     assert!(Compression::new(&CompressConfig { enabled: false, ..CompressConfig::default() }).is_none());
     assert!(Compression::new(&CompressConfig { encodings: vec![], ..CompressConfig::default() }).is_none());
 }
+
+/// Polls a body to its end; returns its data frames.
+async fn frames(body: &mut crate::http::body::ResponseBody) -> Vec<Bytes> {
+    use http_body::Body as _;
+    let mut out = Vec::new();
+    while let Some(frame) = std::future::poll_fn(|cx| std::pin::Pin::new(&mut *body).poll_frame(cx)).await {
+        out.push(frame.unwrap().into_data().unwrap());
+    }
+    assert!(body.is_end_stream());
+    out
+}
+
+#[tokio::test]
+async fn each_streamed_chunk_leaves_the_body_decodable() {
+    use crate::bridge::exchange::ResponseEvent;
+    use crate::http::body::ResponseBody;
+    use http_body::Body as _;
+    let c = compression(|_| {});
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut h = response("text/event-stream");
+    let kind = c.app_response(&Method::GET, &request("gzip"), StatusCode::OK, &mut h, Kind::Stream(rx));
+    let mut body = ResponseBody::new(kind, 200, None, None);
+    assert_eq!(body.size_hint().exact(), None);
+    let mut wire = Vec::new();
+    for i in 0..3 {
+        let event = format!("data: {i}\n\n");
+        tx.send(ResponseEvent::Chunk(Bytes::from(event.clone()))).unwrap();
+        // The chunk comes out before the app sends anything more.
+        let frame = std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await.unwrap().unwrap();
+        wire.extend_from_slice(frame.data_ref().unwrap());
+        let mut d = flate2::read::GzDecoder::new(&wire[..]);
+        let mut got = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut d, &mut got); // ends early: the stream is not finished
+        assert!(String::from_utf8_lossy(&got).ends_with(&event), "{i}: {got:?}");
+    }
+    tx.send(ResponseEvent::End).unwrap();
+    for f in frames(&mut body).await {
+        wire.extend_from_slice(&f);
+    }
+    assert_eq!(decode(Encoding::Gzip, &wire), b"data: 0\n\ndata: 1\n\ndata: 2\n\n");
+}
+
+#[tokio::test]
+async fn a_large_whole_body_streams_in_pieces() {
+    use crate::http::body::ResponseBody;
+    let c = compression(|_| {});
+    let input = sample(20_000); // ~ 800 KiB: over AT_ONCE
+    assert!(input.len() > AT_ONCE);
+    let (mut h, kind) = app(&c, Method::GET, "br", 200, response("application/json"), &input);
+    assert!(!h.contains_key(header::CONTENT_LENGTH) && h.remove(header::CONTENT_ENCODING).unwrap() == "br");
+    let mut body = ResponseBody::new(kind, 200, None, None);
+    let wire: Vec<u8> = frames(&mut body).await.concat();
+    assert_eq!(decode(Encoding::Br, &wire), input);
+}
+
+#[test]
+fn a_head_for_a_static_file_announces_no_length() {
+    use crate::http::body::ResponseBody;
+    use http_body::Body as _;
+    let c = compression(|_| {});
+    let file = std::fs::File::open("Cargo.toml").unwrap();
+    let meta = file.metadata().unwrap();
+    let (kind, length) = c.file_body(file, &meta, Encoding::Gzip, true);
+    assert_eq!(length, None);
+    assert_eq!(ResponseBody::new(kind, 200, None, None).size_hint().exact(), None);
+}
