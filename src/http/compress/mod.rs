@@ -126,8 +126,13 @@ impl Compression {
     /// Compressed as the connection pulls it; the app's streamed chunks are flushed one by one.
     fn encode(&self, headers: &mut HeaderMap, coding: Encoding, kind: Kind) -> Kind {
         mark_encoded(headers, coding, None);
-        let flush_each = matches!(kind, Kind::Stream(_));
-        Kind::Encoded(Box::new(Encoded { inner: kind, coding: Compressing::new(coding, self.level, flush_each) }))
+        let (size, flush_each) = match &kind {
+            Kind::Full(data) => (Some(data.as_ref().map_or(0, |d| d.len() as u64)), false),
+            Kind::File { remaining, .. } => (Some(*remaining), false),
+            Kind::Empty => (Some(0), false),
+            Kind::Stream(_) | Kind::Encoded(_) => (None, true),
+        };
+        Kind::Encoded(Box::new(Encoded { inner: kind, coding: Compressing::new(coding, self.level, size, flush_each) }))
     }
 
     /// Whether and how a static file of `content_type` and `len` bytes may be compressed.
@@ -152,7 +157,7 @@ impl Compression {
             let len = data.len() as u64;
             return (if head { Kind::Empty } else { Kind::Full(Some(data)) }, Some(len));
         }
-        let mut coding = Compressing::new(coding, self.level, false);
+        let mut coding = Compressing::new(coding, self.level, Some(meta.len()), false);
         if head {
             // No body and no length: an empty body would announce "Content-Length: 0".
             return (Kind::Encoded(Box::new(Encoded { inner: Kind::Empty, coding })), None);

@@ -18,6 +18,8 @@ pub const PIECE: usize = 64 * 1024;
 pub struct Compressing {
     coding: Encoding,
     level: CompressLevel,
+    /// The input's length when known (a file, a whole body), for the encoder's setup.
+    size: Option<u64>,
     /// Created on the first piece: a HEAD response, whose body is never sent, costs none.
     encoder: Option<Encoder>,
     /// Input taken from the body and not yet compressed.
@@ -39,8 +41,10 @@ struct Fill {
 }
 
 impl Compressing {
-    pub fn new(coding: Encoding, level: CompressLevel, flush_each: bool) -> Self {
-        Compressing { coding, level, encoder: None, pending: Bytes::new(), flush_each, ended: false, done: false, trailers: None, fill: None }
+    /// `size`: the exact length of the input, when known. `flush_each`: flush after
+    /// every pushed chunk.
+    pub fn new(coding: Encoding, level: CompressLevel, size: Option<u64>, flush_each: bool) -> Self {
+        Compressing { coding, level, size, encoder: None, pending: Bytes::new(), flush_each, ended: false, done: false, trailers: None, fill: None }
     }
 
     /// Stores the complete output in `cache` under `key` when the body ends.
@@ -95,7 +99,7 @@ impl Compressing {
     pub fn step(&mut self) -> io::Result<Bytes> {
         let encoder = match &mut self.encoder {
             Some(e) => e,
-            None => self.encoder.insert(Encoder::new(self.coding, self.level)?),
+            None => self.encoder.insert(Encoder::new(self.coding, self.level, self.size)?),
         };
         if !self.pending.is_empty() {
             let piece = self.pending.split_to(self.pending.len().min(PIECE));
@@ -140,7 +144,7 @@ mod tests {
     #[test]
     fn large_chunks_are_compressed_in_pieces() {
         let input = sample(20_000); // ~ 800 KiB
-        let mut c = Compressing::new(Encoding::Zstd, CompressLevel::Balanced, false);
+        let mut c = Compressing::new(Encoding::Zstd, CompressLevel::Balanced, Some(input.len() as u64), false);
         let mut wire = Vec::new();
         c.push(Bytes::from(input.clone()));
         let steps = drain(&mut c, &mut wire);
@@ -157,7 +161,7 @@ mod tests {
         let cache = Arc::new(Cache::new(1 << 20));
         let meta = std::fs::metadata("Cargo.toml").unwrap();
         let key = Key::of(&meta, Encoding::Gzip);
-        let mut c = Compressing::new(Encoding::Gzip, CompressLevel::Fast, false).filling(cache.clone(), key);
+        let mut c = Compressing::new(Encoding::Gzip, CompressLevel::Fast, None, false).filling(cache.clone(), key);
         let mut wire = Vec::new();
         c.push(Bytes::from(sample(100)));
         drain(&mut c, &mut wire);
