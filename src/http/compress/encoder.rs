@@ -39,10 +39,12 @@ impl Encoder {
         let state = match coding {
             Encoding::Gzip => State::Gzip(flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(level.gzip()))),
             Encoding::Br => {
-                let mut params = brotli::enc::BrotliEncoderParams::default();
-                params.quality = level.brotli() as i32;
-                params.lgwin = BROTLI_WINDOW_LOG as i32;
-                params.size_hint = size.map_or(0, |n| n.min(usize::MAX as u64) as usize);
+                let params = brotli::enc::BrotliEncoderParams {
+                    quality: level.brotli() as i32,
+                    lgwin: BROTLI_WINDOW_LOG as i32,
+                    size_hint: size.map_or(0, |n| n.min(usize::MAX as u64) as usize),
+                    ..Default::default()
+                };
                 State::Br(Box::new(brotli::CompressorWriter::with_params(Vec::new(), BROTLI_BUFFER, &params)))
             }
             Encoding::Zstd => {
