@@ -83,7 +83,9 @@ class PairFactory:
         common = dict(env or {})
         fg_effects = self.log_dir / f"effects-ferrogate-{n}.jsonl"
         uv_effects = self.log_dir / f"effects-uvicorn-{n}.jsonl"
-        fg = self.servers(app, "--app-dir", str(cwd), *ferrogate_args, wait=False, workers=workers, cwd=cwd,
+        # uvicorn compresses nothing: the pair compares the ASGI behaviour, so ferrogate's
+        # compression (tests/test_compress.py) is off here.
+        fg = self.servers(app, "--app-dir", str(cwd), "--no-compress", *ferrogate_args, wait=False, workers=workers, cwd=cwd,
                           env={**common, "COMPAT_EFFECTS": str(fg_effects)})
         uv = UvicornServer(app, *uvicorn_args, cwd=cwd, log_dir=self.log_dir,
                            env={**common, "COMPAT_EFFECTS": str(uv_effects)})

@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 use super::access_log::Entry;
 use super::ctx::ServerCtx;
 use crate::bridge::exchange::{Exchange, ResponseEvent};
+use crate::http::compress::Compressing;
 
 const FILE_CHUNK: usize = 256 * 1024;
 
@@ -40,6 +41,8 @@ pub enum Kind {
     Stream(mpsc::UnboundedReceiver<ResponseEvent>),
     /// `remaining` bytes from `offset` on: a whole file, or one byte range of it.
     File { file: std::fs::File, offset: u64, remaining: u64 },
+    /// One of the above, compressed as it is sent (http/compress): `new` takes it apart.
+    Encoded(Box<crate::http::compress::Encoded>),
 }
 
 pub struct ResponseBody {
@@ -60,12 +63,18 @@ pub struct ResponseBody {
     /// The length the app declared (its content-length), which the response
     /// announces even when no body follows (HEAD, 304).
     declared: Option<u64>,
+    /// The compressor the body's bytes go through (None: sent as they are).
+    coding: Option<Box<Compressing>>,
 }
 
 impl ResponseBody {
     pub fn new(kind: Kind, status: u16, exchange: Option<Arc<Exchange>>, log: Option<(Arc<ServerCtx>, Entry)>) -> Self {
-        let finished = matches!(kind, Kind::Empty | Kind::Full(None));
-        ResponseBody { kind, finished, bytes: 0, status, exchange, log, failing: false, counting: true, declared: None }
+        let (kind, coding) = match kind {
+            Kind::Encoded(e) => (e.inner, Some(Box::new(e.coding))),
+            kind => (kind, None),
+        };
+        let finished = matches!(kind, Kind::Empty | Kind::Full(None)) && coding.is_none();
+        ResponseBody { kind, finished, bytes: 0, status, exchange, log, failing: false, counting: true, declared: None, coding }
     }
 
     pub fn empty() -> Self {
@@ -100,8 +109,9 @@ impl ResponseBody {
         if !matches!(self.kind, Kind::Stream(_)) {
             return true; // a whole buffer or a file: nothing is waiting on it
         }
-        // Taken and dropped, not sent: not counted in the access log.
+        // Taken and dropped, not sent: not counted in the access log, nor compressed.
         self.counting = false;
+        self.coding = None;
         let mut taken = 0;
         while !http_body::Body::is_end_stream(self) && taken <= LIMIT {
             let frame = std::future::poll_fn(|cx| http_body::Body::poll_frame(Pin::new(&mut *self), cx));
@@ -115,13 +125,67 @@ impl ResponseBody {
     }
 
     fn data(&mut self, data: Bytes) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        self.taken(data.len());
+        self.out(data)
+    }
+
+    /// `n` bytes of the app's body left it (its send() may go on).
+    fn taken(&self, n: usize) {
+        if let Some(ex) = &self.exchange {
+            ex.sent(n);
+        }
+    }
+
+    /// Bytes for the wire, counted in the access log.
+    fn out(&mut self, data: Bytes) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
         if self.counting {
             self.bytes += data.len() as u64;
         }
-        if let Some(ex) = &self.exchange {
-            ex.sent(data.len());
-        }
         Poll::Ready(Some(Ok(Frame::data(data))))
+    }
+
+    /// The body through its compressor: the source's chunks go in, one bounded piece
+    /// of work per poll, and between pieces that produce nothing the task yields, so
+    /// that a large body shares the I/O thread with the other connections.
+    fn poll_compressed(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        loop {
+            let coding = self.coding.as_mut().expect("compressing");
+            if coding.has_work() {
+                let out = match coding.step() {
+                    Ok(out) => out,
+                    Err(e) => return Poll::Ready(Some(Err(e))),
+                };
+                if !out.is_empty() {
+                    return self.out(out);
+                }
+                if coding.has_work() {
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+                continue;
+            }
+            if coding.is_done() {
+                if let Some(trailers) = coding.take_trailers() {
+                    return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+                }
+                return self.end();
+            }
+            match self.poll_source(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(None) => self.coding.as_mut().expect("compressing").end(),
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(data) => {
+                        self.taken(data.len());
+                        self.coding.as_mut().expect("compressing").push(data);
+                    }
+                    Err(frame) => {
+                        let trailers = frame.into_trailers().unwrap_or_default();
+                        self.coding.as_mut().expect("compressing").end_with_trailers(trailers);
+                    }
+                },
+            }
+        }
     }
 
     fn end(&mut self) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
@@ -136,20 +200,66 @@ impl http_body::Body for ResponseBody {
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = &mut *self;
-        match &mut this.kind {
-            Kind::Empty => this.end(),
-            Kind::Full(data) => match data.take() {
-                Some(d) if !d.is_empty() => this.data(d),
-                _ => this.end(),
+        if this.coding.is_some() {
+            return this.poll_compressed(cx);
+        }
+        match this.poll_source(cx) {
+            Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                Ok(data) => this.data(data),
+                Err(trailers) => Poll::Ready(Some(Ok(trailers))),
             },
-            Kind::Stream(_) if this.finished => this.end(),
+            Poll::Ready(None) => this.end(),
+            other => other,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        if let Some(coding) = &self.coding {
+            return coding.is_done() && !coding.has_trailers();
+        }
+        match &self.kind {
+            Kind::Empty => true,
+            Kind::Full(d) => d.as_ref().is_none_or(Bytes::is_empty),
+            Kind::File { remaining, .. } => *remaining == 0,
+            Kind::Stream(_) => self.finished,
+            Kind::Encoded(_) => unreachable!("taken apart by ResponseBody::new"),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        if self.coding.is_some() {
+            return SizeHint::default(); // known only once compressed
+        }
+        match &self.kind {
+            Kind::Empty => SizeHint::with_exact(0),
+            Kind::Full(d) => SizeHint::with_exact(d.as_ref().map_or(0, |d| d.len() as u64)),
+            Kind::File { remaining, .. } => SizeHint::with_exact(*remaining),
+            Kind::Stream(_) | Kind::Encoded(_) => SizeHint::default(),
+        }
+    }
+}
+
+impl ResponseBody {
+    /// The body's own frames, before any compression and accounting; None at its end.
+    fn poll_source(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        let this = self;
+        match &mut this.kind {
+            Kind::Empty | Kind::Encoded(_) => Poll::Ready(None),
+            Kind::Full(data) => match data.take() {
+                Some(d) if !d.is_empty() => Poll::Ready(Some(Ok(Frame::data(d)))),
+                _ => Poll::Ready(None),
+            },
+            Kind::Stream(_) if this.finished => Poll::Ready(None),
             Kind::Stream(_) if this.failing => {
                 Poll::Ready(Some(Err(std::io::Error::other("the application failed while streaming the response"))))
             }
             Kind::Stream(rx) => match rx.poll_recv(cx) {
                 Poll::Pending => Poll::Pending,
-                Poll::Ready(Some(ResponseEvent::Chunk(d))) => this.data(d),
-                Poll::Ready(Some(ResponseEvent::End)) => this.end(),
+                Poll::Ready(Some(ResponseEvent::Chunk(d))) => Poll::Ready(Some(Ok(Frame::data(d)))),
+                Poll::Ready(Some(ResponseEvent::End)) => {
+                    this.finished = true;
+                    Poll::Ready(None)
+                }
                 Poll::Ready(Some(ResponseEvent::Trailers(fields))) => {
                     // Sent where the protocol carries them (HTTP/2); HTTP/1.1 ends the body without.
                     this.finished = true;
@@ -163,7 +273,7 @@ impl http_body::Body for ResponseBody {
             },
             Kind::File { file, offset, remaining } => {
                 if *remaining == 0 {
-                    return this.end();
+                    return Poll::Ready(None);
                 }
                 // Page-cache reads are as quick as a memcpy; like nginx without aio, read inline.
                 match read_chunk(file, *offset, (*remaining).min(FILE_CHUNK as u64) as usize) {
@@ -171,29 +281,11 @@ impl http_body::Body for ResponseBody {
                     Ok(chunk) => {
                         *remaining -= chunk.len() as u64;
                         *offset += chunk.len() as u64;
-                        this.data(chunk)
+                        Poll::Ready(Some(Ok(Frame::data(chunk))))
                     }
                     Err(e) => Poll::Ready(Some(Err(e))),
                 }
             }
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match &self.kind {
-            Kind::Empty => true,
-            Kind::Full(d) => d.as_ref().is_none_or(Bytes::is_empty),
-            Kind::File { remaining, .. } => *remaining == 0,
-            Kind::Stream(_) => self.finished,
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match &self.kind {
-            Kind::Empty => SizeHint::with_exact(0),
-            Kind::Full(d) => SizeHint::with_exact(d.as_ref().map_or(0, |d| d.len() as u64)),
-            Kind::File { remaining, .. } => SizeHint::with_exact(*remaining),
-            Kind::Stream(_) => SizeHint::default(),
         }
     }
 }

@@ -29,6 +29,8 @@ pub struct ServerCtx {
     pub hsts: Option<http::HeaderValue>,
     /// --static mounts, answered before the app.
     pub static_files: Option<StaticFiles>,
+    /// Response compression; None with --no-compress.
+    pub compress: Option<super::compress::Compression>,
     /// Set when the worker starts draining, with why.
     pub stop: StopSignal,
     /// Connections and WebSocket sessions still open: a stop waits for them.
@@ -99,8 +101,10 @@ impl ServerCtx {
             super::rate_limit::Limiter::off()
         });
         let bans = super::bans::Bans::new(&config.front.bans);
+        let compress = super::compress::Compression::new(&config.front.compress);
         ServerCtx {
             hsts,
+            compress,
             config,
             bridge,
             access_log,

@@ -4,6 +4,7 @@
 pub mod access_log;
 pub mod bans;
 pub mod body;
+pub mod compress;
 pub mod ctx;
 #[cfg(test)]
 mod front_checks_tests;

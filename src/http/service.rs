@@ -116,7 +116,7 @@ fn pipeline(mut req: Request<()>, body_empty: bool, ctx: &Arc<ServerCtx>, conn: 
             return Dispatched::Answer(response);
         }
     }
-    if let Some(reply) = ctx.static_files.as_ref().and_then(|files| files.serve(&parts.method, &parts.uri, &parts.headers)) {
+    if let Some(reply) = ctx.static_files.as_ref().and_then(|files| files.serve(&parts.method, &parts.uri, &parts.headers, ctx.compress.as_ref())) {
         let (head, kind) = reply.into_parts();
         let status = head.status.as_u16();
         let declared = content_length(&head.headers);
@@ -202,6 +202,10 @@ impl AppCall {
                     return Reply::Response(plain(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error", false, log(self.entry.take())));
                 }
             },
+        };
+        let kind = match &ctx.compress {
+            Some(c) => c.app_response(&self.ex.head.method, &self.ex.head.headers, status, map, kind),
+            None => kind,
         };
         let declared = content_length(map);
         *response.body_mut() = ResponseBody::new(kind, status.as_u16(), Some(self.ex.clone()), log(self.entry.take())).declaring(declared);

@@ -7,6 +7,7 @@
 //! outside it; hidden files (.env, .git/) are never served; FIFOs and devices
 //! are refused without blocking.
 
+mod encoded;
 mod mime;
 mod validators;
 
@@ -16,6 +17,7 @@ use std::fs::File;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use super::body::Kind;
+use super::compress::Compression;
 use crate::config::StaticConfig;
 use validators::{Range, Version};
 
@@ -58,7 +60,8 @@ impl StaticFiles {
     }
 
     /// Serves the request if its path lies under a mount; None leaves it to the app.
-    pub fn serve(&self, method: &Method, uri: &Uri, headers: &HeaderMap) -> Option<Reply> {
+    /// `compress`: how responses are compressed (None: never).
+    pub fn serve(&self, method: &Method, uri: &Uri, headers: &HeaderMap, compress: Option<&Compression>) -> Option<Reply> {
         let path = uri.path();
         let (mount, rest) = self.mounts.iter().find_map(|m| {
             let rest = path.strip_prefix(m.prefix.as_str())?;
@@ -75,11 +78,11 @@ impl StaticFiles {
         }
         Some(match relative_path(rest) {
             Err(reply) => reply,
-            Ok(rel) => self.serve_file(mount, rel, uri, headers, head),
+            Ok(rel) => self.serve_file(mount, rel, uri, headers, head, compress),
         })
     }
 
-    fn serve_file(&self, mount: &Mount, rel: RelPath, uri: &Uri, headers: &HeaderMap, head: bool) -> Reply {
+    fn serve_file(&self, mount: &Mount, rel: RelPath, uri: &Uri, headers: &HeaderMap, head: bool, compress: Option<&Compression>) -> Reply {
         let opened = self.open_beneath(&mount.root, &rel.path).and_then(|f| {
             let meta = f.metadata()?;
             Ok((f, meta))
@@ -105,6 +108,7 @@ impl StaticFiles {
 
         let version = Version::of(&meta);
         let len = meta.len();
+        let content_type = mime::content_type(&name);
         let mut response = Response::new(Kind::Empty);
         let h = response.headers_mut();
         h.insert(header::ETAG, version.etag.clone());
@@ -112,11 +116,16 @@ impl StaticFiles {
         if let Some(cc) = &self.cache_control {
             h.insert(header::CACHE_CONTROL, cc.clone());
         }
+        // Decided before the 304, which carries the Vary and ETag a 200 would.
+        let plan = compress.and_then(|c| Some((c, c.for_static(headers, content_type, len)?)));
+        if let Some((_, plan)) = &plan {
+            encoded::vary_and_tag(h, plan);
+        }
         if version.not_modified(headers) {
             *response.status_mut() = StatusCode::NOT_MODIFIED;
             return response;
         }
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static(mime::content_type(&name)));
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
         h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
         h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
 
@@ -139,6 +148,11 @@ impl StaticFiles {
                 return r;
             }
         };
+        if let Some((compress, plan)) = plan.filter(|(_, p)| !p.accepted.is_empty()) {
+            // Whole-file GET or HEAD (a Range request is never compressed).
+            self.send_encoded(&mount.root, &name, &meta, file, plan.accepted, compress, head, &mut response);
+            return response;
+        }
         response.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(count));
         if !head && count > 0 {
             // Read when the connection asks for the body: the descriptor is kept, so a rename
