@@ -5,7 +5,8 @@ offers the ASGI "http.response.pathsend" extension (ferrogate does), the app
 hands the server the path and lets it send the file itself; otherwise it reads
 the file and sends the bytes, as a simple app on uvicorn would.
 Servers with their own static mount (granian) or a front proxy (nginx) never
-reach this app for /static/.
+reach this app for /static/, except granian on gzip-static: its mount cannot
+compress, so it runs this app wrapped in GZipMiddleware (apps/gzip_wrapped.py).
 """
 
 from bench_lifespan import serve_lifespan
