@@ -145,7 +145,11 @@ ALL = [
                  " The file: ~100 KiB of generated CSS (bench/static_text.py), text/css. "
                  "ferrogate serves it with `--static` and nginx from its root, both without the "
                  "app; granian's static mount cannot compress, so granian, like uvicorn, serves "
-                 "it through the wrapped static-file app (floor: that app sending the bytes).")),
+                 "it through the wrapped static-file app (floor: that app sending the bytes). "
+                 "Each does what it does by default: ferrogate keeps a static file's compressed "
+                 "form in memory once made (src/http/compress/cache.rs), nginx's `gzip on` and "
+                 "GZipMiddleware compress on every request (nginx's way around that, "
+                 "`gzip_static on` with a prebuilt app.css.gz, is not what this row measures).")),
 ]
 BY_KEY = {w.key: w for w in ALL}
 # CI's smoke run: HTTPS keep-alive is one more wrk run per server (~15 s for
