@@ -17,6 +17,7 @@ import json
 import os
 import sys
 import time
+import zlib
 
 # The apps live beside this file, as they do on the servers' PYTHONPATH.
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "apps"))
@@ -40,13 +41,18 @@ def http_scope(method, path, body, pathsend):
     }
 
 
-async def drive_http(app, template, body, calls, statuses=None):
+async def drive_http(app, template, body, calls, statuses=None, gzip_level=None):
     request = {"type": "http.request", "body": body, "more_body": False}
     disconnect = {"type": "http.disconnect"}
 
     async def send(message):
         if statuses is not None and message["type"] == "http.response.start":
             statuses.append(message["status"])
+        if gzip_level is not None and message["type"] == "http.response.body":
+            # What compressing the response costs by itself (zlib, gzip wrapper).
+            c = zlib.compressobj(gzip_level, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+            c.compress(message.get("body", b""))
+            c.flush()
 
     for _ in range(calls):
         pending = [request]
@@ -101,11 +107,13 @@ async def measure(args):
         if statuses != [200]:
             # A floor for an error page would be meaningless.
             raise SystemExit(f"{args.app} answered {statuses} to {args.method} {args.path}")
-        await drive_http(app, template, body, WARMUP_CALLS)
-        run = lambda n: drive_http(app, template, body, n)
+        level = args.gzip_level
+        await drive_http(app, template, body, WARMUP_CALLS // 10 if level is not None else WARMUP_CALLS,
+                         gzip_level=level)
+        run = lambda n: drive_http(app, template, body, n, gzip_level=level)
 
     # Grow the batch until one takes ~args.seconds, then report that batch.
-    calls = 1000
+    calls = 1000 if args.gzip_level is None else 20
     while True:
         cpu0 = time.process_time()
         await run(calls)
@@ -123,6 +131,8 @@ def main():
     p.add_argument("--path", default="/")
     p.add_argument("--body", default="")
     p.add_argument("--pathsend", action="store_true", help="offer the http.response.pathsend extension")
+    p.add_argument("--gzip-level", type=int, default=None,
+                   help="also gzip every response body at this zlib level (the compression's own cost)")
     p.add_argument("--seconds", type=float, default=1.0)
     args = p.parse_args()
     try:

@@ -24,6 +24,7 @@ class Request:
     method: str = "GET"
     path: str = "/"
     body: str = ""
+    headers: tuple = ()  # extra request headers, (name, value) pairs: wrk -H, the probe
 
 
 class ProbeError(Exception):
@@ -51,7 +52,9 @@ def probe(port, request, timeout=20.0, ca=None):
         else:
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
         try:
-            headers = {"Content-Type": "application/json"} if request.body else {}
+            headers = dict(request.headers)
+            if request.body:
+                headers["Content-Type"] = "application/json"
             conn.request(request.method, request.path, body=request.body or None, headers=headers)
             resp = conn.getresponse()
             body = resp.read()
@@ -83,6 +86,8 @@ def probe_h2(port, request, timeout=20.0, ca=None):
     cmd += ["--http2", "--cacert", ca] if ca else ["--http2-prior-knowledge"]
     if request.method != "GET":
         cmd += ["--request", request.method]
+    for name, value in request.headers:
+        cmd += ["--header", f"{name}: {value}"]
     if request.body:
         cmd += ["--header", "Content-Type: application/json", "--data-binary", request.body]
     cmd.append(f"{scheme}://127.0.0.1:{port}{request.path}")
@@ -115,7 +120,8 @@ def wrk_path():
 def wrk_command(port, request, duration, connections, threads, scheme="http"):
     # wrk takes whole seconds only.
     seconds = max(1, round(duration))
-    return ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency",
+    headers = [arg for name, value in request.headers for arg in ("-H", f"{name}: {value}")]
+    return ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", *headers,
             "-s", WRK_SCRIPT, f"{scheme}://127.0.0.1:{port}{request.path}"]
 
 
@@ -190,6 +196,8 @@ def h2load_command(port, request, duration, warmup, connections, streams, thread
         raise ValueError(f"h2load sends GET, or POST with a body (-d): not {request.method}")
     if request.body:
         cmd += ["-d", data_file or "BODY_FILE", "-H", "content-type: application/json"]
+    for name, value in request.headers:
+        cmd += ["-H", f"{name.lower()}: {value}"]
     return cmd + [f"{scheme}://127.0.0.1:{port}{request.path}"]
 
 

@@ -6,7 +6,9 @@ support the workload, e.g. no WebSocket).
 """
 
 import contextlib
+import gzip
 import json
+import zlib
 import os
 import resource
 import select
@@ -109,11 +111,48 @@ def measure(server, workload, plan, settings):
 
 
 def _check_probe(running, request, ca=None, http2=False):
+    """One request must answer 200; returns its headers and body."""
     status, headers, body = (loadgen.probe_h2 if http2 else loadgen.probe)(running.port, request,
                                                                             ca=ca)
     if status != 200:
         raise MeasureError(f"{request.method} {request.path} answered {status}: {body[:200]!r}")
-    return headers
+    return headers, body
+
+
+# A compressed row must read at most this share of the identity body per
+# response from wrk's byte count (the documents compress about 6x).
+MAX_COMPRESSED_SHARE = 0.5
+
+
+def _check_encoding(request, headers, body, encoding):
+    """The probe's answer is really `encoding` (gzip) and decodes: so a row can never
+    measure uncompressed responses without failing. Returns (encoded, identity) sizes."""
+    got = headers.get("content-encoding", "")
+    if got.lower() != encoding:
+        raise MeasureError(
+            f"{request.method} {request.path} with Accept-Encoding: {encoding} came back with "
+            f"Content-Encoding: {got or '(none)'}, {len(body)} bytes: the server did not "
+            f"compress it")
+    try:
+        identity = gzip.decompress(body)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise MeasureError(f"{request.method} {request.path}: the {encoding} body does not "
+                           f"decode: {exc}") from None
+    if len(body) > len(identity) * MAX_COMPRESSED_SHARE:
+        raise MeasureError(f"{request.method} {request.path}: {len(body)} {encoding} bytes for "
+                           f"a {len(identity)}-byte body: not really compressed")
+    return len(body), len(identity)
+
+
+def _check_load_encoded(r, sizes):
+    """Over the whole wrk run, too: the bytes read per response (headers included) must be
+    those of compressed responses, not of the identity body."""
+    _encoded, identity = sizes
+    per_response = r["bytes"] / max(r["requests"], 1)
+    if per_response > identity * MAX_COMPRESSED_SHARE:
+        raise MeasureError(f"wrk read {per_response:,.0f} bytes per response for a "
+                           f"{identity:,}-byte body: responses were not compressed")
+    return per_response
 
 
 def _wrk(running, workload, settings, scheme):
@@ -150,9 +189,14 @@ def _h2load(running, workload, settings, scheme):
 def _http(running, workload, settings):
     ca = settings.ca if workload.tls else None
     scheme = "https" if workload.tls else "http"
-    headers = _check_probe(running, workload.request, ca, http2=workload.http2)
+    if workload.encoding and workload.http2:
+        raise MeasureError("compressed workloads are checked on wrk's byte count: HTTP/1.1 only")
+    headers, body = _check_probe(running, workload.request, ca, http2=workload.http2)
+    sizes = (_check_encoding(workload.request, headers, body, workload.encoding)
+             if workload.encoding else None)
     load = _h2load if workload.http2 else _wrk
     r, window, rss = load(running, workload, settings, scheme)
+    per_response = _check_load_encoded(r, sizes) if sizes else None
     cpu = window.server_cpu
     served = r["requests"]
     sample = {
@@ -172,6 +216,11 @@ def _http(running, workload, settings):
         # server answered /static/ itself.
         "sent_via": headers.get("x-bench-sent"),
     }
+    if sizes:
+        # Compressed rows: the probe's body, encoded and decoded, and what wrk
+        # read per response (headers included) over the measured run.
+        sample.update(encoded_bytes=sizes[0], identity_bytes=sizes[1],
+                      bytes_per_response=per_response)
     if workload.http2:
         sample.update(protocol=r["protocol"], window_s=window.wall,
                       h2load_output=r["h2load_output"])

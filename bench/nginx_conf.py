@@ -37,6 +37,14 @@ static file itself. One more deviation there: `keepalive_requests 1000000`
 (GOAWAY after 1000 requests), and h2load does not reconnect: tried here, a
 7 s h2c run on the raw app lost all 64 connections (each after its 1000th
 request) and its rate fell to about half of a 4 s run's.
+
+For the gzip workloads (gzip-json, gzip-static) the http{} block also gets
+what Debian's stock nginx.conf has commented out under `gzip on;`: the
+`gzip_types` of the responses (application/json from the app, text/css for
+the file nginx serves itself) and `gzip_comp_level 5` (Debian's comment says
+6; 5 matches ferrogate's --compress-level balanced and the GZipMiddleware of
+the Python servers). No `gzip_proxied`: it concerns requests that came
+through a proxy (a Via header), which wrk's do not.
 """
 
 import os
@@ -61,7 +69,7 @@ http {{
     default_type application/octet-stream;
     access_log {tmp}/access.log;
     gzip on;
-
+{gzip_lines}
     client_body_temp_path {tmp}/client_body;
     proxy_temp_path {tmp}/proxy;
     fastcgi_temp_path {tmp}/fastcgi;
@@ -108,6 +116,11 @@ TLS_LINES = """\
         ssl_session_tickets on;
 """
 
+GZIP_LINES = """\
+    gzip_types application/json text/css application/javascript;
+    gzip_comp_level 5;
+"""
+
 WEBSOCKET_LINES = """\
             proxy_http_version 1.1;
             proxy_set_header Upgrade $http_upgrade;
@@ -116,9 +129,10 @@ WEBSOCKET_LINES = """\
 
 
 def render(tmp, port, socket_path, root, websocket=False, long_keepalive=False,
-           workers=1, connections=16384, nofile=20000, tls=None, http2=False):
+           workers=1, connections=16384, nofile=20000, tls=None, http2=False, compress=False):
     """tls: None, or (certificate, key) to listen with TLS. http2: the listener speaks
-    HTTP/2 (cleartext: h2c by prior knowledge only; with tls: ALPN h2 or http/1.1)."""
+    HTTP/2 (cleartext: h2c by prior knowledge only; with tls: ALPN h2 or http/1.1).
+    compress: gzip JSON and CSS/JS at level 5 (the gzip workloads)."""
     # Run as root when we are root so the worker can reach the socket and
     # files in our private temp directory; nginx warns if `user` is given
     # without root, so omit it otherwise.
@@ -137,6 +151,7 @@ def render(tmp, port, socket_path, root, websocket=False, long_keepalive=False,
         keepalive_requests_line="        keepalive_requests 1000000;\n" if http2 else "",
         root=root,
         websocket_lines=WEBSOCKET_LINES if websocket else "",
+        gzip_lines=GZIP_LINES if compress else "",
         listen_params=(" ssl" if tls else "") + (" http2" if http2 else ""),
         tls_lines=TLS_LINES.format(cert=tls[0], key=tls[1]) if tls else "",
     )

@@ -35,6 +35,7 @@ GIVE_UP_AFTER = 2
 # measurement (see --quiet-wait).
 QUIET_THRESHOLD_PCT = 20
 QUIET_BUDGET_FACTOR = 5  # total wait per run <= 5 x --quiet-wait
+GZIP_LEVEL = 5  # the gzip workloads' level: ferrogate balanced, nginx, GZipMiddleware
 
 
 def say(msg):
@@ -71,6 +72,10 @@ def compute_floors(chosen, static_dir, python, reps, seconds):
         variants = {w.app_key: base}
         if w.static:
             variants = {f"{w.app_key}:bytes": base, f"{w.app_key}:pathsend": base + ["--pathsend"]}
+        if w.encoding == "gzip":
+            # Not an overhead floor, a reference: the app plus zlib at the level
+            # every server uses here, in-process (results.md's floor table).
+            variants[f"{w.app_key}+zlib{GZIP_LEVEL}"] = base + ["--gzip-level", str(GZIP_LEVEL)]
         for key, extra in variants.items():
             if key in floors:
                 continue
@@ -246,6 +251,9 @@ def run(args):
                                   if any(w.http2 and not w.tls for w in chosen) else None),
         "nginx_h2s_conf_example": (_nginx_example(http2=True, tls=EXAMPLE_TLS)
                                    if any(w.http2 and w.tls for w in chosen) else None),
+        # ... and with gzip for the compressed workloads.
+        "nginx_gzip_conf_example": (_nginx_example(compress=True)
+                                    if any(w.encoding for w in chosen) else None),
         "ferrogate_build": build,
         "unavailable": unavailable,
         "commands": commands,

@@ -8,7 +8,8 @@ from collections import Counter
 NUMERIC = ["rps", "p50_ms", "p99_ms", "cpu_us_per_req", "peak_rss_mib", "errors",
            "connections", "closed_by_server", "rss_before_mib", "rss_after_mib",
            "kib_per_conn", "connect_seconds", "other_cpu_pct",
-           "handshakes_per_cpu_s", "resumed_pct"]
+           "handshakes_per_cpu_s", "resumed_pct",
+           "bytes_per_response", "encoded_bytes", "identity_bytes"]
 # Shown with their spread over the rounds (min-max beside the median): a median
 # alone hides a row that wins in one round and loses in the next.
 SPREAD = ["rps", "cpu_us_per_req", "kib_per_conn", "handshakes_per_cpu_s", "resumed_pct"]
@@ -116,7 +117,19 @@ _TAIL = [
 ]
 
 
-def _http_table(rows):
+def _kib(value):
+    return f"{value / 1024:,.1f}" if value is not None else "–"
+
+
+# Compressed rows: what went over the wire, so the sizes (compression levels) compare too.
+_COMPRESSED = [
+    ("KiB/response on the wire", "---:", lambda r: _kib(r.get("bytes_per_response"))),
+    ("body KiB, encoded / identity", "---:",
+     lambda r: f"{_kib(r.get('encoded_bytes'))} / {_kib(r.get('identity_bytes'))}"),
+]
+
+
+def _http_table(rows, compressed=False):
     return _table(rows, [
         _col("req/s (min–max)", "rps", spread=True),
         _col("p50 ms", "p50_ms", 2),
@@ -124,7 +137,7 @@ def _http_table(rows):
         _col("CPU µs/req (min–max)", "cpu_us_per_req", 1, spread=True),
         ("app floor µs", "---:", _floor_cell),
         _col("overhead µs/req", "overhead_us", 1),
-    ] + _TAIL)
+    ] + (_COMPRESSED if compressed else []) + _TAIL)
 
 
 def _idle_table(rows):
@@ -285,7 +298,8 @@ def _method_section(meta):
         "one after another (A B C D A B C D ...), so drift hits all alike. Every figure is the "
         "median over the rounds. Each measurement starts the server afresh.",
         f"- HTTP load: `{wrk}` after a {s['warmup']:g} s warm-up run that is not counted "
-        "(POST: method and JSON body from the environment, see bench/wrk/bench.lua).",
+        "(POST: method and JSON body from the environment, see bench/wrk/bench.lua; the gzip "
+        "rows add `-H 'Accept-Encoding: gzip'`).",
         f"- HTTP/2 load (`h2-*`, `h2s-*`): `{h2load}`: one run, a {s['warmup']:g} s warm-up "
         "then the measured duration on the same connections; h2load counts only the measured "
         "part, and the server's CPU is read over exactly that part (from h2load's "
@@ -352,6 +366,8 @@ NGINX_EXAMPLES = [
      "(h2-* workloads: HTTP/2 by prior knowledge)"),
     ("nginx_h2s_conf_example", "nginx.conf of the classic stack speaking HTTP/2 over TLS "
      "(h2s-* workloads: ALPN h2)"),
+    ("nginx_gzip_conf_example", "nginx.conf of the classic stack compressing with gzip "
+     "(gzip-* workloads)"),
 ]
 
 
@@ -395,9 +411,11 @@ def _workload_sections(rows, workloads, heading):
             continue
         parts.append(f"{heading} {w.title}  (`{w.key}`)")
         parts.append("")
+        if w.note:
+            parts += [w.note, ""]
         table = {"idle": _idle_table, "ws": _ws_table,
                  "handshake": _handshake_table}.get(w.kind, _http_table)
-        parts.append(table(mine))
+        parts.append(_http_table(mine, compressed=True) if w.encoding else table(mine))
         parts.append("")
     return parts
 

@@ -43,6 +43,9 @@ class Plan:
     hold_connections: int = 0      # idle-connection workload: how many it will hold open
     tls: tuple | None = None       # (certificate PEM, PKCS#8 key PEM): listen with TLS
     http2: bool = False            # HTTP/2: h2c by prior knowledge, or ALPN h2 with tls
+    compress: str = ""             # "gzip": responses must be compressed (the client offers it)
+    compress_app: str | None = None  # the app wrapped in GZipMiddleware, for servers that
+                                     # cannot compress themselves
 
 
 @dataclass
@@ -161,6 +164,7 @@ class Server:
 
     name = "?"
     serves_static = False  # True if /static/ is served without the ASGI app
+    compresses = False     # True if the server compresses responses itself (gzip workloads)
 
     def __init__(self, bin_dir):
         self.bin_dir = bin_dir
@@ -175,6 +179,13 @@ class Server:
     def unsupported(self, plan):
         """None if the server can run this plan, else why not (reported as n/a)."""
         return None
+
+    def app(self, plan):
+        """The app to run: the GZipMiddleware-wrapped one when the workload wants
+        compressed responses and this server cannot compress them itself."""
+        if plan.compress and not self.compresses and plan.compress_app:
+            return plan.compress_app
+        return plan.app
 
     def start(self, plan):
         raise NotImplementedError
@@ -227,6 +238,7 @@ class SingleCommandServer(Server):
 class Ferrogate(SingleCommandServer):
     name = "ferrogate"
     serves_static = True
+    compresses = True  # on by default: gzip level 5 (--compress-level balanced)
 
     def available(self):
         if not os.path.exists(self.exe("ferrogate")):
@@ -250,11 +262,15 @@ class Ferrogate(SingleCommandServer):
             return "this ferrogate build has no --ssl-certfile (TLS not in it yet)"
         if plan.http2 and not re.search(r"\bh2c?\b|\bHTTP/?2\b", self.help_text(), re.IGNORECASE):
             return "this ferrogate build has no HTTP/2 (its --help mentions none of h2, http2, HTTP/2)"
+        if plan.compress and "--compress-level" not in self.help_text():
+            return "this ferrogate build has no response compression (no --compress-level)"
         return None
 
     def command(self, plan, port):
         # HTTP/2 needs no flag: h2c by prior knowledge and ALPN h2 (--http auto).
-        cmd = [self.exe("ferrogate"), plan.app, "--host", "127.0.0.1", "--port", str(port),
+        # Nor does compression: on by default, gzip level 5 when the client
+        # offers gzip only (--compress-level balanced).
+        cmd = [self.exe("ferrogate"), self.app(plan), "--host", "127.0.0.1", "--port", str(port),
                "--workers", str(plan.workers), "--no-access-log"]
         if plan.long_keepalive:
             cmd += ["--timeout-keep-alive", "300"]
@@ -273,7 +289,9 @@ class Granian(SingleCommandServer):
     def command(self, plan, port):
         cmd = [self.exe("granian"), "--interface", "asgi", "--host", "127.0.0.1",
                "--port", str(port), "--workers", str(plan.workers)]
-        if plan.static_dir:
+        if plan.static_dir and not plan.compress:
+            # (Its static mount cannot compress: the gzip workloads serve the
+            # file through the GZipMiddleware-wrapped app instead.)
             cmd += ["--static-path-route", "/static", "--static-path-mount", plan.static_dir]
         if plan.long_keepalive:
             # Granian closes a connection that sends no request header for
@@ -294,7 +312,7 @@ class Granian(SingleCommandServer):
             # cleartext, ALPN h2 over TLS. (Granian's default `auto` serves both
             # as well as HTTP/1.1; `2` leaves HTTP/1.1 out.)
             cmd += ["--http", "2"]
-        return cmd + [plan.app]
+        return cmd + [self.app(plan)]
 
 
 class Uvicorn(SingleCommandServer):
@@ -306,7 +324,7 @@ class Uvicorn(SingleCommandServer):
         return None
 
     def command(self, plan, port):
-        cmd = [self.exe("uvicorn"), plan.app, "--host", "127.0.0.1", "--port", str(port),
+        cmd = [self.exe("uvicorn"), self.app(plan), "--host", "127.0.0.1", "--port", str(port),
                "--loop", "uvloop", "--http", "httptools", "--no-access-log"]
         # With 1 worker, no --workers: uvicorn then serves in-process with no
         # supervisor, which is how a single uvicorn is normally run.
@@ -324,6 +342,7 @@ class ClassicStack(Server):
 
     name = "nginx+gunicorn"
     serves_static = True
+    compresses = True  # nginx's gzip (gzip_types and gzip_comp_level 5 for the gzip workloads)
 
     def available(self):
         if not _which("nginx"):
@@ -332,7 +351,7 @@ class ClassicStack(Server):
 
     def gunicorn_command(self, plan, sock):
         # The tutorial's gunicorn_start, minus user/group switching.
-        return [self.exe("gunicorn"), plan.app, "-k", "uvicorn_worker.UvicornWorker",
+        return [self.exe("gunicorn"), self.app(plan), "-k", "uvicorn_worker.UvicornWorker",
                 "--workers", str(plan.workers), "--bind", f"unix:{sock}",
                 "--log-level", "error", "--log-file", "-"]
 
@@ -352,7 +371,7 @@ class ClassicStack(Server):
         with open(conf, "w") as f:
             f.write(nginx_conf.render(tmp, port, sock, root, websocket=plan.websocket,
                                       long_keepalive=plan.long_keepalive, tls=plan.tls,
-                                      http2=plan.http2,
+                                      http2=plan.http2, compress=bool(plan.compress),
                                       # nginx keeps 1 worker process in front of N gunicorn
                                       # workers, except where it terminates TLS: the
                                       # handshakes are its work then.

@@ -3,12 +3,17 @@
 import os
 from dataclasses import dataclass
 
+import static_text
 from loadgen import Request
 from servers import Plan
 
 POST_BODY = '{"name":"widget","price":9.99,"quantity":3,"tags":["red","small","sale"]}'
 
 STATIC_FILES = {"10k.bin": 10 * 1024, "1m.bin": 1024 * 1024}
+
+# The gzip workloads' request header: the client offers gzip only, as curl
+# --compressed and older clients do, so every server answers with gzip.
+ACCEPT_GZIP = (("Accept-Encoding", "gzip"),)
 
 
 @dataclass(frozen=True)
@@ -28,6 +33,11 @@ class Workload:
     http1: str = ""           # the HTTP/1.1 workload with the same app, request and transport
     target: tuple | None = None  # (reference server, factor): ferrogate's CPU µs/req should
                                  # be at most factor x the reference's (the HTTP/2 targets)
+    encoding: str = ""        # every response must come back with this Content-Encoding
+                              # (the request offers it; see ACCEPT_GZIP)
+    compress_app: str = ""    # the app for servers that cannot compress: `app` wrapped in
+                              # GZipMiddleware (apps/gzip_wrapped.py)
+    note: str = ""            # said under the workload's title in results.md
 
     @property
     def app_key(self):
@@ -49,8 +59,20 @@ class Workload:
             hold_connections=idle_connections if self.kind == "idle" else 0,
             tls=(certs.cert, certs.key) if self.tls else None,
             http2=self.http2,
+            compress=self.encoding,
+            compress_app=self.compress_app or None,
         )
 
+
+_GZIP_NOTE = (
+    "The client (wrk -H 'Accept-Encoding: gzip') offers gzip only; every response must come "
+    "back gzip'd (checked on a probe, and on the bytes wrk read per response). ferrogate "
+    "compresses itself (on by default; gzip level 5 = --compress-level balanced); nginx with "
+    "`gzip on; gzip_types application/json text/css application/javascript; "
+    "gzip_comp_level 5;` in front of the uncompressed app; granian and uvicorn have no "
+    "compression, so their app is wrapped in Starlette's GZipMiddleware(compresslevel=5), "
+    "as a user of those servers does. For scale, the floor table's `+zlib5` line is the app "
+    "plus zlib level 5 of the same body, in-process: what the compression alone costs.")
 
 ALL = [
     Workload("raw", "raw ASGI, small JSON (1 worker)", "http", "raw_json:app"),
@@ -102,26 +124,59 @@ ALL = [
     Workload("h2s-static-10k", "HTTP/2 over TLS, static file 10 KiB (1 worker)", "http",
              "static_files:app", Request("GET", "/static/10k.bin"), static=True, tls=True,
              http2=True, floor="static-10k", target=("nginx+gunicorn", 1.0)),
+    # Compression (issue 12): the client sends Accept-Encoding: gzip and every
+    # response must come back gzip'd (checked on the probe and on wrk's byte
+    # count). ferrogate compresses itself (on by default, gzip level 5 at
+    # --compress-level balanced); nginx with `gzip on`, gzip_types and
+    # gzip_comp_level 5 in front of the uncompressed app, or serving the file
+    # itself; granian and uvicorn have no compression, so their app is wrapped
+    # in Starlette's GZipMiddleware at compresslevel 5 (granian then serves the
+    # static file through the app: its static mount cannot compress).
+    Workload("gzip-json", "gzip'd 100 KiB JSON from the app (1 worker)", "http",
+             "big_json:app", Request("GET", "/", headers=ACCEPT_GZIP), encoding="gzip",
+             compress_app="gzip_wrapped:big_json_app", note=_GZIP_NOTE + (
+                 " The app sends a constant ~100 KiB JSON document (a page of product "
+                 "records, apps/big_json.py) uncompressed; the floor is that app alone, so the overhead "
+                 "includes the compression.")),
+    Workload("gzip-static", "gzip'd 100 KiB static stylesheet (1 worker)", "http",
+             "static_files:app", Request("GET", f"/static/{static_text.NAME}", headers=ACCEPT_GZIP),
+             static=True, encoding="gzip", compress_app="gzip_wrapped:static_app",
+             note=_GZIP_NOTE + (
+                 " The file: ~100 KiB of generated CSS (bench/static_text.py), text/css. "
+                 "ferrogate serves it with `--static` and nginx from its root, both without the "
+                 "app; granian's static mount cannot compress, so granian, like uvicorn, serves "
+                 "it through the wrapped static-file app (floor: that app sending the bytes). "
+                 "Each does what it does by default: ferrogate keeps a static file's compressed "
+                 "form in memory once made (src/http/compress/cache.rs), nginx's `gzip on` and "
+                 "GZipMiddleware compress on every request (nginx's way around that, "
+                 "`gzip_static on` with a prebuilt app.css.gz, is not what this row measures).")),
 ]
 BY_KEY = {w.key: w for w in ALL}
 # CI's smoke run: HTTPS keep-alive is one more wrk run per server (~15 s for
 # four servers); the handshake workloads stay out of it. HTTP/2 adds one h2c
 # row (~12 s: uvicorn is n/a): FastAPI, the target row that reaches the app
 # through every server (the static rows never run the app on granian/nginx).
-QUICK = ["raw", "fastapi-get", "static-10k", "idle", "ws", "https-raw", "h2-fastapi"]
+# gzip-json (~18 s for four servers) checks the compressed path end to end: the
+# request header, the Content-Encoding check, nginx's gzip and the wrapped app;
+# gzip-static differs only in the file, so it stays for the full run.
+QUICK = ["raw", "fastapi-get", "static-10k", "idle", "ws", "https-raw", "h2-fastapi",
+         "gzip-json"]
 
 
 def make_static_dir(scratch):
     """Create SCRATCH/www/static/ with the static files; return that directory.
 
     The parent www/ is nginx's root, so /static/NAME maps to a real file.
-    Random bytes, so no layer can compress them.
+    Random bytes, so no layer can compress them; and the gzip-static
+    workload's stylesheet, text made from a fixed seed (bench/static_text.py).
     """
     static_dir = os.path.join(scratch, "www", "static")
     os.makedirs(static_dir, exist_ok=True)
     for name, size in STATIC_FILES.items():
         with open(os.path.join(static_dir, name), "wb") as f:
             f.write(os.urandom(size))
+    with open(os.path.join(static_dir, static_text.NAME), "wb") as f:
+        f.write(static_text.stylesheet())
     # nginx's worker and granian read these; keep them world-readable.
     for path in (scratch, os.path.join(scratch, "www"), static_dir):
         os.chmod(path, 0o755)

@@ -1,11 +1,12 @@
-"""Workload 4 for servers that serve static files through the app.
+"""The static-file workloads for servers that serve static files through the app.
 
 Serves files from $BENCH_STATIC_DIR under /static/<name>. When the server
 offers the ASGI "http.response.pathsend" extension (ferrogate does), the app
 hands the server the path and lets it send the file itself; otherwise it reads
 the file and sends the bytes, as a simple app on uvicorn would.
 Servers with their own static mount (granian) or a front proxy (nginx) never
-reach this app for /static/.
+reach this app for /static/, except granian on gzip-static: its mount cannot
+compress, so it runs this app wrapped in GZipMiddleware (apps/gzip_wrapped.py).
 """
 
 from bench_lifespan import serve_lifespan
@@ -15,6 +16,10 @@ import os
 STATIC_DIR = os.path.realpath(os.environ.get("BENCH_STATIC_DIR", "."))
 
 NOT_FOUND = b"not found"
+# By extension, as nginx's mime.types and ferrogate's --static name them: the
+# gzip-static workload's stylesheet must say text/css to be compressed.
+CONTENT_TYPES = {".css": b"text/css; charset=utf-8"}
+OCTET_STREAM = b"application/octet-stream"
 
 
 def _resolve(path):
@@ -47,7 +52,7 @@ async def app(scope, receive, send):
         "type": "http.response.start",
         "status": 200,
         "headers": [
-            (b"content-type", b"application/octet-stream"),
+            (b"content-type", CONTENT_TYPES.get(os.path.splitext(full)[1], OCTET_STREAM)),
             (b"content-length", str(size).encode()),
             # Tells the harness which way the file went, so it compares the
             # server with the right in-process floor.
