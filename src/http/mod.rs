@@ -4,8 +4,10 @@
 pub mod access_log;
 pub mod body;
 pub mod ctx;
+pub mod error_page;
 pub mod h1;
 pub mod h2;
+pub mod limits;
 pub mod listeners;
 pub mod proxy;
 pub mod server;
