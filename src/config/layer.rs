@@ -141,6 +141,28 @@ layer! {
     xdg_runtime_dir: PathBuf,
     /// How many sockets systemd passed us from fd 3 (LISTEN_FDS, when LISTEN_PID is ours).
     listen_fds: i32,
+    // The front (cli_front.rs).
+    limit_request_body: String,
+    limit_request_body_path: Vec<String>,
+    compress: bool,
+    compress_level: super::front::CompressLevel,
+    compress_min_size: u64,
+    compress_types: Vec<String>,
+    compress_encodings: Vec<super::front::Encoding>,
+    server_name: Vec<String>,
+    unknown_host: super::front::UnknownHost,
+    www_redirect: super::front::WwwRedirect,
+    proxy_protocol: bool,
+    rate_limit: String,
+    rate_limit_burst: u32,
+    rate_limit_path: Vec<String>,
+    ban_after: u32,
+    ban_within: String,
+    ban_for: String,
+    ban_status: Vec<u16>,
+    ban_allow: Vec<String>,
+    error_page: Vec<String>,
+    security_headers: bool,
 }
 
 /// Reads every layer and stacks them. `argv` is the whole command line, program name

@@ -34,6 +34,7 @@ fn with_no_option_set_the_configuration_is_the_default() {
     // SAFETY: geteuid and getuid cannot fail and have no preconditions.
     let (is_root, uid) = unsafe { (libc::geteuid() == 0, libc::getuid()) };
     expected.service.control_socket = crate::config::default_control_socket(is_root, None, None, uid);
+    expected.front.bans.state_file = tls::default_state_dir(is_root, None, None).join("bans.json");
     assert_eq!(format!("{:?}", load(&["m:a"], &[]).unwrap()), format!("{expected:?}"));
 }
 
@@ -223,6 +224,27 @@ fn every_variable() -> Vec<(&'static str, &'static str, fn(&Config) -> bool)> {
         ("FERROGATE_CONTROL_SOCKET", "/run/x.sock", |c| c.service.control_socket == std::path::Path::new("/run/x.sock")),
         ("FERROGATE_MAX_WORKER_MEMORY", "512", |c| c.service.max_worker_memory == Some(512 * 1024 * 1024)),
         ("FERROGATE_MAX_WORKER_LIFETIME", "60", |c| c.service.max_worker_lifetime == Some(std::time::Duration::from_secs(60))),
+        ("FERROGATE_LIMIT_REQUEST_BODY", "10M", |c| c.front.body.default == Some(10 << 20)),
+        ("FERROGATE_LIMIT_REQUEST_BODY_PATH", "/up=1G,/x=0", |c| c.front.body.for_path("/up/a") == Some(1 << 30) && c.front.body.for_path("/x") == None),
+        ("FERROGATE_COMPRESS", "false", |c| !c.front.compress.enabled),
+        ("FERROGATE_COMPRESS_LEVEL", "best", |c| c.front.compress.level == front::CompressLevel::Best),
+        ("FERROGATE_COMPRESS_MIN_SIZE", "99", |c| c.front.compress.min_size == 99),
+        ("FERROGATE_COMPRESS_TYPES", "text/html,application/*+json", |c| c.front.compress.types == ["text/html", "application/*+json"]),
+        ("FERROGATE_COMPRESS_ENCODINGS", "gzip,br", |c| c.front.compress.encodings == [front::Encoding::Gzip, front::Encoding::Br]),
+        ("FERROGATE_SERVER_NAME", "a.test,*.b.test", |c| c.front.hosts.names == [front::ServerName::Exact("a.test".into()), front::ServerName::Wildcard(".b.test".into())]),
+        ("FERROGATE_UNKNOWN_HOST", "close", |c| c.front.hosts.unknown == front::UnknownHost::Close),
+        ("FERROGATE_WWW_REDIRECT", "to-bare", |c| c.front.hosts.www == front::WwwRedirect::ToBare),
+        ("FERROGATE_PROXY_PROTOCOL", "true", |c| c.front.proxy_protocol),
+        ("FERROGATE_RATE_LIMIT", "300/m", |c| c.front.rate.default == Some(front::RateRule { per_second: 5.0, burst: 300 })),
+        ("FERROGATE_RATE_LIMIT_BURST", "7", |c| c.front.rate.default.is_some_and(|r| r.burst == 7)),
+        ("FERROGATE_RATE_LIMIT_PATH", "/login=5/m:2", |c| c.front.rate.paths[0].rule.burst == 2),
+        ("FERROGATE_BAN_AFTER", "20", |c| c.front.bans.after == Some(20)),
+        ("FERROGATE_BAN_WITHIN", "2m", |c| c.front.bans.within == std::time::Duration::from_secs(120)),
+        ("FERROGATE_BAN_FOR", "1h", |c| c.front.bans.ban_for == std::time::Duration::from_secs(3600)),
+        ("FERROGATE_BAN_STATUS", "404,429", |c| c.front.bans.statuses == [404, 429]),
+        ("FERROGATE_BAN_ALLOW", "10.0.0.0/8,192.0.2.7", |c| c.front.bans.allowed("10.9.9.9".parse().unwrap()) && c.front.bans.allowed("192.0.2.7".parse().unwrap())),
+        ("FERROGATE_ERROR_PAGE", "404=ERROR_PAGE", |c| c.front.error_pages.len() == 1 && c.front.error_pages[0].status == 404),
+        ("FERROGATE_SECURITY_HEADERS", "true", |c| c.front.security_headers),
     ]
 }
 
@@ -234,17 +256,20 @@ fn every_ferrogate_variable_still_works() {
     std::fs::write(&config_file, "").unwrap();
     let static_dir = temp_path("every-static");
     std::fs::create_dir_all(&static_dir).unwrap();
+    let error_page = temp_path("every-404.html");
+    std::fs::write(&error_page, "gone").unwrap();
     let table = every_variable();
     let names: Vec<&str> = table.iter().map(|(name, _, _)| *name).collect();
     assert_eq!(names, ENV_VARS.iter().map(|(name, _)| *name).collect::<Vec<_>>(), "one case per variable, in ENV_VARS order");
     for (name, value, holds) in table {
-        let value = value.replace("ENV_FILE", env_file.to_str().unwrap()).replace("STATIC_DIR", static_dir.to_str().unwrap()).replace("CONFIG_FILE", config_file.to_str().unwrap());
+        let value = value.replace("ENV_FILE", env_file.to_str().unwrap()).replace("STATIC_DIR", static_dir.to_str().unwrap()).replace("CONFIG_FILE", config_file.to_str().unwrap()).replace("ERROR_PAGE", error_page.to_str().unwrap());
         // Options that only make sense beside another get it on the command line.
         let args: &[&str] = match name {
             "FERROGATE_APP" => &[],
             "FERROGATE_SSL_CERTFILE" => &["m:a"],
             "FERROGATE_SSL_CERT_REQS" => &["m:a", "--ssl-certfile", "/c.pem", "--ssl-ca-certs", "/ca.pem"],
             n if n.starts_with("FERROGATE_SSL_") => &["m:a", "--ssl-certfile", "/c.pem"],
+            "FERROGATE_RATE_LIMIT_BURST" => &["m:a", "--rate-limit", "5/s"],
             "FERROGATE_ACME_EAB_KID" => &["m:a", "--domain", "example.com", "--acme-eab-hmac-key", "key"],
             "FERROGATE_ACME_EAB_HMAC_KEY" => &["m:a", "--domain", "example.com", "--acme-eab-kid", "kid"],
             n if n.starts_with("FERROGATE_ACME_") || ["FERROGATE_HTTP_PORT", "FERROGATE_HTTPS_PORT", "FERROGATE_STATE_DIR", "FERROGATE_HSTS", "FERROGATE_REDIRECT"].contains(&n) => &["m:a", "--domain", "example.com"],
@@ -256,6 +281,7 @@ fn every_ferrogate_variable_still_works() {
     std::fs::remove_file(&env_file).unwrap();
     std::fs::remove_file(&config_file).unwrap();
     std::fs::remove_dir(&static_dir).unwrap();
+    std::fs::remove_file(&error_page).unwrap();
 }
 
 #[test]
@@ -433,6 +459,9 @@ fn the_defaults_the_help_shows_are_the_real_ones() {
         "ws_max_queue", "timeout_keep_alive", "timeout_io", "max_header_size", "max_headers", "server_header",
         "date_header", "proxy_headers", "ws_max_size", "ws_ping_interval", "ws_ping_timeout",
         "ws_per_message_deflate", "log_level", "access_log", "access_log_format", "log_format",
+        // The front's.
+        "compress_level", "compress_min_size", "compress_encodings", "unknown_host", "www_redirect",
+        "proxy_protocol", "ban_within", "ban_for", "ban_status", "security_headers",
     ]);
     for (id, value) in cli::help_defaults() {
         let long = cmd.get_arguments().find(|a| a.get_id() == id).and_then(|a| a.get_long()).unwrap();

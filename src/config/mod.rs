@@ -15,6 +15,7 @@
 
 pub mod access_log_format;
 mod cli;
+mod cli_front;
 mod env;
 mod env_file;
 mod file;
@@ -26,6 +27,7 @@ mod layer;
 #[cfg(test)]
 mod layer_tests;
 mod resolve;
+mod resolve_front;
 mod sources;
 pub mod tls;
 

@@ -56,7 +56,14 @@ impl Layer {
         let is_root = unsafe { libc::geteuid() } == 0;
         let control_socket = self.control_socket_path();
         let state_dir = tls::default_state_dir(is_root, self.xdg_state_home.take(), self.home.take());
-        let tls = tls::resolve(&mut self, state_dir)?;
+        // --state-dir holds the ban list too, with or without TLS.
+        let state_dir = self.state_dir.clone().unwrap_or(state_dir);
+        let tls = tls::resolve(&mut self, state_dir.clone())?;
+        let domains: Vec<String> = match tls.tls.as_ref().and_then(|t| t.source.as_ref()) {
+            Some(tls::CertSource::Acme(acme)) => acme.certificates.iter().flatten().cloned().collect(),
+            _ => Vec::new(),
+        };
+        let front = super::resolve_front::resolve(&mut self, &domains, &state_dir)?;
         let env_file = match &self.env_file {
             Some(path) => load_env_file(path).map_err(|e| ConfigError::new("--env-file", e))?,
             None => Vec::new(),
@@ -211,7 +218,7 @@ impl Layer {
                 },
                 config_file: self.config,
             },
-            front: front::FrontConfig::default(),
+            front,
             worker_env: WorkerEnv { set: env_file, unset },
         };
         config.validate()?;
