@@ -164,8 +164,9 @@ fn html(status: StatusCode, title: &str, detail: &str) -> String {
 }
 
 fn json(status: StatusCode, title: &str, detail: &str) -> String {
-    let object = serde_json::json!({ "status": status.as_u16(), "title": title, "detail": detail });
-    format!("{object}\n")
+    // Written by hand to keep the members in the order people read them (serde_json sorts them).
+    let quote = |s: &str| serde_json::Value::from(s).to_string();
+    format!("{{\"status\":{},\"title\":{},\"detail\":{}}}\n", status.as_u16(), quote(title), quote(detail))
 }
 
 fn escape_html(s: &str) -> String {
@@ -268,6 +269,9 @@ mod tests {
         assert_eq!(r.headers()[header::CONTENT_TYPE], "application/json");
         let v: serde_json::Value = serde_json::from_str(&body(r)).unwrap();
         assert_eq!(v, serde_json::json!({"status": 413, "title": "Content Too Large", "detail": "The body may have at most <1 KiB>"}));
+        let mut r = front(StatusCode::NOT_FOUND, "Not Found: \"quoted\"\n");
+        render(&mut r, &pages, accept("application/json").as_ref());
+        assert_eq!(body(r), "{\"status\":404,\"title\":\"Not Found\",\"detail\":\"\\\"quoted\\\"\"}\n");
 
         let mut r = front(StatusCode::PAYLOAD_TOO_LARGE, "Content Too Large: the body may have at most <1 KiB>");
         render(&mut r, &pages, accept("text/html").as_ref());
