@@ -111,3 +111,74 @@ def test_ipv6_loopback_peer_trusted_by_default(server_factory):
     srv = server_factory("basic:app", host="::1")
     scope = scope_with(srv, {"x-forwarded-for": "203.0.113.7"})
     assert scope["client"][0] == "203.0.113.7"
+
+
+# --- RFC 7239 Forwarded, X-Forwarded-Host/-Port/-Prefix --------------------------
+
+def test_forwarded_sets_client_scheme_and_host(srv):
+    scope = scope_with(srv, {"forwarded": 'for="[2001:db8::17]:4711";proto=https;host=example.com'})
+    assert scope["client"] == ["2001:db8::17", 4711]
+    assert scope["scheme"] == "https"
+    assert dict(scope["headers"])["host"] == "example.com"
+
+
+def test_forwarded_rightmost_untrusted_element_wins(server_factory):
+    srv = server_factory("basic:app", "--forwarded-allow-ips", "127.0.0.1,10.0.0.0/8")
+    value = "for=6.6.6.6;host=evil.test, for=203.0.113.7;proto=https;host=example.com, for=10.0.0.5;proto=http"
+    scope = scope_with(srv, {"forwarded": value})
+    assert scope["client"][0] == "203.0.113.7"
+    assert scope["scheme"] == "https"
+    assert dict(scope["headers"])["host"] == "example.com"
+
+
+def test_forwarded_unknown_node_keeps_the_peer(srv):
+    scope = scope_with(srv, {"forwarded": "for=unknown;proto=https"})
+    assert scope["client"][0] == "127.0.0.1"
+    assert scope["scheme"] == "https"
+
+
+def test_forwarded_wins_over_x_forwarded(srv):
+    scope = scope_with(srv, {"forwarded": "for=203.0.113.7", "x-forwarded-for": "198.51.100.1", "x-forwarded-proto": "https"})
+    assert scope["client"][0] == "203.0.113.7"
+    assert scope["scheme"] == "http"
+
+
+def test_x_forwarded_host_and_port(srv):
+    scope = scope_with(srv, {"x-forwarded-host": "example.com", "x-forwarded-proto": "https", "x-forwarded-port": "8443"})
+    assert dict(scope["headers"])["host"] == "example.com:8443"
+    assert scope["server"][1] == 8443
+    # The scheme's default port is left out of the Host, as a browser would.
+    scope = scope_with(srv, {"x-forwarded-host": "example.com", "x-forwarded-proto": "https", "x-forwarded-port": "443"})
+    assert dict(scope["headers"])["host"] == "example.com"
+
+
+def test_x_forwarded_prefix_feeds_root_path(srv):
+    scope = scope_with(srv, {"x-forwarded-prefix": "/api/"})
+    assert scope["root_path"] == "/api"
+    assert scope["path"] == "/api/scope"
+    assert scope["raw_path"] == "/api/scope"
+
+
+def test_x_forwarded_prefix_is_appended_to_root_path(server_factory):
+    srv = server_factory("basic:app", "--root-path", "/app")
+    scope = scope_with(srv, {"x-forwarded-prefix": "/v1"})
+    assert scope["root_path"] == "/app/v1"
+    assert scope["path"] == "/app/v1/scope"
+
+
+def test_fastapi_builds_urls_for_the_public_host(server_factory):
+    srv = server_factory("fastapi_app:app")
+    headers = {"x-forwarded-proto": "https", "x-forwarded-host": "api.example.com", "x-forwarded-for": "203.0.113.50"}
+    info = json_of(srv.get("/request-info", headers=headers))
+    assert info["url"].startswith("https://api.example.com/")
+
+
+def test_untrusted_peer_gets_none_of_the_new_headers(server_factory):
+    srv = server_factory("basic:app", "--forwarded-allow-ips", "10.0.0.1")
+    scope = scope_with(srv, {"forwarded": "for=203.0.113.7;proto=https;host=evil.test", "x-forwarded-host": "evil.test",
+                             "x-forwarded-port": "1", "x-forwarded-prefix": "/evil"})
+    assert scope["client"][0] == "127.0.0.1"
+    assert scope["scheme"] == "http"
+    assert dict(scope["headers"])["host"].startswith("127.0.0.1:")
+    assert scope["root_path"] == ""
+    assert scope["server"][1] == srv.port

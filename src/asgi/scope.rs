@@ -50,16 +50,21 @@ fn common<'py>(py: Python<'py>, ctx: &AsgiContext, head: &RequestHead, kind: &Bo
 
     let raw_path = head.uri.path().as_bytes();
     let decoded = percent_encoding::percent_decode(raw_path).decode_utf8_lossy();
-    if ctx.root_path.is_empty() {
+    // --root-path, then what a trusted proxy says it strips (X-Forwarded-Prefix).
+    let root_path = match &head.prefix {
+        None => std::borrow::Cow::Borrowed(ctx.root_path.as_str()),
+        Some(prefix) => std::borrow::Cow::Owned(format!("{}{prefix}", ctx.root_path)),
+    };
+    if root_path.is_empty() {
         scope.set_item(intern!(py, "path"), &*decoded)?;
         scope.set_item(intern!(py, "raw_path"), PyBytes::new(py, raw_path))?;
     } else {
-        scope.set_item(intern!(py, "path"), format!("{}{}", ctx.root_path, decoded))?;
-        let mut full = ctx.root_path.as_bytes().to_vec();
+        scope.set_item(intern!(py, "path"), format!("{root_path}{decoded}"))?;
+        let mut full = root_path.as_bytes().to_vec();
         full.extend_from_slice(raw_path);
         scope.set_item(intern!(py, "raw_path"), PyBytes::new(py, &full))?;
     }
-    scope.set_item(intern!(py, "root_path"), &ctx.root_path)?;
+    scope.set_item(intern!(py, "root_path"), &*root_path)?;
     let query = head.uri.query().unwrap_or("").as_bytes();
     scope.set_item(intern!(py, "query_string"), PyBytes::new(py, query))?;
 

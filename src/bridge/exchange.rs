@@ -51,6 +51,8 @@ pub struct RequestHead {
     pub server: Option<SocketAddr>,
     pub scheme: Scheme,
     pub tls: Option<Arc<TlsInfo>>,
+    /// X-Forwarded-Prefix from a trusted proxy ("/api"): appended to --root-path.
+    pub prefix: Option<Box<str>>,
     /// Set for a valid WebSocket opening request.
     pub websocket: Option<crate::codec::websocket::handshake::Upgrade>,
 }

@@ -515,26 +515,10 @@ pub(super) fn help_defaults() -> Vec<(&'static str, String)> {
         ("access_log", d.log.access_log.to_string()),
         ("access_log_format", d.log.access_log_format),
         ("log_format", name(d.log.format.to_possible_value())),
-        ("compress_level", name(d.front.compress.level.to_possible_value())),
-        ("compress_min_size", d.front.compress.min_size.to_string()),
-        ("compress_encodings", d.front.compress.encodings.iter().map(|e| e.token()).collect::<Vec<_>>().join(",")),
-        ("unknown_host", name(d.front.hosts.unknown.to_possible_value())),
-        ("www_redirect", name(d.front.hosts.www.to_possible_value())),
-        ("proxy_protocol", d.front.proxy_protocol.to_string()),
-        ("ban_within", humantime(d.front.bans.within)),
-        ("ban_for", humantime(d.front.bans.ban_for)),
-        ("ban_status", d.front.bans.statuses.iter().map(u16::to_string).collect::<Vec<_>>().join(",")),
-        ("security_headers", d.front.security_headers.to_string()),
     ]
-}
-
-/// A default duration as the options write them: 60s, 10m, 2h.
-fn humantime(d: std::time::Duration) -> String {
-    match d.as_secs() {
-        s if s % 3600 == 0 => format!("{}h", s / 3600),
-        s if s % 60 == 0 => format!("{}m", s / 60),
-        s => format!("{s}s"),
-    }
+    .into_iter()
+    .chain(super::cli_front::help_defaults(&d.front))
+    .collect()
 }
 
 impl From<Cli> for Layer {
@@ -634,30 +618,10 @@ impl From<Cli> for Layer {
             max_worker_memory: c.max_worker_memory,
             max_worker_lifetime: c.max_worker_lifetime,
             worker_class: c.worker_class,
-            limit_request_body: c.front.limit_request_body,
-            limit_request_body_path: c.front.limit_request_body_path,
-            compress: pair(c.front.compress, c.front.no_compress),
-            compress_level: c.front.compress_level,
-            compress_min_size: c.front.compress_min_size,
-            compress_types: c.front.compress_types,
-            compress_encodings: c.front.compress_encodings,
-            server_name: c.front.server_name,
-            unknown_host: c.front.unknown_host,
-            www_redirect: c.front.www_redirect,
-            proxy_protocol: c.front.proxy_protocol,
-            rate_limit: c.front.rate_limit,
-            rate_limit_burst: c.front.rate_limit_burst,
-            rate_limit_path: c.front.rate_limit_path,
-            ban_after: c.front.ban_after,
-            ban_within: c.front.ban_within,
-            ban_for: c.front.ban_for,
-            ban_status: c.front.ban_status,
-            ban_allow: c.front.ban_allow,
-            error_page: c.front.error_page,
-            security_headers: c.front.security_headers,
             runtime_directory: None,
             xdg_runtime_dir: None,
             listen_fds: None,
+            ..c.front.into()
         }
     }
 }

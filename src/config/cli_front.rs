@@ -3,6 +3,7 @@
 //! these are ordinary options: in ferrogate.toml under the same names, in FERROGATE_*
 //! variables, in `ferrogate config`.
 
+use super::Layer;
 use super::front::{CompressLevel, Encoding, UnknownHost, WwwRedirect, parse_duration, parse_rate, parse_size};
 
 #[derive(clap::Args, Debug, Default)]
@@ -94,6 +95,65 @@ pub struct FrontArgs {
     /// and X-Frame-Options: SAMEORIGIN to responses that do not set them.
     #[arg(long, help_heading = "Error pages and headers", action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true", require_equals = true, value_name = "BOOL")]
     pub security_headers: Option<bool>,
+}
+
+impl From<FrontArgs> for Layer {
+    /// The front's part of the command line's layer; the rest of `Layer` says nothing.
+    fn from(f: FrontArgs) -> Layer {
+        // --compress / --no-compress: clap clears whichever came first.
+        let compress = if f.no_compress { Some(false) } else { f.compress };
+        Layer {
+            limit_request_body: f.limit_request_body,
+            limit_request_body_path: f.limit_request_body_path,
+            compress: compress,
+            compress_level: f.compress_level,
+            compress_min_size: f.compress_min_size,
+            compress_types: f.compress_types,
+            compress_encodings: f.compress_encodings,
+            server_name: f.server_name,
+            unknown_host: f.unknown_host,
+            www_redirect: f.www_redirect,
+            proxy_protocol: f.proxy_protocol,
+            rate_limit: f.rate_limit,
+            rate_limit_burst: f.rate_limit_burst,
+            rate_limit_path: f.rate_limit_path,
+            ban_after: f.ban_after,
+            ban_within: f.ban_within,
+            ban_for: f.ban_for,
+            ban_status: f.ban_status,
+            ban_allow: f.ban_allow,
+            error_page: f.error_page,
+            security_headers: f.security_headers,
+            ..Layer::default()
+        }
+    }
+}
+
+/// The `[default: ...]` the help shows for the front's options that have one value.
+pub(super) fn help_defaults(d: &super::front::FrontConfig) -> Vec<(&'static str, String)> {
+    use clap::ValueEnum;
+    let name = |v: Option<clap::builder::PossibleValue>| v.expect("no skipped variants").get_name().to_string();
+    vec![
+        ("compress_level", name(d.compress.level.to_possible_value())),
+        ("compress_min_size", d.compress.min_size.to_string()),
+        ("compress_encodings", d.compress.encodings.iter().map(|e| e.token()).collect::<Vec<_>>().join(",")),
+        ("unknown_host", name(d.hosts.unknown.to_possible_value())),
+        ("www_redirect", name(d.hosts.www.to_possible_value())),
+        ("proxy_protocol", d.proxy_protocol.to_string()),
+        ("ban_within", humantime(d.bans.within)),
+        ("ban_for", humantime(d.bans.ban_for)),
+        ("ban_status", d.bans.statuses.iter().map(u16::to_string).collect::<Vec<_>>().join(",")),
+        ("security_headers", d.security_headers.to_string()),
+    ]
+}
+
+/// A default duration as the options write them: 60s, 10m, 2h.
+fn humantime(d: std::time::Duration) -> String {
+    match d.as_secs() {
+        s if s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
 }
 
 // Values checked as the command line reads them, so a bad one in ferrogate.toml or a

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use super::ctx::{ConnInfo, ServerCtx};
 use super::h1::conn::{self, Transport};
 use super::listeners::Inherited;
+use super::proxy_protocol;
 use super::sniff::{Rewind, Sniffed, sniff};
 use crate::config::Protocols;
 use crate::bridge::Event;
@@ -126,10 +127,16 @@ async fn accept_failed(e: std::io::Error) {
     tokio::time::sleep(Duration::from_millis(100)).await;
 }
 
-fn spawn_connection(stream: Stream, info: ConnInfo, tls: Option<Arc<Acceptor>>, ctx: &Arc<ServerCtx>) {
+fn spawn_connection(mut stream: Stream, mut info: ConnInfo, tls: Option<Arc<Acceptor>>, ctx: &Arc<ServerCtx>) {
     let ctx = ctx.clone();
     let open = ctx.open.enter();
     tokio::spawn(async move {
+        // First the load balancer's word on who the client is, so that everything
+        // after (bans, TLS, HTTP, the logs) sees the real address. Boxed: only
+        // connections of a --proxy-protocol server carry its state.
+        if ctx.config.front.proxy_protocol && !Box::pin(proxy_header(&mut stream, &mut info, &ctx)).await {
+            return;
+        }
         // The TLS path is boxed: its state (rustls's connection, the handshake) would
         // otherwise size every connection's task, plain ones included, and an idle
         // plain keep-alive connection is meant to cost about 2 KiB.
@@ -141,6 +148,14 @@ fn spawn_connection(stream: Stream, info: ConnInfo, tls: Option<Arc<Acceptor>>, 
         }
         drop(open);
     });
+}
+
+/// --proxy-protocol: the PROXY header, read before anything else. False: close.
+async fn proxy_header(stream: &mut Stream, info: &mut ConnInfo, ctx: &ServerCtx) -> bool {
+    match stream {
+        Stream::Tcp(s) => proxy_protocol::accept(s, info, &ctx.config).await,
+        Stream::Unix(s) => proxy_protocol::accept(s, info, &ctx.config).await,
+    }
 }
 
 /// The TLS handshake, then HTTP on the secured stream. A connection that fails its

@@ -26,6 +26,9 @@ pub enum Dispatched {
     Answer(Response<ResponseBody>),
     /// The app has it; the connection feeds it the body and awaits its reply.
     App(AppCall),
+    /// No answer at all (--unknown-host close, nginx's 444): HTTP/1.1 closes the
+    /// connection, HTTP/2 resets the stream.
+    Close,
 }
 
 /// A request the app is handling.
@@ -86,7 +89,6 @@ fn stages(mut req: Request<()>, body_empty: bool, ctx: &Arc<ServerCtx>, conn: &C
         None => None,
     };
     let (mut parts, ()) = req.into_parts();
-    let received_order = parts.extensions.remove::<crate::codec::h1::ReceivedOrder>();
     let mut entry = ctx.access_log.as_ref().map(|_| Entry {
         remote: conn.peer,
         method: parts.method.clone(),
@@ -99,9 +101,13 @@ fn stages(mut req: Request<()>, body_empty: bool, ctx: &Arc<ServerCtx>, conn: &C
 
     let mut client = conn.peer;
     let mut scheme = conn.scheme;
-    super::proxy::apply(&ctx.config.proxy, conn.peer, &parts.headers, &mut client, &mut scheme);
+    let forwarded = super::proxy::apply(&ctx.config.proxy, conn.peer, &mut parts, &mut client, &mut scheme);
+    let received_order = parts.extensions.remove::<crate::codec::h1::ReceivedOrder>();
     if let Some(e) = entry.as_mut() {
         e.remote = client.or(conn.peer);
+    }
+    if let Some(refused) = super::host::stage(ctx, &parts, scheme, conn, &mut entry) {
+        return refused;
     }
     let secure = conn.tls.is_some();
     if let Some(tls) = ctx.config.tls.as_ref().filter(|_| !secure && conn.scheme == Scheme::Http) {
@@ -140,7 +146,8 @@ fn stages(mut req: Request<()>, body_empty: bool, ctx: &Arc<ServerCtx>, conn: &C
         return Dispatched::Answer(plain(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable: the server is at its concurrency limit", true, log(entry)));
     };
 
-    let head = RequestHead { method: parts.method, uri: parts.uri, version: parts.version, headers: parts.headers, received_order, client, server: conn.local, scheme, tls: conn.tls.clone(), websocket };
+    let server = forwarded.port.map_or(conn.local, |port| conn.local.map(|local| std::net::SocketAddr::new(local.ip(), port)));
+    let head = RequestHead { method: parts.method, uri: parts.uri, version: parts.version, headers: parts.headers, received_order, client, server, scheme, tls: conn.tls.clone(), prefix: forwarded.prefix, websocket };
     let (ex, responses) = Exchange::new(head, ctx.bridge.clone());
     if body_empty {
         ex.push_body(Bytes::new(), true);

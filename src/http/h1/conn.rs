@@ -194,6 +194,7 @@ impl<IO: Transport> Conn<IO> {
                 return self.after_response(ok, keep_alive, &mut pump).await;
             }
             Dispatched::App(call) => call,
+            Dispatched::Close => return After::Close,
         };
         pump.limit(call.body_limit);
 

@@ -47,6 +47,7 @@ pub(super) async fn serve(request: Request<h2::RecvStream>, mut respond: Respond
             return;
         }
         Dispatched::App(call) => call,
+        Dispatched::Close => return respond.send_reset(h2::Reason::CANCEL),
     };
 
     // Until the app answers: feed it the body, and notice a reset (the app is told
@@ -121,6 +122,7 @@ async fn websocket(mut parts: http::request::Parts, recv: h2::RecvStream, mut re
             return;
         }
         Dispatched::App(call) => call,
+        Dispatched::Close => return respond.send_reset(h2::Reason::CANCEL),
     };
     let reply = tokio::select! {
         reply = call.reply() => reply,
