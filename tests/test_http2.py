@@ -48,8 +48,9 @@ def site(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def srv(module_server_factory, site):
-    """Cleartext, --http auto (the default), one worker, a static mount."""
-    return module_server_factory(APP, "--static", f"/static={site}")
+    """Cleartext, --http auto (the default), one worker, a static mount; no body limit
+    (a 200 MiB upload is past the default 100M)."""
+    return module_server_factory(APP, "--static", f"/static={site}", "--limit-request-body", "0")
 
 
 @pytest.fixture(scope="module")

@@ -93,6 +93,15 @@ impl ResponseBody {
         self
     }
 
+    /// Replaces a whole-buffer body before it is sent: the page `error_page::render`
+    /// makes of a front error. Other kinds are left alone.
+    pub fn replace_full(&mut self, bytes: Bytes) {
+        if let Kind::Full(data) = &mut self.kind {
+            self.finished = false;
+            *data = Some(bytes);
+        }
+    }
+
     /// The app's content-length. Protocols frame a response by this and the
     /// body's size hint, never by a content-length header, so an adapter that
     /// changes the body (a compressor) only has to answer these for itself.

@@ -27,6 +27,8 @@ pub struct ServerCtx {
     pub extra_headers: Vec<(http::HeaderName, http::HeaderValue)>,
     /// Strict-Transport-Security for responses on TLS connections.
     pub hsts: Option<http::HeaderValue>,
+    /// The --error-page bodies, for the responses ferrogate writes itself.
+    pub error_pages: super::error_page::Pages,
     /// --static mounts, answered before the app.
     pub static_files: Option<StaticFiles>,
     /// Response compression; None with --no-compress.
@@ -94,6 +96,10 @@ impl ServerCtx {
                 extra_headers.push((n, v));
             }
         }
+        if config.front.security_headers {
+            extra_headers.extend(super::error_page::security_headers());
+        }
+        let error_pages = super::error_page::Pages::new(&config.front.error_pages);
         let hsts = config.tls.as_ref().and_then(|t| t.hsts.as_deref()).and_then(|v| http::HeaderValue::from_str(v).ok());
         // A table of this process's own; a worker swaps in the master's shared one.
         let rate = super::rate_limit::Limiter::new(&config.front.rate, None).unwrap_or_else(|e| {
@@ -111,6 +117,7 @@ impl ServerCtx {
             active: AtomicUsize::new(0),
             served: AtomicU64::new(0),
             extra_headers,
+            error_pages,
             static_files,
             stop,
             open: Arc::new(OpenCount::default()),

@@ -6,11 +6,13 @@ pub mod bans;
 pub mod body;
 pub mod compress;
 pub mod ctx;
+pub mod error_page;
 #[cfg(test)]
 mod front_checks_tests;
 pub mod h1;
 pub mod h2;
 pub mod host;
+pub mod limits;
 pub mod listeners;
 pub mod proxy;
 pub mod proxy_protocol;

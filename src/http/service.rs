@@ -12,6 +12,8 @@ use tokio::sync::mpsc;
 use super::access_log::Entry;
 use super::body::{Kind, ResponseBody};
 use super::ctx::{ConnInfo, ServerCtx};
+use super::error_page::{self, FrontError};
+use super::limits::{self, TooLarge};
 use super::to_https;
 use super::websocket;
 use crate::codec::websocket::handshake::{self, Upgrade};
@@ -38,6 +40,9 @@ pub struct AppCall {
     entry: Option<Entry>,
     guard: DisconnectGuard,
     _active: Active,
+    /// --limit-request-body for this request's path, for the protocol to count a
+    /// body that declared no length against (None: unlimited, or no body).
+    pub body_limit: Option<u64>,
 }
 
 /// The app's first answer.
@@ -66,17 +71,21 @@ impl WebSocketStart {
 /// files, the WebSocket handshake, limits; what is left goes to the app.
 /// `body_empty`: the request has no body at all.
 pub fn dispatch(req: Request<()>, body_empty: bool, ctx: &Arc<ServerCtx>, conn: &ConnInfo) -> Dispatched {
+    // Kept for rendering an answer of the front (a refcount, not a copy).
+    let accept = req.headers().get(header::ACCEPT).cloned();
     let mut client = conn.peer;
-    let dispatched = pipeline(req, body_empty, ctx, conn, &mut client);
-    // The front's own answers count toward bans here; the app's in `AppCall::reply`.
-    if let Dispatched::Answer(response) = &dispatched {
+    let mut dispatched = stages(req, body_empty, ctx, conn, &mut client);
+    if let Dispatched::Answer(response) = &mut dispatched {
+        // The front's own answers count toward bans here; the app's in `AppCall::reply`.
         ctx.bans.strike(client, response.status().as_u16(), true);
+        finish_answer(response, ctx, accept.as_ref(), conn.tls.is_some());
     }
     dispatched
 }
 
-/// `dispatch`'s stages; `resolved` gets the client address once proxy headers are read.
-fn pipeline(mut req: Request<()>, body_empty: bool, ctx: &Arc<ServerCtx>, conn: &ConnInfo, resolved: &mut Option<std::net::SocketAddr>) -> Dispatched {
+/// The stages themselves; their answers are finished by `dispatch`. `resolved` gets the
+/// client address once proxy headers are read.
+fn stages(mut req: Request<()>, body_empty: bool, ctx: &Arc<ServerCtx>, conn: &ConnInfo, resolved: &mut Option<std::net::SocketAddr>) -> Dispatched {
     ctx.served.fetch_add(1, Ordering::Relaxed);
     let upgrade = match req.extensions_mut().remove::<handshake::Detected>() {
         Some(handshake::Detected(detected)) => Some(detected),
@@ -111,18 +120,22 @@ fn pipeline(mut req: Request<()>, body_empty: bool, ctx: &Arc<ServerCtx>, conn: 
     let secure = conn.tls.is_some();
     if let Some(tls) = ctx.config.tls.as_ref().filter(|_| !secure && conn.scheme == Scheme::Http) {
         if let Some(answer) = from_plain_listener(tls, &parts.uri, &parts.headers) {
-            let mut response = answer_to_https(answer, &parts.method, log(entry));
-            add_extra_headers(ctx, response.headers_mut(), false);
-            return Dispatched::Answer(response);
+            return Dispatched::Answer(answer_to_https(answer, &parts.method, log(entry)));
         }
     }
+    let body_limit = if body_empty {
+        None
+    } else {
+        match limits::admit(&ctx.config.front.body, parts.uri.path(), &parts.headers) {
+            Ok(limit) => limit,
+            Err(too_large) => return Dispatched::Answer(plain(StatusCode::PAYLOAD_TOO_LARGE, &too_large.message(), true, log(entry))),
+        }
+    };
     if let Some(reply) = ctx.static_files.as_ref().and_then(|files| files.serve(&parts.method, &parts.uri, &parts.headers, ctx.compress.as_ref())) {
         let (head, kind) = reply.into_parts();
         let status = head.status.as_u16();
         let declared = content_length(&head.headers);
-        let mut response = Response::from_parts(head, ResponseBody::new(kind, status, None, log(entry)).declaring(declared));
-        add_extra_headers(ctx, response.headers_mut(), secure);
-        return Dispatched::Answer(response);
+        return Dispatched::Answer(Response::from_parts(head, ResponseBody::new(kind, status, None, log(entry)).declaring(declared)));
     }
     let websocket = match upgrade {
         None => None,
@@ -152,7 +165,7 @@ fn pipeline(mut req: Request<()>, body_empty: bool, ctx: &Arc<ServerCtx>, conn: 
     }
     ctx.bridge.push(Event::Request(ex.clone()));
     let guard = DisconnectGuard(Some(ex.clone()));
-    Dispatched::App(AppCall { ex, responses: Some(responses), ctx: ctx.clone(), entry, guard, _active: active })
+    Dispatched::App(AppCall { ex, responses: Some(responses), ctx: ctx.clone(), entry, guard, _active: active, body_limit })
 }
 
 impl AppCall {
@@ -162,7 +175,7 @@ impl AppCall {
         let ctx = self.ctx.clone();
         let log = |entry: Option<Entry>| entry.map(|e| (ctx.clone(), e));
         let Some(responses) = self.responses.as_mut() else {
-            return Reply::Response(plain(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error", true, log(self.entry.take())));
+            return Reply::Response(self.front_error(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error", true));
         };
         let (status, headers, body) = match responses.recv().await {
             Some(ResponseEvent::Start { status, headers, body }) => (status, headers, body),
@@ -175,7 +188,7 @@ impl AppCall {
                 return Reply::Upgrade(response, start);
             }
             // The app side dropped its end without a word: only possible if the worker is stopping.
-            _ => return Reply::Response(plain(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable", true, log(self.entry.take()))),
+            _ => return Reply::Response(self.front_error(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable", true)),
         };
         self.guard.disarm();
         ctx.bans.strike(self.ex.head.client, status.as_u16(), false);
@@ -199,7 +212,7 @@ impl AppCall {
                 }
                 Err(e) => {
                     crate::error!("http.response.pathsend: cannot send {}: {e}", path.display());
-                    return Reply::Response(plain(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error", false, log(self.entry.take())));
+                    return Reply::Response(self.front_error(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error", false));
                 }
             },
         };
@@ -214,9 +227,23 @@ impl AppCall {
 
     /// The request body was malformed before the app answered: a 400, logged.
     pub fn bad_body(&mut self) -> Response<ResponseBody> {
+        self.front_error(StatusCode::BAD_REQUEST, "Bad Request: malformed request body", true)
+    }
+
+    /// The request body passed --limit-request-body before the app answered (the app
+    /// was told the client is gone): a 413, logged; the connection closes after it.
+    pub fn too_large(&mut self, too_large: TooLarge) -> Response<ResponseBody> {
+        self.ex.mark_disconnected();
+        self.front_error(StatusCode::PAYLOAD_TOO_LARGE, &too_large.message(), true)
+    }
+
+    /// An answer of the front in place of the app's, logged and finished for this request.
+    fn front_error(&mut self, status: StatusCode, message: &str, close: bool) -> Response<ResponseBody> {
         let log = self.entry.take().map(|e| (self.ctx.clone(), e));
-        self.ctx.bans.strike(self.ex.head.client, 400, true);
-        plain(StatusCode::BAD_REQUEST, "Bad Request: malformed request body", true, log)
+        self.ctx.bans.strike(self.ex.head.client, status.as_u16(), true);
+        let mut response = plain(status, message, close, log);
+        finish_answer(&mut response, &self.ctx, self.ex.head.headers.get(header::ACCEPT), self.ex.head.tls.is_some());
+        response
     }
 }
 
@@ -309,21 +336,34 @@ fn open_file(path: &std::path::Path) -> std::io::Result<(std::fs::File, u64)> {
 }
 
 /// The answer to a request refused before the pipeline (codec::h1::parse::Refusal),
-/// in either protocol. `close`: HTTP/1.1 closes after it.
-pub fn refused(refusal: crate::codec::h1::parse::Refusal, close: bool) -> Response<ResponseBody> {
+/// in either protocol, for a client that accepts `accept`. `close`: HTTP/1.1 closes after it.
+pub fn refused(refusal: crate::codec::h1::parse::Refusal, close: bool, ctx: &ServerCtx, accept: Option<&HeaderValue>, secure: bool) -> Response<ResponseBody> {
     let mut response = plain(refusal.status, refusal.reason, close, None);
     if refusal.status == StatusCode::METHOD_NOT_ALLOWED {
         // RFC 9110 15.5.6: a 405 lists what is allowed; these are the methods ferrogate hands to apps.
         response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"));
     }
+    finish_answer(&mut response, ctx, accept, secure);
     response
 }
 
-/// A response ferrogate writes itself, never reaching the app.
+/// The last step of every response ferrogate writes itself: the body of an error as
+/// the client accepts it (or its --error-page), then the headers every response gets.
+fn finish_answer(response: &mut Response<ResponseBody>, ctx: &ServerCtx, accept: Option<&HeaderValue>, secure: bool) {
+    error_page::render(response, &ctx.error_pages, accept);
+    add_extra_headers(ctx, response.headers_mut(), secure);
+}
+
+/// A response ferrogate writes itself, never reaching the app: `message` as plain
+/// text, marked so that an error is rendered for the client's Accept (and replaced
+/// by its --error-page) when the pipeline finishes it.
 pub fn plain(status: StatusCode, message: &str, close: bool, log: Option<(Arc<ServerCtx>, Entry)>) -> Response<ResponseBody> {
     let body = Bytes::from(format!("{message}\n"));
     let mut response = Response::new(ResponseBody::new(Kind::Full(Some(body)), status.as_u16(), None, log));
     *response.status_mut() = status;
+    if status.is_client_error() || status.is_server_error() {
+        response.extensions_mut().insert(FrontError(message.to_string()));
+    }
     let h = response.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     if close {

@@ -196,6 +196,7 @@ impl<IO: Transport> Conn<IO> {
             Dispatched::App(call) => call,
             Dispatched::Close => return After::Close,
         };
+        pump.limit(call.body_limit);
 
         // One split of the socket serves both phases: feeding the body while the
         // app works, and while its response is written.
@@ -209,7 +210,7 @@ impl<IO: Transport> Conn<IO> {
             loop {
                 tokio::select! {
                     biased;
-                    r = &mut reply => break Some(r),
+                    r = &mut reply => break Ok(r),
                     event = pump.next(&mut rd, &mut self.buf, &sink) => match event {
                         PumpEvent::SendContinue => {
                             let mut continue_line = [IoSlice::new(b"HTTP/1.1 100 Continue\r\n\r\n")];
@@ -219,16 +220,24 @@ impl<IO: Transport> Conn<IO> {
                         }
                         // Gone before the answer: dropping `call` tells the app.
                         PumpEvent::Eof => return After::Close,
-                        PumpEvent::Malformed => break None,
+                        PumpEvent::Malformed => break Err(None),
+                        PumpEvent::TooLarge(too_large) => break Err(Some(too_large)),
                     },
                 }
             }
         };
-        let Some(reply) = reply else {
-            call.ex.mark_disconnected();
-            let response = call.bad_body();
-            let _ = write_response(&mut wr, response, WriteOpts { is_head: false, ..opts }, &mut false).await;
-            return After::Linger;
+        let reply = match reply {
+            Ok(reply) => reply,
+            Err(too_large) => {
+                // The body broke its framing or passed the limit: say so instead of the app, and close.
+                call.ex.mark_disconnected();
+                let response = match too_large {
+                    None => call.bad_body(),
+                    Some(too_large) => call.too_large(too_large),
+                };
+                let _ = write_response(&mut wr, response, WriteOpts { is_head: false, ..opts }, &mut false).await;
+                return After::Linger;
+            }
         };
         drop(call); // releases the --limit-concurrency slot, as the response starts
         match reply {
@@ -236,15 +245,19 @@ impl<IO: Transport> Conn<IO> {
                 // The worker began stopping while the app worked: say so in this head.
                 keep_alive &= !stop_signalled(&self.stop);
                 // Phase 2: write the response while still feeding the app any body it asks for.
+                // A body that passes the limit now is no longer read (the app was told);
+                // the response goes on, and the connection closes after it.
+                let mut overflowed = false;
                 let ok = {
                     let mut write = pin!(write_response(&mut wr, response, opts, &mut keep_alive));
                     loop {
                         tokio::select! {
                             biased;
                             ok = &mut write => break ok,
-                            event = pump.next(&mut rd, &mut self.buf, &sink), if !pump.stalled => match event {
+                            event = pump.next(&mut rd, &mut self.buf, &sink), if !pump.stalled && !overflowed => match event {
                                 // Too late for a 100 once the final response has started.
                                 PumpEvent::SendContinue => {}
+                                PumpEvent::TooLarge(_) => overflowed = true,
                                 // The client left (dropping the body tells the app), or sent garbage.
                                 PumpEvent::Eof | PumpEvent::Malformed => break false,
                             },
@@ -252,7 +265,7 @@ impl<IO: Transport> Conn<IO> {
                     }
                 };
                 drop((rd, wr));
-                self.after_response(ok, keep_alive, &mut pump).await
+                self.after_response(ok, keep_alive && !overflowed, &mut pump).await
             }
             Reply::Upgrade(response, start) => {
                 if !write_response(&mut wr, response, WriteOpts { is_head: false, ..opts }, &mut false).await {
@@ -279,7 +292,9 @@ impl<IO: Transport> Conn<IO> {
     /// A head we will not serve: say why, then close.
     async fn refuse(&mut self, refusal: Refusal) {
         crate::http::bans::strike_refusal(&self.ctx, self.info.peer, refusal.status);
-        let _ = self.write_simple(service::refused(refusal, true), Version::HTTP_11).await;
+        let accept = crate::http::error_page::accept_in_raw_head(&self.buf);
+        let response = service::refused(refusal, true, &self.ctx, accept.as_ref(), self.info.tls.is_some());
+        let _ = self.write_simple(response, Version::HTTP_11).await;
         self.linger().await;
     }
 

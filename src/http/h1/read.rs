@@ -12,6 +12,7 @@ use super::conn::DRAIN_LIMIT;
 use crate::bridge::exchange::BodySink;
 use crate::codec::h1::decode::{Decoded, Decoder};
 use crate::codec::h1::parse::Framing;
+use crate::http::limits::{BodyCounter, TooLarge};
 
 /// First read for a request head; grows up to --max-header-size.
 const HEAD_READ: usize = 4096;
@@ -45,6 +46,9 @@ pub(super) enum PumpEvent {
     Eof,
     /// The body broke its framing.
     Malformed,
+    /// The body passed --limit-request-body (a chunked one; a declared length was
+    /// refused before): the app was told the client is gone.
+    TooLarge(TooLarge),
 }
 
 /// Moves the request body from the socket to the app, one chunk per ask.
@@ -59,12 +63,18 @@ pub(super) struct Pump {
     body_delivered: bool,
     /// Read-ahead is full: stop reading until the response is written.
     pub(super) stalled: bool,
+    counter: BodyCounter,
 }
 
 impl Pump {
     pub(super) fn new(framing: Framing, expect_continue: bool, io_timeout: Duration) -> Self {
         let empty = framing == Framing::Length(0);
-        Pump { decoder: Decoder::new(framing), io_timeout, may_push: !expect_continue, continue_pending: expect_continue && !empty, body_delivered: empty, stalled: false }
+        Pump { decoder: Decoder::new(framing), io_timeout, may_push: !expect_continue, continue_pending: expect_continue && !empty, body_delivered: empty, stalled: false, counter: BodyCounter::new(None) }
+    }
+
+    /// Holds the body to --limit-request-body's limit for its path.
+    pub(super) fn limit(&mut self, limit: Option<u64>) {
+        self.counter = BodyCounter::new(limit);
     }
 
     /// Runs until something needs the connection's attention. Cancel-safe:
@@ -105,6 +115,10 @@ impl Pump {
                     let Some(chunk) = self.gather(chunk, buf) else {
                         return PumpEvent::Malformed;
                     };
+                    if let Err(too_large) = self.counter.take(chunk.len()) {
+                        sink.client_gone();
+                        return PumpEvent::TooLarge(too_large);
+                    }
                     let last = self.decoder.is_done();
                     sink.push(chunk, last);
                     self.body_delivered = last;

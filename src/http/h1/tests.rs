@@ -252,3 +252,33 @@ async fn the_http2_preface_is_handed_over_only_with_prior_knowledge() {
         assert!(seen.lock().unwrap().is_empty());
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_declared_body_over_the_limit_is_refused_before_the_app() {
+    let mut c = start(|c| c.front.body.default = Some(16));
+    c.client.write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nAccept: application/json\r\nContent-Length: 17\r\n\r\n").await.unwrap();
+    let a = answer(&mut c.client, &mut Vec::new(), false).await;
+    assert_eq!((a.status, a.header("connection"), a.header("content-type")), (413, Some("close"), Some("application/json")));
+    assert!(String::from_utf8_lossy(&a.body).contains("\"status\":413"), "{a:?}");
+    assert!(closed(&mut c.client).await);
+    assert!(c.seen.lock().unwrap().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_chunked_body_is_cut_off_where_it_passes_the_limit() {
+    let mut c = start(|c| c.front.body.default = Some(16));
+    // Exactly the limit: served.
+    let mut buf = Vec::new();
+    c.client.write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n10\r\n0123456789abcdef\r\n0\r\n\r\n").await.unwrap();
+    let a = answer(&mut c.client, &mut buf, false).await;
+    assert_eq!((a.status, a.body.as_slice()), (200, &b"0123456789abcdef"[..]));
+    // One byte more, in a later chunk: a 413, the app sees a disconnect (the fake app records only whole bodies).
+    c.client.write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n10\r\n0123456789abcdef\r\n").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    c.client.write_all(b"1\r\nX\r\n0\r\n\r\n").await.unwrap();
+    let a = answer(&mut c.client, &mut buf, false).await;
+    assert_eq!((a.status, a.header("connection")), (413, Some("close")));
+    assert!(String::from_utf8_lossy(&a.body).contains("16 bytes"), "{a:?}");
+    assert!(closed(&mut c.client).await);
+    assert_eq!(c.seen.lock().unwrap().len(), 1, "only the first request reached the app whole");
+}

@@ -14,6 +14,7 @@ use std::time::Duration;
 use crate::bridge::exchange::BodySink;
 use crate::codec::h1::encode::{self, BodyFraming};
 use crate::http::body::ResponseBody;
+use crate::http::limits::{BodyCounter, TooLarge};
 
 /// Request body bytes joined into one `http.request` message when they are already
 /// here: a client's 16 KiB DATA frames reach the app in few messages.
@@ -30,14 +31,18 @@ pub(super) enum Fed {
     Gone,
     /// Nothing came for --timeout-io.
     Stalled,
+    /// The body passed --limit-request-body (one that declared no length; a declared
+    /// one was refused before): the app was told the client is gone.
+    TooLarge(TooLarge),
 }
 
 /// Moves the request body into the app: the first chunk at once, each next one when
-/// the app asks for more.
-pub(super) async fn feed(mut recv: h2::RecvStream, sink: &BodySink, body_empty: bool, io_timeout: Duration) -> Fed {
+/// the app asks for more, none past `limit`.
+pub(super) async fn feed(mut recv: h2::RecvStream, sink: &BodySink, body_empty: bool, limit: Option<u64>, io_timeout: Duration) -> Fed {
     if body_empty {
         return Fed::Done;
     }
+    let mut counter = BodyCounter::new(limit);
     let mut first = true;
     loop {
         if !first && !sink.demand().await {
@@ -60,6 +65,11 @@ pub(super) async fn feed(mut recv: h2::RecvStream, sink: &BodySink, body_empty: 
             }
             Ok(Some(Ok(chunk))) => gather(&mut recv, chunk),
         };
+        if let Err(too_large) = counter.take(chunk.len()) {
+            // What the client still sends is dropped by the h2 crate with `recv`.
+            sink.client_gone();
+            return Fed::TooLarge(too_large);
+        }
         let last = recv.is_end_stream();
         sink.push(chunk, last);
         if last {

@@ -35,7 +35,8 @@ pub(super) async fn serve(request: Request<h2::RecvStream>, mut respond: Respond
     }
     if let Err(refusal) = refuse_method(&parts.method) {
         crate::http::bans::strike_refusal(&ctx, info.peer, refusal.status);
-        body::send(respond, service::refused(refusal, false), false, date, io_timeout).await;
+        let response = service::refused(refusal, false, &ctx, parts.headers.get(header::ACCEPT), info.tls.is_some());
+        body::send(respond, response, false, date, io_timeout).await;
         return;
     }
     as_http1_would_see_it(&mut parts);
@@ -53,7 +54,7 @@ pub(super) async fn serve(request: Request<h2::RecvStream>, mut respond: Respond
     // Until the app answers: feed it the body, and notice a reset (the app is told
     // when `call` drops).
     let sink = BodySink::new(call.ex.clone());
-    let mut feed = pin!(body::feed(recv, &sink, body_empty, io_timeout));
+    let mut feed = pin!(body::feed(recv, &sink, body_empty, call.body_limit, io_timeout));
     let mut fed = body_empty.then_some(Fed::Done);
     let reply = loop {
         tokio::select! {
@@ -63,6 +64,14 @@ pub(super) async fn serve(request: Request<h2::RecvStream>, mut respond: Respond
                 if outcome == Fed::Stalled {
                     // The client stopped sending mid-body for --timeout-io: the app was told.
                     respond.send_reset(h2::Reason::CANCEL);
+                    return;
+                }
+                if let Fed::TooLarge(too_large) = outcome {
+                    // Past --limit-request-body before the app answered: a 413 in its place.
+                    // Once it is sent, the h2 crate resets the rest of the upload (NO_ERROR).
+                    let response = call.too_large(too_large);
+                    drop(call);
+                    body::send(respond, response, is_head, date, io_timeout).await;
                     return;
                 }
                 fed = Some(outcome);

@@ -261,6 +261,10 @@ fn text(status: StatusCode, message: &'static str) -> Reply {
     let mut r = Response::new(Kind::Full(Some(body)));
     *r.status_mut() = status;
     r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    if status.is_client_error() || status.is_server_error() {
+        // Rendered for the client's Accept (or replaced by --error-page) as the front's own errors are.
+        r.extensions_mut().insert(crate::http::error_page::FrontError(message.to_string()));
+    }
     r
 }
 
