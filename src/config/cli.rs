@@ -34,6 +34,7 @@ Commands (each takes the server's options, or reads the same ferrogate.toml):
   ferrogate check | config [--json]           validate / show the configuration and its sources
   ferrogate status | reload | stop | workers +N|-N | upgrade [--json]
                                               the running server, through its control socket
+  ferrogate bans list | unban ADDR            the addresses --ban-after banned
   ferrogate install | uninstall               a systemd service for this configuration
   ferrogate doctor [--json]                   audit this host's hardening (ssh, firewall, ...)
   ferrogate certs list | renew [--force] [--dry-run] | revoke NAME
