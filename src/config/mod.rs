@@ -29,6 +29,7 @@ mod layer_tests;
 mod resolve;
 mod resolve_front;
 mod sources;
+mod trusted;
 pub mod tls;
 
 pub use cli::{Cli, help_command};
@@ -37,10 +38,10 @@ pub use env_file::load_env_file;
 pub use file::{DEFAULT_FILE, FileEntry, FileError, FileLayer};
 pub use file_values::{Kind as ValueKind, key_of, kind as value_kind};
 pub use layer::{Layer, gather, gather_without_app};
+pub use trusted::TrustedPeers;
 pub use sources::{Origin, Sources, default_value, gather_sources, options};
 
 use serde::{Deserialize, Serialize};
-use std::net::IpAddr;
 use std::path::PathBuf;
 
 /// The listener used when none is asked for.
@@ -253,49 +254,6 @@ impl Protocols {
 pub struct ProxyConfig {
     pub enabled: bool,
     pub trusted: TrustedPeers,
-}
-
-/// Which peers may set X-Forwarded-* headers.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct TrustedPeers {
-    pub any: bool,
-    pub networks: Vec<ipnet::IpNet>,
-}
-
-impl TrustedPeers {
-    pub fn parse(spec: &str) -> Result<Self, String> {
-        let mut trusted = TrustedPeers::default();
-        for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-            if item == "*" {
-                trusted.any = true;
-                continue;
-            }
-            let net = match item.parse::<ipnet::IpNet>() {
-                Ok(net) => net,
-                Err(_) => match item.parse::<IpAddr>() {
-                    Ok(ip) => ipnet::IpNet::from(ip),
-                    Err(_) => {
-                        return Err(format!(
-                            "'{item}' is not an IP address or network; write e.g. 10.0.0.1, 10.0.0.0/8 or *"
-                        ));
-                    }
-                },
-            };
-            trusted.networks.push(net);
-        }
-        Ok(trusted)
-    }
-
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        if self.any {
-            return true;
-        }
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
-            v4 => v4,
-        };
-        self.networks.iter().any(|net| net.contains(&ip))
-    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -588,27 +546,5 @@ impl Config {
             BindSpec::Unix { path, .. } => format!("unix:{}", path.display()),
             BindSpec::Fd { fd } => format!("fd://{fd}"),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn trusted_peers_accept_addresses_networks_and_star() {
-        let t = TrustedPeers::parse("127.0.0.1, 10.0.0.0/8,::1").unwrap();
-        assert!(t.contains("127.0.0.1".parse().unwrap()));
-        assert!(t.contains("10.2.3.4".parse().unwrap()));
-        assert!(t.contains("::1".parse().unwrap()));
-        assert!(t.contains("::ffff:10.1.1.1".parse().unwrap()));
-        assert!(!t.contains("192.168.1.1".parse().unwrap()));
-        assert!(TrustedPeers::parse("*").unwrap().contains("8.8.8.8".parse().unwrap()));
-    }
-
-    #[test]
-    fn trusted_peers_reject_garbage_with_a_hint() {
-        let err = TrustedPeers::parse("localhost").unwrap_err();
-        assert!(err.contains("'localhost'") && err.contains("10.0.0.0/8"), "{err}");
     }
 }

@@ -132,7 +132,7 @@ async fn answer(stream: tokio::net::UnixStream, allowed: Vec<u32>, requests: mps
         match tokio::time::timeout(REQUEST_TIMEOUT, reader.read_line(&mut line)).await {
             Ok(Ok(n)) if n > 0 => match serde_json::from_str::<Request>(line.trim_end()) {
                 Ok(request) => ask_master(request, &requests).await,
-                Err(e) => Reply::refused(format!("not a control request ({e}); use the `ferrogate status|reload|stop|workers|upgrade` commands")),
+                Err(e) => Reply::refused(format!("not a control request ({e}); use the `ferrogate status|reload|stop|workers|upgrade|bans` commands")),
             },
             _ => return,
         }

@@ -226,7 +226,7 @@ impl Master {
             let mut allowed = vec![privilege::effective_uid()];
             allowed.extend(self.service.account.as_ref().map(|a| a.uid));
             match socket.serve(allowed, control_tx) {
-                Ok(()) => crate::info!("Control socket: {} (ferrogate status|reload|stop|workers|upgrade)", socket.path().display()),
+                Ok(()) => crate::info!("Control socket: {} (ferrogate status|reload|stop|workers|upgrade|bans)", socket.path().display()),
                 Err(e) => crate::error!("{e}"),
             }
         }
