@@ -375,6 +375,8 @@ def test_limit_concurrency_counts_streams(server_factory, tmp_path):
         refused = [s for s in sids if c.streams[s].done]
         assert [c.streams[s].status for s in refused] == [503, 503]
         assert b"concurrency limit" in c.streams[refused[0]].data
+        # The 503s leave at once; the two admitted streams reach the app's code a moment later.
+        wait_until(lambda: len(list(tmp_path.glob("started*"))) >= 2, 10, message="the two admitted streams never reached the app")
         assert len(list(tmp_path.glob("started*"))) == 2
         gate.touch()
         held = [c.response(s) for s in sids if s not in refused]
