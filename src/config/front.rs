@@ -325,10 +325,7 @@ impl BanConfig {
     }
 
     pub fn allowed(&self, ip: IpAddr) -> bool {
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
-            v4 => v4,
-        };
+        let ip = ip.to_canonical();
         self.allow.iter().any(|net| net.contains(&ip))
     }
 

@@ -39,10 +39,8 @@ impl TrustedPeers {
         if self.any {
             return true;
         }
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
-            v4 => v4,
-        };
+        // IPv4-mapped IPv6 (::ffff:a.b.c.d, from a dual-stack listener) is the IPv4 address.
+        let ip = ip.to_canonical();
         self.networks.iter().any(|net| net.contains(&ip))
     }
 }

@@ -109,10 +109,7 @@ pub fn forbidden(peer: Option<SocketAddr>, client: Option<SocketAddr>, log: Opti
 
 /// IPv4-mapped IPv6 (::ffff:a.b.c.d, from a dual-stack listener) is the IPv4 address.
 pub fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    }
+    ip.to_canonical()
 }
 
 #[cfg(test)]

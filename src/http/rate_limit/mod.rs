@@ -68,12 +68,9 @@ impl Limiter {
 
 /// An address as the table keys it: IPv4 and IPv4-mapped IPv6 alike.
 fn key(ip: IpAddr) -> u128 {
-    match ip {
+    match ip.to_canonical() {
         IpAddr::V4(v4) => u128::from(u32::from(v4)),
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => u128::from(u32::from(v4)),
-            None => u128::from(v6),
-        },
+        IpAddr::V6(v6) => u128::from(v6),
     }
 }
 
