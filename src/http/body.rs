@@ -109,6 +109,29 @@ impl ResponseBody {
         self.declared
     }
 
+    /// The file this body sends as it is (not compressed): the file, the offset of
+    /// its next byte and how many remain. For a protocol that sends files itself.
+    pub fn file_part(&self) -> Option<(&std::fs::File, u64, u64)> {
+        match (&self.kind, &self.coding) {
+            (Kind::File { file, offset, remaining }, None) => Some((file, *offset, *remaining)),
+            _ => None,
+        }
+    }
+
+    /// `n` bytes of `file_part` went out another way than `poll_frame`.
+    pub fn file_sent(&mut self, n: u64) {
+        if let Kind::File { offset, remaining, .. } = &mut self.kind {
+            let n = n.min(*remaining);
+            *offset += n;
+            *remaining -= n;
+            self.finished = *remaining == 0;
+            self.taken(n as usize);
+            if self.counting {
+                self.bytes += n;
+            }
+        }
+    }
+
     /// Takes a body the protocol does not send (HEAD, 204, 304) from the app
     /// and drops it, as uvicorn does, so that the app finishes normally instead
     /// of being told the client left. Up to a limit: an endless stream is cut

@@ -57,7 +57,10 @@ impl<IO> Rewind<IO> {
     }
 }
 
-impl<IO: Transport> Transport for Rewind<IO> {}
+impl<IO: Transport> Transport for Rewind<IO> {
+    crate::http::h1::locked_halves!();
+}
+impl<IO: Transport> crate::http::h1::Sink for Rewind<IO> {}
 
 impl<IO: AsyncRead + Unpin> AsyncRead for Rewind<IO> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, out: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {

@@ -11,7 +11,7 @@ use std::io::IoSlice;
 use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
 use super::read::{Pump, PumpEvent, read_more};
@@ -24,14 +24,7 @@ use crate::http::body::ResponseBody;
 use crate::http::ctx::{ConnInfo, ServerCtx};
 use crate::http::service::{self, Dispatched, Reply};
 
-/// A socket a connection can run on.
-pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static {}
-
-impl Transport for tokio::net::TcpStream {}
-impl Transport for tokio::net::UnixStream {}
-impl<S: Transport> Transport for tokio_rustls::server::TlsStream<S> {}
-#[cfg(test)]
-impl Transport for tokio::io::DuplexStream {}
+pub use super::sink::Transport;
 
 /// An unread request body up to this size is read and dropped to keep the connection.
 pub(super) const DRAIN_LIMIT: u64 = 256 * 1024;
@@ -202,7 +195,7 @@ impl<IO: Transport> Conn<IO> {
         // app works, and while its response is written.
         let opts = self.write_opts(version, is_head);
         let sink = BodySink::new(call.ex.clone());
-        let (mut rd, mut wr) = tokio::io::split(&mut self.io);
+        let (mut rd, mut wr) = self.io.halves();
 
         // Phase 1: until the app answers, feed it the body and watch for the client leaving.
         let reply = {

@@ -8,6 +8,8 @@
 pub mod conn;
 mod read;
 pub(crate) use read::read_more;
+mod sink;
+pub(crate) use sink::{Sink, locked_halves};
 mod write;
 
 #[cfg(test)]
