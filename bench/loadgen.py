@@ -113,6 +113,49 @@ def probe_h2(port, request, timeout=20.0, ca=None):
     raise ProbeError(f"no HTTP/2 answer to {request.method} {request.path}: {last}")
 
 
+# ---------------------------------------------------------------------------
+# Big downloads: one curl at a time, the body to /dev/null.
+
+DOWNLOAD_WRITE_OUT = "%{size_download} %{speed_download} %{http_code}"
+
+
+def download_command(port, request, max_seconds=60):
+    """curl for one download on its own connection. `Connection: close` so the
+    server lets the connection (and whatever it holds) go at once, not after a
+    keep-alive timeout, before the next download's memory is sampled."""
+    return ["curl", "--silent", "--show-error", "--noproxy", "*", "--http1.1",
+            "--max-time", str(max_seconds), "--header", "Connection: close",
+            *[arg for name, value in request.headers for arg in ("--header", f"{name}: {value}")],
+            "--output", "/dev/null", "--write-out", DOWNLOAD_WRITE_OUT,
+            f"http://127.0.0.1:{port}{request.path}"]
+
+
+def run_download(port, request, expected_bytes, max_seconds=60):
+    """Download once; return {"bytes", "bytes_per_s", "status", "error"}.
+
+    `error` is None for a complete 200 answer; otherwise it says what went
+    wrong (curl failed, another status, a short or long body), and the
+    caller counts the download as an error instead of a speed.
+    """
+    cmd = download_command(port, request, max_seconds)
+    cmd[0] = curl_path() or "curl"
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=max_seconds + 30)
+    try:
+        size, speed, status = proc.stdout.split()
+        result = {"bytes": int(size), "bytes_per_s": float(speed), "status": int(status)}
+    except ValueError:
+        result = {"bytes": 0, "bytes_per_s": 0.0, "status": 0}
+    error = None
+    if proc.returncode != 0:
+        error = f"curl exit {proc.returncode}: {proc.stderr.strip()[-300:]}"
+    elif result["status"] != 200:
+        error = f"status {result['status']}"
+    elif result["bytes"] != expected_bytes:
+        error = f"{result['bytes']:,} of {expected_bytes:,} bytes"
+    result["error"] = error
+    return result
+
+
 def wrk_path():
     return shutil.which("wrk")
 

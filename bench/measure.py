@@ -98,7 +98,8 @@ def measure(server, workload, plan, settings):
     except ServerStartError as exc:
         return dict(base, status="failed", error=f"server did not start: {exc}")
     try:
-        kind = {"http": _http, "idle": _idle, "ws": _ws, "handshake": _handshake}[workload.kind]
+        kind = {"http": _http, "idle": _idle, "ws": _ws, "handshake": _handshake,
+                "download": _download}[workload.kind]
         result = kind(running, workload, settings)
         why = running.dead()
         if why:
@@ -333,6 +334,69 @@ def _idle(running, workload, settings):
         "peak_rss_mib": after / MIB,
         "kib_per_conn": (after - before) / held / 1024,
         "errors": ready["failed"] + (held - done["still_open"]),
+    }
+
+
+# The download workload: at least this many downloads per run, however long
+# they take, and no new one started after this many seconds (so a slow
+# server costs at most about this, not --duration x downloads).
+MIN_DOWNLOADS = 3
+DOWNLOAD_BUDGET_S = 25.0
+# The peak RSS sampler's period there: a fast server sends 100 MiB in well
+# under 0.2 s (the other workloads' period), and a buffer it holds only for
+# one download would fall between two samples.
+DOWNLOAD_RSS_INTERVAL = 0.05
+# The probe: a small file through the same route as the big one (same
+# server mount or app code path), so the server is ready and we learn how
+# the app sent it, without reading 100 MiB in the harness.
+DOWNLOAD_PROBE = loadgen.Request("GET", "/static/10k.bin")
+
+
+def _downloads(running, workload, settings):
+    """Download the file one after another for the run's duration; a list of results."""
+    results = []
+    started = time.monotonic()
+    while True:
+        elapsed = time.monotonic() - started
+        if len(results) >= MIN_DOWNLOADS and elapsed >= settings.duration:
+            break
+        if elapsed >= DOWNLOAD_BUDGET_S:
+            break
+        results.append(loadgen.run_download(running.port, workload.request,
+                                            workload.download_bytes,
+                                            max_seconds=max(5, DOWNLOAD_BUDGET_S - elapsed)))
+    return results
+
+
+def _download(running, workload, settings):
+    """One big file, one download at a time: MiB/s, CPU per download, and whether the
+    server's memory grows while it sends the file."""
+    headers, _body = _check_probe(running, DOWNLOAD_PROBE)
+    pids = running.root_pids
+    time.sleep(1.0)  # let start-up allocations settle, as for the idle workload
+    before = _rss_now(pids)
+    with Window(pids) as window, proctree.RssSampler(pids, DOWNLOAD_RSS_INTERVAL) as rss:
+        results = _downloads(running, workload, settings)
+    good = [r for r in results if r["error"] is None]
+    errors = [r["error"] for r in results if r["error"] is not None]
+    if not good:
+        raise MeasureError(f"no complete download in {len(results)}: {errors[0]}")
+    speeds = [r["bytes_per_s"] / MIB for r in good]
+    cpu = window.server_cpu
+    return {
+        "status": "ok",
+        "mib_per_s": statistics.median(speeds),
+        "mib_per_s_downloads": [round(v, 1) for v in speeds],
+        "cpu_ms_per_download": cpu * 1e3 / len(results),
+        "cpu_seconds": cpu,
+        "downloads": len(results),
+        "rss_before_mib": before / MIB,
+        "peak_rss_mib": rss.peak / MIB,
+        "rss_growth_mib": (rss.peak - before) / MIB,
+        "errors": len(errors),
+        "first_error": errors[0] if errors else None,
+        "other_cpu_pct": window.other_cpu_pct,
+        "sent_via": headers.get("x-bench-sent"),
     }
 
 

@@ -64,7 +64,7 @@ def compute_floors(chosen, static_dir, python, reps, seconds):
     """CPU µs per call of each workload's app with no server (median of reps)."""
     floors = {}
     for w in chosen:
-        if w.kind == "idle":
+        if not w.has_floor:
             continue
         r = w.request
         base = ["--app", w.app, "--kind", "ws" if w.kind == "ws" else "http",
@@ -125,6 +125,10 @@ def _one_line(sample):
     if "kib_per_conn" in sample:
         return (f"{sample['connections']} conns held, {sample['kib_per_conn']:.1f} KiB/conn, "
                 f"{sample['closed_by_server']} closed by server")
+    if "mib_per_s" in sample:
+        return (f"{sample['mib_per_s']:,.0f} MiB/s  CPU {sample['cpu_ms_per_download']:.1f} ms/download  "
+                f"RSS {sample['rss_before_mib']:.0f} -> peak {sample['peak_rss_mib']:.0f} MiB  "
+                f"{sample['downloads']} downloads, errors {sample['errors']}")
     if "resumed_pct" in sample:
         return (f"{sample['rps']:,.0f} handshakes/s  CPU {sample['cpu_us_per_req']:.1f} µs/handshake  "
                 f"resumed {sample['resumed_pct']:.0f}%  RSS {sample['peak_rss_mib']:.0f} MiB  "
@@ -154,6 +158,9 @@ def run(args):
         say("h2load or curl is not installed (apt-get install nghttp2-client curl): "
             "cannot run the HTTP/2 workloads")
         return 2
+    if any(w.kind == "download" for w in chosen) and not loadgen.curl_path():
+        say("curl is not installed (apt-get install curl): cannot run the download workloads")
+        return 2
     if any(w.tls for w in chosen) and not tls_certs.openssl_path():
         say("openssl is not installed (apt-get install openssl): cannot run the HTTPS workloads")
         return 2
@@ -180,7 +187,7 @@ def run(args):
     scratch = tempfile.mkdtemp(prefix="bench-run-")
     samples, commands = [], {}
     try:
-        static_dir = workloads.make_static_dir(scratch)
+        static_dir = workloads.make_static_dir(scratch, chosen)
         certs = None
         if any(w.tls for w in chosen):
             # One throwaway ECDSA P-256 CA and localhost certificate per run.
@@ -262,11 +269,24 @@ def run(args):
     }
     os.makedirs(args.out, exist_ok=True)
     subtitle = f"{meta['machine']['cpu_model']}, {ncpu} cores, 1 worker unless 'allcores'"
-    chart.plot(rows, chosen, [s.name for s in active], os.path.join(args.out, "chart.png"), subtitle)
-    report.write(args.out, rows, samples, chosen, meta, floors)
-    say(f"\nWrote {os.path.relpath(args.out)}/results.md, results.json, chart.png "
+    chart_name = _plot(rows, chosen, [s.name for s in active], args.out, subtitle)
+    report.write(args.out, rows, samples, chosen, meta, floors, chart_name)
+    say(f"\nWrote {os.path.relpath(args.out)}/results.md, results.json"
+        f"{', ' + chart_name if chart_name else ''} "
         f"(setup {meta['seconds']['setup']:.0f} s, measuring {elapsed:.0f} s)")
     return _exit_code(samples, args.require, unavailable)
+
+
+def _plot(rows, chosen, names, out, subtitle, name="chart.png"):
+    """Draw the chart; its file name, or None when no workload has a panel (a
+    download-only run): then results.md links no image, and an older chart.png
+    in `out` is removed rather than left to be mistaken for this run's."""
+    path = os.path.join(out, name)
+    if chart.plot(rows, chosen, names, path, subtitle):
+        return name
+    if os.path.exists(path):
+        os.remove(path)
+    return None
 
 
 def render_only(args):
@@ -281,9 +301,10 @@ def render_only(args):
     rows = report.summarize(samples, chosen, names, floors)
     m = meta["machine"]
     subtitle = f"{m['cpu_model']}, {m['nproc']} cores, 1 worker unless 'allcores'"
-    chart.plot(rows, chosen, names, os.path.join(args.out, "chart.png"), subtitle)
-    report.write(args.out, rows, samples, chosen, meta, floors)
-    say(f"Rewrote {os.path.relpath(args.out)}/results.md, results.json and chart.png from {path}")
+    chart_name = _plot(rows, chosen, names, args.out, subtitle)
+    report.write(args.out, rows, samples, chosen, meta, floors, chart_name)
+    say(f"Rewrote {os.path.relpath(args.out)}/results.md, results.json"
+        f"{' and ' + chart_name if chart_name else ''} from {path}")
     return 0
 
 

@@ -9,15 +9,20 @@ NUMERIC = ["rps", "p50_ms", "p99_ms", "cpu_us_per_req", "peak_rss_mib", "errors"
            "connections", "closed_by_server", "rss_before_mib", "rss_after_mib",
            "kib_per_conn", "connect_seconds", "other_cpu_pct",
            "handshakes_per_cpu_s", "resumed_pct",
-           "bytes_per_response", "encoded_bytes", "identity_bytes"]
+           "bytes_per_response", "encoded_bytes", "identity_bytes",
+           "mib_per_s", "cpu_ms_per_download", "rss_growth_mib", "downloads"]
 # Shown with their spread over the rounds (min-max beside the median): a median
 # alone hides a row that wins in one round and loses in the next.
-SPREAD = ["rps", "cpu_us_per_req", "kib_per_conn", "handshakes_per_cpu_s", "resumed_pct"]
+SPREAD = ["rps", "cpu_us_per_req", "kib_per_conn", "handshakes_per_cpu_s", "resumed_pct",
+          "mib_per_s", "cpu_ms_per_download", "rss_growth_mib"]
+# The peers ferrogate is compared with round by round (nginx+gunicorn is a
+# different kind of stack: a proxy in front of an app server).
+ROUND_PEERS = ("granian", "uvicorn")
 
 
 def floor_key(workload, sent_via):
     """Which in-process floor a server's figure compares with (None: no app ran)."""
-    if workload.kind == "idle":
+    if not workload.has_floor:
         return None
     if workload.static:
         return f"{workload.app_key}:{sent_via}" if sent_via else None
@@ -52,7 +57,7 @@ def summarize(samples, workloads, server_names, floors):
             key = floor_key(w, sent)
             # A static file that the server (granian's mount, nginx) sent without the app.
             row["served_without_app"] = w.static and not sent
-            if w.kind != "idle":
+            if w.has_floor:
                 floor = floors.get(key) if key else 0.0
                 row["floor_us"] = floor
                 if floor is not None and row.get("cpu_us_per_req") is not None:
@@ -147,6 +152,19 @@ def _idle_table(rows):
         _col("RSS before MiB", "rss_before_mib", 1),
         _col("RSS after MiB", "rss_after_mib", 1),
         _col("KiB per idle connection (min–max)", "kib_per_conn", 1, spread=True),
+        ("rounds ok", "---:", lambda r: f"{r['rounds_ok']}/{r['rounds']}"),
+    ])
+
+
+def _download_table(rows):
+    return _table(rows, [
+        _col("MiB/s (min–max)", "mib_per_s", spread=True),
+        _col("CPU ms per download (min–max)", "cpu_ms_per_download", 1, spread=True),
+        _col("RSS before MiB", "rss_before_mib", 1),
+        _col("peak RSS MiB", "peak_rss_mib", 1),
+        # With its range: one round that grew is what this row is looking for.
+        _col("RSS growth MiB (min–max)", "rss_growth_mib", 1, spread=True),
+        _col("errors", "errors"),
         ("rounds ok", "---:", lambda r: f"{r['rounds_ok']}/{r['rounds']}"),
     ])
 
@@ -413,22 +431,109 @@ def _workload_sections(rows, workloads, heading):
         parts.append("")
         if w.note:
             parts += [w.note, ""]
-        table = {"idle": _idle_table, "ws": _ws_table,
-                 "handshake": _handshake_table}.get(w.kind, _http_table)
+        table = {"idle": _idle_table, "ws": _ws_table, "handshake": _handshake_table,
+                 "download": _download_table}.get(w.kind, _http_table)
         parts.append(_http_table(mine, compressed=True) if w.encoding else table(mine))
         parts.append("")
     return parts
 
 
-def render_markdown(rows, workloads, meta, floors, chart_name):
+def _rate(workload, sample):
+    """A sample's rate as its round-by-round table shows it (None if it did not run)."""
+    if sample["status"] != "ok":
+        return None
+    return sample.get("mib_per_s" if workload.kind == "download" else "rps")
+
+
+def _by_round(workload, samples):
+    """{server: {round: sample}} for one workload, servers in run order.
+
+    Samples carry their round; ones that do not (none should) are numbered
+    in run order, per server."""
+    by_server = {}
+    for s in samples:
+        if s["workload"] != workload.key:
+            continue
+        mine = by_server.setdefault(s["server"], {})
+        mine[s.get("round") or len(mine) + 1] = s
+    return by_server
+
+
+def _ahead_line(by_server, workload, rounds):
+    """How often ferrogate's round beat the best peer's same round."""
+    peers = " and ".join(ROUND_PEERS)
+    head = f"ferrogate ahead of the best of {peers}"
+    mine = by_server.get("ferrogate")
+    if mine is None:
+        return None
+    missing = [p for p in ROUND_PEERS if p not in by_server]
+    if missing:
+        return f"{head}: n/a ({' and '.join(missing)} not measured)"
+    ahead = compared = 0
+    notes = []
+    for i in rounds:
+        theirs = {p: by_server[p].get(i) for p in ROUND_PEERS}
+        down = [f"{p} {s['status'] if s else 'not run'}" for p, s in theirs.items()
+                if s is None or _rate(workload, s) is None]
+        if down:
+            # No "best of" to beat: this round does not count either way.
+            notes.append(f"round {i}: n/a, {' and '.join(down)}")
+            continue
+        compared += 1
+        own = _rate(workload, mine[i]) if i in mine else None
+        if own is None:
+            notes.append(f"round {i}: ferrogate {mine[i]['status'] if i in mine else 'not run'}")
+        elif own > max(_rate(workload, s) for s in theirs.values()):
+            ahead += 1
+    line = f"{head} in {ahead} of {compared} round{'s' if compared != 1 else ''}"
+    return line + (f" ({'; '.join(notes)})" if notes else "")
+
+
+def _rounds_section(workloads, samples):
+    """"Round by round": each round's rate for the workloads that ask for it, and how
+    often ferrogate was ahead of its peers in the same round."""
+    parts = []
+    for w in workloads:
+        by_server = _by_round(w, samples)
+        if not by_server:
+            continue
+        rounds = sorted({i for mine in by_server.values() for i in mine})
+        unit = w.rate_unit
+        head = ("| server | " + " | ".join(f"round {i} {unit}" if i == rounds[0] else f"round {i}"
+                                           for i in rounds) + " |")
+        lines = [head, "|---|" + "---:|" * len(rounds)]
+        for name, mine in by_server.items():
+            cells = []
+            for i in rounds:
+                s = mine.get(i)
+                rate = _rate(w, s) if s else None
+                cells.append(_fmt(rate) if rate is not None else (s["status"] if s else "–"))
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        parts += [f"### {w.title}  (`{w.key}`)", "", "\n".join(lines), ""]
+        ahead = _ahead_line(by_server, w, rounds)
+        if ahead:
+            parts += [ahead + ".", ""]
+    if not parts:
+        return []
+    return ["## Round by round", "",
+            "Each round's figure, in run order (round i ran every server once, one after "
+            "another), for the all-cores workloads, whose rounds differ most (the load "
+            "generator shares the cores), and the big static files; the tables above give "
+            "their medians. ferrogate's round i is compared with the same round of each peer; "
+            "a round where a peer failed does not count.", ""] + parts
+
+
+def render_markdown(rows, workloads, meta, floors, chart_name, samples=()):
     parts = ["# ferrogate benchmark results", "",
              "Generated by the harness in bench/ (see bench/README.md). Lower CPU µs/req "
-             "and overhead are better; higher req/s is better.", "",
-             f"![requests/s, CPU per request and memory per idle connection]({chart_name})", ""]
+             "and overhead are better; higher req/s is better.", ""]
+    if chart_name:
+        parts += [f"![requests/s, CPU per request and memory per idle connection]({chart_name})", ""]
     parts += _workload_sections(rows, [w for w in workloads if not w.http2], "##")
     summary = _https_summary(rows)
     if summary:
         parts += [summary, ""]
+    parts += _rounds_section([w for w in workloads if w.by_round], samples)
     http2 = [w for w in workloads if w.http2 and any(r["workload"] == w.key for r in rows)]
     if http2:
         parts += _h2_section(rows, http2, meta["settings"])
@@ -445,7 +550,7 @@ def render_markdown(rows, workloads, meta, floors, chart_name):
 
 def write(out_dir, rows, samples, workloads, meta, floors, chart_name="chart.png"):
     os.makedirs(out_dir, exist_ok=True)
-    md = render_markdown(rows, workloads, meta, floors, chart_name)
+    md = render_markdown(rows, workloads, meta, floors, chart_name, samples)
     with open(os.path.join(out_dir, "results.md"), "w") as f:
         f.write(md)
     with open(os.path.join(out_dir, "results.json"), "w") as f:

@@ -9,7 +9,8 @@ from servers import Plan
 
 POST_BODY = '{"name":"widget","price":9.99,"quantity":3,"tags":["red","small","sale"]}'
 
-STATIC_FILES = {"10k.bin": 10 * 1024, "1m.bin": 1024 * 1024}
+MIB = 1024 * 1024
+STATIC_FILES = {"10k.bin": 10 * 1024, "1m.bin": MIB}
 
 # The gzip workloads' request header: the client offers gzip only, as curl
 # --compressed and older clients do, so every server answers with gzip.
@@ -21,7 +22,8 @@ class Workload:
     key: str
     title: str
     kind: str                 # "http" (wrk, or h2load if http2), "idle" (held connections),
-                              # "ws" (echo) or "handshake" (new TLS connections, one request each)
+                              # "ws" (echo), "handshake" (new TLS connections, one request each)
+                              # or "download" (one big file at a time with curl)
     app: str                  # MODULE:ATTR in bench/apps
     request: Request = Request()
     all_cores: bool = False
@@ -38,11 +40,33 @@ class Workload:
     compress_app: str = ""    # the app for servers that cannot compress: `app` wrapped in
                               # GZipMiddleware (apps/gzip_wrapped.py)
     note: str = ""            # said under the workload's title in results.md
+    download_bytes: int = 0   # "download" kind: the size of the file at request.path, made
+                              # only when the workload is chosen (make_static_dir)
+    rounds_table: bool = False  # results.md shows its rounds one by one ("Round by round"),
+                                # as for every all-cores workload
 
     @property
     def app_key(self):
         """Names the app's in-process floor: the same app and request share one."""
         return self.floor or self.key.removesuffix("-allcores")
+
+    @property
+    def has_floor(self):
+        """Whether an in-process floor means anything: not for held idle connections,
+        nor for a 100 MiB download (its table has no floor column)."""
+        return self.kind not in ("idle", "download")
+
+    @property
+    def by_round(self):
+        """Shown round by round in results.md: the all-cores rows, whose rounds
+        differ most (the load generator shares the cores), and the big static files."""
+        return self.all_cores or self.rounds_table
+
+    @property
+    def rate_unit(self):
+        """What the workload's rate counts, as its tables say it."""
+        return {"ws": "messages/s", "handshake": "handshakes/s",
+                "download": "MiB/s"}.get(self.kind, "req/s")
 
     def workers(self, ncpu):
         return ncpu if self.all_cores else 1
@@ -82,7 +106,7 @@ ALL = [
     Workload("static-10k", "static file 10 KiB (1 worker)", "http", "static_files:app",
              Request("GET", "/static/10k.bin"), static=True),
     Workload("static-1m", "static file 1 MiB (1 worker)", "http", "static_files:app",
-             Request("GET", "/static/1m.bin"), static=True),
+             Request("GET", "/static/1m.bin"), static=True, rounds_table=True),
     Workload("idle", "idle keep-alive connections (1 worker)", "idle", "raw_json:app"),
     Workload("ws", "WebSocket echo (1 worker)", "ws", "ws_echo:app"),
     Workload("raw-allcores", "raw ASGI, small JSON (all cores)", "http", "raw_json:app",
@@ -150,6 +174,24 @@ ALL = [
                  "form in memory once made (src/http/compress/cache.rs), nginx's `gzip on` and "
                  "GZipMiddleware compress on every request (nginx's way around that, "
                  "`gzip_static on` with a prebuilt app.css.gz, is not what this row measures).")),
+    # A large file, one download at a time (issue 13): throughput of one
+    # connection, CPU per download, and whether the server's memory stays flat
+    # while it streams 100 MiB (it should not buffer the file).
+    Workload("download-100m", "100 MiB static file download (1 worker)", "download",
+             "static_files:app", Request("GET", "/static/100m.bin"), static=True,
+             download_bytes=100 * MIB, rounds_table=True, note=(
+                 "One `curl` at a time downloads the 100 MiB file of random bytes to /dev/null, "
+                 "each on a new connection (`Connection: close`), one after another for the "
+                 "run's duration (at least 3 downloads); no warm-up download, so whatever the "
+                 "first download allocates shows as growth. Each download must be 200 with "
+                 "all 104,857,600 bytes, else it is an error. Served as `static-1m` is: "
+                 "ferrogate with `--static`, nginx from its root, granian from its static "
+                 "mount, uvicorn through apps/static_files.py, which has no pathsend there and "
+                 "so reads the whole file and sends it as one body. MiB/s: the median of the "
+                 "run's downloads (curl's average speed of each); CPU ms per download: the "
+                 "server tree's CPU over the downloads ÷ downloads; RSS before: the tree's RSS "
+                 "after one small probe request, before the first download; peak RSS: sampled "
+                 "every 50 ms during the downloads; growth = peak − before.")),
 ]
 BY_KEY = {w.key: w for w in ALL}
 # CI's smoke run: HTTPS keep-alive is one more wrk run per server (~15 s for
@@ -163,18 +205,29 @@ QUICK = ["raw", "fastapi-get", "static-10k", "idle", "ws", "https-raw", "h2-fast
          "gzip-json"]
 
 
-def make_static_dir(scratch):
+def _write_random(path, size, chunk=MIB):
+    # In chunks: the 100 MiB file need not sit in the harness's memory.
+    with open(path, "wb") as f:
+        for done in range(0, size, chunk):
+            f.write(os.urandom(min(chunk, size - done)))
+
+
+def make_static_dir(scratch, chosen=()):
     """Create SCRATCH/www/static/ with the static files; return that directory.
 
     The parent www/ is nginx's root, so /static/NAME maps to a real file.
     Random bytes, so no layer can compress them; and the gzip-static
     workload's stylesheet, text made from a fixed seed (bench/static_text.py).
+    The download workloads' big files only when one of `chosen` needs them
+    (100 MiB costs a second to write and the disk space).
     """
     static_dir = os.path.join(scratch, "www", "static")
     os.makedirs(static_dir, exist_ok=True)
-    for name, size in STATIC_FILES.items():
-        with open(os.path.join(static_dir, name), "wb") as f:
-            f.write(os.urandom(size))
+    files = dict(STATIC_FILES)
+    files.update((os.path.basename(w.request.path), w.download_bytes)
+                 for w in chosen if w.download_bytes)
+    for name, size in files.items():
+        _write_random(os.path.join(static_dir, name), size)
     with open(os.path.join(static_dir, static_text.NAME), "wb") as f:
         f.write(static_text.stylesheet())
     # nginx's worker and granian read these; keep them world-readable.
