@@ -3,7 +3,8 @@
 Serves files from $BENCH_STATIC_DIR under /static/<name>. When the server
 offers the ASGI "http.response.pathsend" extension (ferrogate does), the app
 hands the server the path and lets it send the file itself; otherwise it reads
-the file and sends the bytes, as a simple app on uvicorn would.
+the file and sends the bytes, as a simple app on uvicorn would (a large file
+in 1 MiB pieces).
 Servers with their own static mount (granian) or a front proxy (nginx) never
 reach this app for /static/, except granian on gzip-static: its mount cannot
 compress, so it runs this app wrapped in GZipMiddleware (apps/gzip_wrapped.py).
@@ -20,6 +21,7 @@ NOT_FOUND = b"not found"
 # gzip-static workload's stylesheet must say text/css to be compressed.
 CONTENT_TYPES = {".css": b"text/css; charset=utf-8"}
 OCTET_STREAM = b"application/octet-stream"
+CHUNK = 1024 * 1024  # files up to this size are sent in one body message (static-1m)
 
 
 def _resolve(path):
@@ -63,5 +65,11 @@ async def app(scope, receive, send):
         await send({"type": "http.response.pathsend", "path": full})
         return
     with open(full, "rb") as f:
-        data = f.read()
-    await send({"type": "http.response.body", "body": data})
+        if size <= CHUNK:
+            await send({"type": "http.response.body", "body": f.read()})
+            return
+        # A large file (download-100m) goes in pieces, as Starlette's FileResponse
+        # sends one (64 KiB there): reading 100 MiB whole would measure the app's memory.
+        while data := f.read(CHUNK):
+            await send({"type": "http.response.body", "body": data, "more_body": True})
+    await send({"type": "http.response.body", "body": b""})
