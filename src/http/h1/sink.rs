@@ -37,6 +37,24 @@ pub trait Socket: Sync {
     fn poll_send_more(&self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>>;
     /// Sends up to `len` bytes of `file` from `offset`, which advances by what went.
     fn poll_send_file(&self, cx: &mut Context<'_>, file: BorrowedFd<'_>, offset: &mut u64, len: usize) -> Poll<io::Result<usize>>;
+    /// TCP_CORK: while on, only full segments leave (see `write::CORK_MIN`).
+    fn set_cork(&self, _on: bool) {}
+}
+
+/// Corks a socket for as long as it lives (a file body, then the push at its end).
+pub struct Corked<'a>(&'a dyn Socket);
+
+impl<'a> Corked<'a> {
+    pub fn new(socket: &'a dyn Socket) -> Self {
+        socket.set_cork(true);
+        Corked(socket)
+    }
+}
+
+impl Drop for Corked<'_> {
+    fn drop(&mut self) {
+        self.0.set_cork(false);
+    }
 }
 
 /// Transports split by tokio's generic lock-guarded halves (no descriptor to send a file to).
@@ -73,7 +91,7 @@ impl Sink for tokio::io::DuplexStream {}
 
 /// TCP and unix sockets: borrowed halves (no lock), and sendfile.
 macro_rules! plain_socket {
-    ($stream:ty, $halves:ident) => {
+    ($stream:ty, $halves:ident, $cork:expr) => {
         impl Transport for $stream {
             type Reader<'a> = tokio::net::$halves::ReadHalf<'a>;
             type Writer<'a> = tokio::net::$halves::WriteHalf<'a>;
@@ -103,6 +121,13 @@ macro_rules! plain_socket {
                 })
             }
 
+            fn set_cork(&self, on: bool) {
+                if $cork {
+                    // A failure leaves the socket as it was: only the segmenting differs.
+                    let _ = socket2::SockRef::from(self).set_tcp_cork(on);
+                }
+            }
+
             fn poll_send_file(&self, cx: &mut Context<'_>, file: BorrowedFd<'_>, offset: &mut u64, len: usize) -> Poll<io::Result<usize>> {
                 poll_write_with(cx, |cx| self.poll_write_ready(cx), |f| self.try_io(Interest::WRITABLE, f), || {
                     let mut off = *offset as libc::off_t;
@@ -119,8 +144,8 @@ macro_rules! plain_socket {
     };
 }
 
-plain_socket!(tokio::net::TcpStream, tcp);
-plain_socket!(tokio::net::UnixStream, unix);
+plain_socket!(tokio::net::TcpStream, tcp, true);
+plain_socket!(tokio::net::UnixStream, unix, false);
 
 /// One nonblocking write system call, retried when the socket is writable again.
 /// `try_io` clears the reactor's readiness on EAGAIN, so the next wait is real.

@@ -8,7 +8,7 @@ use std::pin::Pin;
 use std::time::Duration;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
-use super::sink::{Sink, Socket};
+use super::sink::{Corked, Sink, Socket};
 
 use crate::codec::h1::encode::{self, BodyFraming};
 use crate::http::body::ResponseBody;
@@ -127,10 +127,18 @@ const SENDFILE_MIN: u64 = 64 * 1024;
 /// disk, and the I/O thread serves every other connection; this bounds that wait.
 const SENDFILE_CHUNK: u64 = 1 << 20;
 
-/// The head (with MSG_MORE: it leaves in one segment with the file's first bytes),
-/// then the file, straight from the page cache to the socket. The length was
+/// Files at least this long are sent corked (TCP_CORK): only full segments leave,
+/// where TCP_NODELAY would push a short one at the end of every sendfile call.
+/// Measured on loopback (docs/architecture.md): a 100 MiB download went from
+/// ~1,900 to ~2,800 MiB/s and from 48 to 34 ms of CPU corked, while 1 MiB files
+/// on 64 keep-alive connections went from ~9,400 to ~2,900 requests/s.
+const CORK_MIN: u64 = 8 << 20;
+
+/// The head (MSG_MORE: it leaves with the file's first bytes), then the file,
+/// straight from the page cache to the socket. The length was
 /// announced: a file that shrank meanwhile ends the connection.
 async fn send_file(socket: &dyn Socket, head: &[u8], body: &mut ResponseBody, timeout: Duration) -> std::io::Result<()> {
+    let _corked = body.file_part().is_some_and(|(_, _, remaining)| remaining >= CORK_MIN).then(|| Corked::new(socket));
     let mut head = head;
     while !head.is_empty() {
         let n = timed(timeout, std::future::poll_fn(|cx| socket.poll_send_more(cx, head))).await?;

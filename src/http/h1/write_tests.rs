@@ -14,8 +14,8 @@ use crate::http::body::{Kind, ResponseBody};
 
 const OPTS: WriteOpts = WriteOpts { version: Version::HTTP_11, is_head: false, date: false, io_timeout: Duration::from_secs(5) };
 
-/// Three sendfile chunks and a bit: the loop, not one lucky call.
-const LEN: usize = 3 * 1024 * 1024 + 4099;
+/// Nine sendfile chunks and a bit: the loop, not one lucky call, and past `CORK_MIN`.
+const LEN: usize = 9 * 1024 * 1024 + 4099;
 
 fn file_of(bytes: &[u8]) -> std::fs::File {
     let mut file = tempfile();
