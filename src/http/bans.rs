@@ -44,13 +44,13 @@ impl Bans {
         if self.empty.load(Ordering::Acquire) {
             return false;
         }
-        self.banned.read().unwrap_or_else(|e| e.into_inner()).contains(&canonical(ip))
+        self.banned.read().unwrap_or_else(|e| e.into_inner()).contains(&ip.to_canonical())
     }
 
     /// The master's list, whole (`ToWorker::Bans`).
     pub fn replace(&self, list: Vec<IpAddr>) {
         let mut banned = self.banned.write().unwrap_or_else(|e| e.into_inner());
-        *banned = list.into_iter().map(canonical).collect();
+        *banned = list.into_iter().map(|ip: IpAddr| ip.to_canonical()).collect();
         self.empty.store(banned.is_empty(), Ordering::Release);
     }
 
@@ -61,7 +61,7 @@ impl Bans {
         if !(config.counts(status) || front && REFUSALS.contains(&status)) {
             return;
         }
-        let Some(ip) = client.map(|c| canonical(c.ip())) else { return };
+        let Some(ip) = client.map(|c| c.ip().to_canonical()) else { return };
         if config.allowed(ip) {
             return;
         }
@@ -103,13 +103,8 @@ pub fn refuses(ctx: &ServerCtx, client: Option<SocketAddr>) -> bool {
 /// The answer to such a request: 403, and the connection closes when the client is the
 /// peer itself; a proxy's connection stays open for the other clients it carries.
 pub fn forbidden(peer: Option<SocketAddr>, client: Option<SocketAddr>, log: Option<(Arc<ServerCtx>, Entry)>) -> Response<ResponseBody> {
-    let direct = peer.zip(client).is_some_and(|(p, c)| canonical(p.ip()) == canonical(c.ip()));
+    let direct = peer.zip(client).is_some_and(|(p, c)| p.ip().to_canonical() == c.ip().to_canonical());
     super::service::plain(StatusCode::FORBIDDEN, "Forbidden: this address is banned for a while after too many failed requests", direct, log)
-}
-
-/// IPv4-mapped IPv6 (::ffff:a.b.c.d, from a dual-stack listener) is the IPv4 address.
-pub fn canonical(ip: IpAddr) -> IpAddr {
-    ip.to_canonical()
 }
 
 #[cfg(test)]

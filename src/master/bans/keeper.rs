@@ -8,7 +8,6 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use crate::config::front::BanConfig;
-use crate::http::bans::canonical;
 
 /// Addresses with strikes but no ban yet that the master remembers at most: beyond it
 /// (a flood of distinct addresses through a trusted proxy), their partial counts are
@@ -47,7 +46,7 @@ impl Keeper {
 
     /// `count` responses of `status` to `ip` at `now`; the log line when that bans it.
     pub fn strike(&mut self, now: u64, ip: IpAddr, status: u16, count: u32) -> Option<String> {
-        let ip = canonical(ip);
+        let ip = ip.to_canonical();
         if self.bans.contains_key(&ip) || self.config.allowed(ip) || count == 0 || self.amnesty.get(&ip).is_some_and(|&until| now < until) {
             return None;
         }
@@ -91,7 +90,7 @@ impl Keeper {
     }
 
     pub fn unban(&mut self, ip: IpAddr, now: u64) -> bool {
-        let ip = canonical(ip);
+        let ip = ip.to_canonical();
         self.recent.remove(&ip);
         self.amnesty.insert(ip, now + LATE_MS);
         self.bans.remove(&ip).is_some()
@@ -100,7 +99,7 @@ impl Keeper {
     /// Bans loaded from the state file; those already over are dropped.
     pub fn restore(&mut self, bans: Vec<Ban>, now: u64) -> usize {
         for ban in bans.into_iter().filter(|b| b.until * 1000 > now) {
-            self.bans.insert(canonical(ban.address), ban);
+            self.bans.insert(ban.address.to_canonical(), ban);
         }
         self.bans.len()
     }
