@@ -24,6 +24,8 @@ pub struct AsgiContext {
     pub root_path: String,
     /// The app's request tasks still running.
     pub tasks: tasks::RequestTasks,
+    /// What every scope starts from.
+    pub scopes: scope::Templates,
 }
 
 impl AsgiContext {

@@ -3,7 +3,8 @@
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Mutex;
 
 use super::AsgiContext;
 use crate::codec::websocket::handshake::Upgrade;
@@ -17,9 +18,64 @@ pub fn http_version(version: http::Version) -> &'static str {
     }
 }
 
-fn address<'py>(py: Python<'py>, addr: Option<SocketAddr>) -> PyResult<Bound<'py, PyAny>> {
+fn http_version_str<'py>(py: Python<'py>, version: http::Version) -> &'py Bound<'py, PyString> {
+    match version {
+        http::Version::HTTP_10 => intern!(py, "1.0"),
+        http::Version::HTTP_2 => intern!(py, "2"),
+        _ => intern!(py, "1.1"),
+    }
+}
+
+/// The keys of each kind of scope, in the order they are set: a request's scope
+/// starts as a copy of its kind's template (one allocation, no rehashing as
+/// keys are added), and every value is then replaced.
+const COMMON_KEYS: [&str; 12] =
+    ["type", "asgi", "http_version", "scheme", "path", "raw_path", "root_path", "query_string", "headers", "server", "client", "state"];
+
+pub struct Templates {
+    http: Py<PyDict>,
+    websocket: Py<PyDict>,
+    /// The last addresses turned into text, per side: a keep-alive connection's
+    /// requests (and a server's own address) repeat them, and formatting an IP
+    /// address is a good part of building a scope.
+    client_host: Mutex<Option<(IpAddr, Py<PyString>)>>,
+    server_host: Mutex<Option<(IpAddr, Py<PyString>)>>,
+}
+
+impl Templates {
+    pub fn new(py: Python<'_>) -> PyResult<Self> {
+        let template = |extra: &[&str]| -> PyResult<Py<PyDict>> {
+            let d = PyDict::new(py);
+            for key in COMMON_KEYS.iter().chain(extra) {
+                d.set_item(PyString::intern(py, key), py.None())?;
+            }
+            Ok(d.unbind())
+        };
+        Ok(Templates {
+            http: template(&["method", "extensions"])?,
+            websocket: template(&["subprotocols", "extensions"])?,
+            client_host: Mutex::new(None),
+            server_host: Mutex::new(None),
+        })
+    }
+}
+
+fn host<'py>(py: Python<'py>, cache: &Mutex<Option<(IpAddr, Py<PyString>)>>, ip: IpAddr) -> Bound<'py, PyString> {
+    // Only the loop thread builds scopes, under the GIL: the lock is never contended.
+    let mut last = cache.lock().unwrap_or_else(|p| p.into_inner());
+    match &*last {
+        Some((cached, text)) if *cached == ip => text.bind(py).clone(),
+        _ => {
+            let text = PyString::new(py, &ip.to_string());
+            *last = Some((ip, text.clone().unbind()));
+            text
+        }
+    }
+}
+
+fn address<'py>(py: Python<'py>, cache: &Mutex<Option<(IpAddr, Py<PyString>)>>, addr: Option<SocketAddr>) -> PyResult<Bound<'py, PyAny>> {
     match addr {
-        Some(a) => Ok(PyTuple::new(py, [a.ip().to_string().into_pyobject(py)?.into_any(), a.port().into_pyobject(py)?.into_any()])?.into_any()),
+        Some(a) => Ok(PyTuple::new(py, [host(py, cache, a.ip()).into_any(), a.port().into_pyobject(py)?.into_any()])?.into_any()),
         None => Ok(py.None().into_bound(py)),
     }
 }
@@ -38,14 +94,15 @@ fn method_str<'py>(py: Python<'py>, method: &http::Method) -> Bound<'py, PyStrin
 }
 
 /// The keys shared by http and websocket scopes.
-fn common<'py>(py: Python<'py>, ctx: &AsgiContext, head: &RequestHead, kind: &Bound<'py, PyString>, scheme: &str) -> PyResult<Bound<'py, PyDict>> {
-    let scope = PyDict::new(py);
+fn common<'py>(py: Python<'py>, ctx: &AsgiContext, head: &RequestHead, kind: &Bound<'py, PyString>, scheme: &Bound<'py, PyString>) -> PyResult<Bound<'py, PyDict>> {
+    let template = if head.websocket.is_some() { &ctx.scopes.websocket } else { &ctx.scopes.http };
+    let scope = template.bind(py).copy()?;
     scope.set_item(intern!(py, "type"), kind)?;
     let asgi = PyDict::new(py);
     asgi.set_item(intern!(py, "version"), intern!(py, "3.0"))?;
     asgi.set_item(intern!(py, "spec_version"), intern!(py, "2.4"))?;
     scope.set_item(intern!(py, "asgi"), asgi)?;
-    scope.set_item(intern!(py, "http_version"), http_version(head.version))?;
+    scope.set_item(intern!(py, "http_version"), http_version_str(py, head.version))?;
     scope.set_item(intern!(py, "scheme"), scheme)?;
 
     let raw_path = head.uri.path().as_bytes();
@@ -64,7 +121,11 @@ fn common<'py>(py: Python<'py>, ctx: &AsgiContext, head: &RequestHead, kind: &Bo
         full.extend_from_slice(raw_path);
         scope.set_item(intern!(py, "raw_path"), PyBytes::new(py, &full))?;
     }
-    scope.set_item(intern!(py, "root_path"), &*root_path)?;
+    if root_path.is_empty() {
+        scope.set_item(intern!(py, "root_path"), intern!(py, ""))?;
+    } else {
+        scope.set_item(intern!(py, "root_path"), &*root_path)?;
+    }
     let query = head.uri.query().unwrap_or("").as_bytes();
     scope.set_item(intern!(py, "query_string"), PyBytes::new(py, query))?;
 
@@ -73,8 +134,8 @@ fn common<'py>(py: Python<'py>, ctx: &AsgiContext, head: &RequestHead, kind: &Bo
         headers.append(PyTuple::new(py, [PyBytes::new(py, name.as_str().as_bytes()), PyBytes::new(py, value.as_bytes())])?)?;
     }
     scope.set_item(intern!(py, "headers"), headers)?;
-    scope.set_item(intern!(py, "server"), address(py, head.server)?)?;
-    scope.set_item(intern!(py, "client"), address(py, head.client)?)?;
+    scope.set_item(intern!(py, "server"), address(py, &ctx.scopes.server_host, head.server)?)?;
+    scope.set_item(intern!(py, "client"), address(py, &ctx.scopes.client_host, head.client)?)?;
     let state = ctx.state.bind(py);
     scope.set_item(intern!(py, "state"), if state.is_empty() { PyDict::new(py) } else { state.copy()? })?;
     Ok(scope)
@@ -82,8 +143,8 @@ fn common<'py>(py: Python<'py>, ctx: &AsgiContext, head: &RequestHead, kind: &Bo
 
 pub fn websocket_scope<'py>(py: Python<'py>, ctx: &AsgiContext, head: &RequestHead, upgrade: &Upgrade) -> PyResult<Bound<'py, PyDict>> {
     let scheme = match head.scheme {
-        Scheme::Http => "ws",
-        Scheme::Https => "wss",
+        Scheme::Http => intern!(py, "ws"),
+        Scheme::Https => intern!(py, "wss"),
     };
     let scope = common(py, ctx, head, intern!(py, "websocket"), scheme)?;
     scope.set_item(intern!(py, "subprotocols"), PyList::new(py, &upgrade.subprotocols)?)?;
@@ -96,8 +157,8 @@ pub fn websocket_scope<'py>(py: Python<'py>, ctx: &AsgiContext, head: &RequestHe
 
 pub fn http_scope<'py>(py: Python<'py>, ctx: &AsgiContext, head: &RequestHead) -> PyResult<Bound<'py, PyDict>> {
     let scheme = match head.scheme {
-        Scheme::Http => "http",
-        Scheme::Https => "https",
+        Scheme::Http => intern!(py, "http"),
+        Scheme::Https => intern!(py, "https"),
     };
     let scope = common(py, ctx, head, intern!(py, "http"), scheme)?;
     scope.set_item(intern!(py, "method"), method_str(py, &head.method))?;

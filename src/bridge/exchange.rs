@@ -3,7 +3,7 @@
 //! The I/O side owns the socket; the loop side owns the ASGI coroutine. They
 //! meet here: request body chunks and connection state flow in under a mutex
 //! that is held for a few instructions and never while holding the GIL or
-//! waiting; response messages flow out through an unbounded channel whose
+//! waiting; response messages flow out through a queue (`responses`) whose
 //! depth is bounded by hand (`in_flight`), so a slow client pauses `send()`.
 
 use bytes::Bytes;
@@ -13,8 +13,9 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 
+use super::responses::{ResponseReceiver, ResponseSender, response_queue};
 use super::{Bridge, Event};
 
 /// Above this many response bytes queued for the socket, `send()` waits.
@@ -255,15 +256,15 @@ impl Shared {
 pub struct Exchange {
     pub head: RequestHead,
     shared: Mutex<Shared>,
-    pub response: mpsc::UnboundedSender<ResponseEvent>,
+    pub response: ResponseSender,
     /// Rung by the app side when it has consumed what was buffered (body, messages) and wants more.
     pub wants_more: Notify,
     bridge: Arc<Bridge>,
 }
 
 impl Exchange {
-    pub fn new(head: RequestHead, bridge: Arc<Bridge>) -> (Arc<Self>, mpsc::UnboundedReceiver<ResponseEvent>) {
-        let (tx, rx) = mpsc::unbounded_channel();
+    pub fn new(head: RequestHead, bridge: Arc<Bridge>) -> (Arc<Self>, ResponseReceiver) {
+        let (tx, rx) = response_queue();
         let ex = Arc::new(Exchange {
             head,
             shared: Mutex::new(Shared::default()),

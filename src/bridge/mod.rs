@@ -13,6 +13,7 @@ use std::sync::{Arc, OnceLock};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 pub mod exchange;
+pub mod responses;
 pub mod stop;
 
 use exchange::{Exchange, ResponseEvent};

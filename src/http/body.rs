@@ -7,7 +7,7 @@ use http_body::{Frame, SizeHint};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use tokio::sync::mpsc;
+use crate::bridge::responses::ResponseReceiver;
 
 use super::access_log::Entry;
 use super::ctx::ServerCtx;
@@ -38,7 +38,7 @@ fn read_chunk(file: &std::fs::File, offset: u64, len: usize) -> std::io::Result<
 pub enum Kind {
     Empty,
     Full(Option<Bytes>),
-    Stream(mpsc::UnboundedReceiver<ResponseEvent>),
+    Stream(ResponseReceiver),
     /// `remaining` bytes from `offset` on: a whole file, or one byte range of it.
     File { file: std::fs::File, offset: u64, remaining: u64 },
     /// One of the above, compressed as it is sent (http/compress): `new` takes it apart.

@@ -7,7 +7,7 @@ use http::{HeaderValue, Request, Response, StatusCode, header};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::mpsc;
+use crate::bridge::responses::ResponseReceiver;
 
 use super::access_log::Entry;
 use super::body::{Kind, ResponseBody};
@@ -35,7 +35,7 @@ pub enum Dispatched {
 pub struct AppCall {
     pub ex: Arc<Exchange>,
     /// Taken by `reply`.
-    responses: Option<mpsc::UnboundedReceiver<ResponseEvent>>,
+    responses: Option<ResponseReceiver>,
     ctx: Arc<ServerCtx>,
     entry: Option<Entry>,
     guard: DisconnectGuard,
@@ -55,7 +55,7 @@ pub enum Reply {
 /// What the WebSocket session needs once the 101 is on the wire.
 pub struct WebSocketStart {
     ex: Arc<Exchange>,
-    responses: mpsc::UnboundedReceiver<ResponseEvent>,
+    responses: ResponseReceiver,
     upgrade: Upgrade,
     ctx: Arc<ServerCtx>,
 }

@@ -93,6 +93,7 @@ pub fn run(py: Python<'_>) -> PyResult<i32> {
         state: state.unbind(),
         root_path: config.app.root_path.clone(),
         tasks: crate::asgi::tasks::RequestTasks::new(py)?,
+        scopes: crate::asgi::scope::Templates::new(py)?,
     });
     let dispatcher = dispatch::Dispatcher { bridge: bridge.clone(), ctx: ctx.clone(), event_loop: event_loop.clone().unbind() };
     event_loop.call_method1("add_reader", (bridge.fd(), dispatcher))?;

@@ -4,7 +4,7 @@ use bytes::{Bytes, BytesMut};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
+use crate::bridge::responses::ResponseReceiver;
 
 use crate::codec::websocket::deflate::{Codec, Params};
 use crate::codec::websocket::frame::{self, Frame, OpCode, Violation};
@@ -42,7 +42,7 @@ pub async fn run<IO>(
     io: IO,
     leftover: BytesMut,
     ex: Arc<Exchange>,
-    mut app: mpsc::UnboundedReceiver<ResponseEvent>,
+    mut app: ResponseReceiver,
     config: WsConfig,
     deflate: Option<Params>,
     mut stop: crate::bridge::stop::StopSignal,
