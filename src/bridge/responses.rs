@@ -18,10 +18,34 @@ use super::exchange::ResponseEvent;
 
 #[derive(Default)]
 struct Queue {
-    events: VecDeque<ResponseEvent>,
+    events: Events,
     waker: Option<Waker>,
     sender_gone: bool,
     receiver_gone: bool,
+}
+
+/// First in, first out, with the first message held inline: most responses are
+/// one message (a head with its whole body), and a queue buffer allocated for
+/// each would be one more malloc/free per request.
+#[derive(Default)]
+struct Events {
+    first: Option<ResponseEvent>,
+    rest: VecDeque<ResponseEvent>,
+}
+
+impl Events {
+    fn push(&mut self, event: ResponseEvent) {
+        // `first` is only ever filled when nothing waits behind it: order holds.
+        if self.first.is_none() && self.rest.is_empty() {
+            self.first = Some(event);
+        } else {
+            self.rest.push_back(event);
+        }
+    }
+
+    fn pop(&mut self) -> Option<ResponseEvent> {
+        self.first.take().or_else(|| self.rest.pop_front())
+    }
 }
 
 struct Shared(Mutex<Queue>);
@@ -51,7 +75,7 @@ impl ResponseSender {
         if q.receiver_gone {
             return Err(event);
         }
-        q.events.push_back(event);
+        q.events.push(event);
         let waker = q.waker.take();
         drop(q);
         if let Some(w) = waker {
@@ -76,7 +100,7 @@ impl Drop for ResponseSender {
 impl ResponseReceiver {
     pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<ResponseEvent>> {
         let mut q = self.0.lock();
-        if let Some(event) = q.events.pop_front() {
+        if let Some(event) = q.events.pop() {
             return Poll::Ready(Some(event));
         }
         if q.sender_gone {
@@ -148,6 +172,22 @@ mod tests {
         assert_eq!(data(rx.poll_recv(&mut cx)).as_deref(), Some(&b"a"[..]));
         assert_eq!(data(rx.poll_recv(&mut cx)).as_deref(), Some(&b"b"[..]));
         assert!(matches!(rx.poll_recv(&mut cx), Poll::Ready(None)));
+    }
+
+    #[test]
+    fn order_holds_when_sends_and_receives_interleave() {
+        let (tx, mut rx) = response_queue();
+        let waker = Waker::from(Arc::new(Count(AtomicUsize::new(0))));
+        let mut cx = Context::from_waker(&waker);
+        let mut got = Vec::new();
+        for step in ["a", "-", "b", "c", "-", "d", "-", "-", "e", "-"] {
+            match step {
+                "-" => got.push(data(rx.poll_recv(&mut cx)).expect("a queued chunk")),
+                s => tx.send(chunk(s)).ok().unwrap(),
+            }
+        }
+        assert_eq!(got, ["a", "b", "c", "d", "e"].map(|s| Bytes::from_static(s.as_bytes())));
+        assert!(rx.poll_recv(&mut cx).is_pending());
     }
 
     #[test]
