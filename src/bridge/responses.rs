@@ -1,10 +1,11 @@
 //! The app's response messages for one exchange, on their way to its connection.
 //!
-//! Both ends live on the I/O thread (the bridge's outbox hands the loop side's
-//! messages over there), so this is a queue under an uncontended mutex, not a
-//! channel built for threads: tokio's unbounded channel allocated a 32-slot
-//! block (about 2 KiB) per exchange, outside glibc's per-thread cache, and the
-//! loop thread often freed it, taking the I/O thread's arena lock.
+//! Messages are sent and received on the I/O thread (the bridge's outbox hands
+//! the loop side's messages over there; only the sender's drop may happen on the
+//! loop thread), so this is a queue under an uncontended mutex, not a channel
+//! built for threads: tokio's unbounded channel allocated a 32-slot block (about
+//! 2 KiB) per exchange, past glibc's per-thread cache, and it was often freed on
+//! the loop thread (a free into another thread's arena takes that arena's lock).
 //!
 //! The semantics are those of an unbounded channel: `recv` gives `None` once
 //! the sender is gone and the queue is empty; a send after the receiver is gone
