@@ -10,15 +10,7 @@ use super::AsgiContext;
 use crate::codec::websocket::handshake::Upgrade;
 use crate::bridge::exchange::{RequestHead, Scheme};
 
-pub fn http_version(version: http::Version) -> &'static str {
-    match version {
-        http::Version::HTTP_10 => "1.0",
-        http::Version::HTTP_2 => "2",
-        _ => "1.1",
-    }
-}
-
-fn http_version_str<'py>(py: Python<'py>, version: http::Version) -> &'py Bound<'py, PyString> {
+fn http_version<'py>(py: Python<'py>, version: http::Version) -> &'py Bound<'py, PyString> {
     match version {
         http::Version::HTTP_10 => intern!(py, "1.0"),
         http::Version::HTTP_2 => intern!(py, "2"),
@@ -28,7 +20,7 @@ fn http_version_str<'py>(py: Python<'py>, version: http::Version) -> &'py Bound<
 
 /// The keys of each kind of scope, in the order they are set: a request's scope
 /// starts as a copy of its kind's template (one allocation, no rehashing as
-/// keys are added), and every value is then replaced.
+/// keys are added; `type` already set), and every other value is then replaced.
 const COMMON_KEYS: [&str; 12] =
     ["type", "asgi", "http_version", "scheme", "path", "raw_path", "root_path", "query_string", "headers", "server", "client", "state"];
 
@@ -44,16 +36,17 @@ pub struct Templates {
 
 impl Templates {
     pub fn new(py: Python<'_>) -> PyResult<Self> {
-        let template = |extra: &[&str]| -> PyResult<Py<PyDict>> {
+        let template = |kind: &str, extra: &[&str]| -> PyResult<Py<PyDict>> {
             let d = PyDict::new(py);
             for key in COMMON_KEYS.iter().chain(extra) {
                 d.set_item(PyString::intern(py, key), py.None())?;
             }
+            d.set_item(PyString::intern(py, "type"), PyString::intern(py, kind))?;
             Ok(d.unbind())
         };
         Ok(Templates {
-            http: template(&["method", "extensions"])?,
-            websocket: template(&["subprotocols", "extensions"])?,
+            http: template("http", &["method", "extensions"])?,
+            websocket: template("websocket", &["subprotocols", "extensions"])?,
             client_host: Mutex::new(None),
             server_host: Mutex::new(None),
         })
@@ -94,15 +87,13 @@ fn method_str<'py>(py: Python<'py>, method: &http::Method) -> Bound<'py, PyStrin
 }
 
 /// The keys shared by http and websocket scopes.
-fn common<'py>(py: Python<'py>, ctx: &AsgiContext, head: &RequestHead, kind: &Bound<'py, PyString>, scheme: &Bound<'py, PyString>) -> PyResult<Bound<'py, PyDict>> {
-    let template = if head.websocket.is_some() { &ctx.scopes.websocket } else { &ctx.scopes.http };
+fn common<'py>(py: Python<'py>, ctx: &AsgiContext, head: &RequestHead, template: &Py<PyDict>, scheme: &Bound<'py, PyString>) -> PyResult<Bound<'py, PyDict>> {
     let scope = template.bind(py).copy()?;
-    scope.set_item(intern!(py, "type"), kind)?;
     let asgi = PyDict::new(py);
     asgi.set_item(intern!(py, "version"), intern!(py, "3.0"))?;
     asgi.set_item(intern!(py, "spec_version"), intern!(py, "2.4"))?;
     scope.set_item(intern!(py, "asgi"), asgi)?;
-    scope.set_item(intern!(py, "http_version"), http_version_str(py, head.version))?;
+    scope.set_item(intern!(py, "http_version"), http_version(py, head.version))?;
     scope.set_item(intern!(py, "scheme"), scheme)?;
 
     let raw_path = head.uri.path().as_bytes();
@@ -146,7 +137,7 @@ pub fn websocket_scope<'py>(py: Python<'py>, ctx: &AsgiContext, head: &RequestHe
         Scheme::Http => intern!(py, "ws"),
         Scheme::Https => intern!(py, "wss"),
     };
-    let scope = common(py, ctx, head, intern!(py, "websocket"), scheme)?;
+    let scope = common(py, ctx, head, &ctx.scopes.websocket, scheme)?;
     scope.set_item(intern!(py, "subprotocols"), PyList::new(py, &upgrade.subprotocols)?)?;
     let extensions = PyDict::new(py);
     extensions.set_item(intern!(py, "websocket.http.response"), PyDict::new(py))?;
@@ -160,7 +151,7 @@ pub fn http_scope<'py>(py: Python<'py>, ctx: &AsgiContext, head: &RequestHead) -
         Scheme::Http => intern!(py, "http"),
         Scheme::Https => intern!(py, "https"),
     };
-    let scope = common(py, ctx, head, intern!(py, "http"), scheme)?;
+    let scope = common(py, ctx, head, &ctx.scopes.http, scheme)?;
     scope.set_item(intern!(py, "method"), method_str(py, &head.method))?;
     let extensions = PyDict::new(py);
     extensions.set_item(intern!(py, "http.response.pathsend"), PyDict::new(py))?;
