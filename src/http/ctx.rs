@@ -43,6 +43,9 @@ pub struct ServerCtx {
     pub rate: super::rate_limit::Limiter,
     /// --ban-after: the master's ban list, and the strikes to report.
     pub bans: super::bans::Bans,
+    /// This worker's seat on the master's board, to spread connections over the
+    /// workers; None when it has none (the worker takes every connection it can).
+    pub seat: Option<Arc<super::balance::Seat>>,
 }
 
 /// A count of open connections that a stop can wait on.
@@ -124,6 +127,7 @@ impl ServerCtx {
             tls,
             rate,
             bans,
+            seat: None,
         }
     }
 

@@ -2,6 +2,7 @@
 //! Nothing here touches Python.
 
 pub mod access_log;
+pub mod balance;
 pub mod bans;
 pub mod body;
 pub mod compress;
@@ -19,6 +20,7 @@ pub mod proxy_protocol;
 pub mod rate_limit;
 pub mod server;
 pub mod service;
+pub mod shared_memory;
 pub mod sniff;
 #[cfg(test)]
 mod testing;

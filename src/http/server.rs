@@ -6,8 +6,11 @@
 //! then the HTTP protocol. That is the seam where TLS (a handshake) and HTTP/2
 //! (a protocol chosen by ALPN or the connection preface) plug in.
 
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
 
 use super::ctx::{ConnInfo, ServerCtx};
 use super::h1::conn::{self, Transport};
@@ -27,16 +30,22 @@ struct Listener {
     tls: Option<Arc<Acceptor>>,
 }
 
+/// Watched for readiness by hand rather than through tokio's listeners: a worker over
+/// its share must see that a connection waits without taking it (`balance`).
 enum Socket {
-    Tcp(tokio::net::TcpListener),
-    Unix(tokio::net::UnixListener),
+    Tcp(AsyncFd<std::net::TcpListener>),
+    Unix(AsyncFd<std::os::unix::net::UnixListener>),
 }
 
 impl Listener {
     fn adopt(inherited: Inherited, tls: Option<Arc<Acceptor>>) -> std::io::Result<Self> {
-        let socket = match inherited {
-            Inherited::Tcp(l) => Socket::Tcp(tokio::net::TcpListener::from_std(l)?),
-            Inherited::Unix(l) => Socket::Unix(tokio::net::UnixListener::from_std(l)?),
+        // SAFETY: each std listener owns its descriptor, and the AsyncFd owns the
+        // listener until it drops: the descriptor stays open and the same meanwhile.
+        let socket = unsafe {
+            match inherited {
+                Inherited::Tcp(l) => Socket::Tcp(AsyncFd::register_with_interest(l, Interest::READABLE)?),
+                Inherited::Unix(l) => Socket::Unix(AsyncFd::register_with_interest(l, Interest::READABLE)?),
+            }
         };
         Ok(Listener { socket, tls })
     }
@@ -45,30 +54,64 @@ impl Listener {
     async fn run(self, ctx: Arc<ServerCtx>) {
         let mut stop = ctx.stop.clone();
         let local = match &self.socket {
-            Socket::Tcp(l) => l.local_addr().ok(),
+            Socket::Tcp(l) => l.get_ref().local_addr().ok(),
             Socket::Unix(_) => None,
         };
+        let mut manners = super::balance::Manners::default();
         loop {
-            let accepted = async {
+            let hold = || ctx.seat.as_ref().is_some_and(|seat| manners.hold(|| seat.over()));
+            let taken = async {
                 match &self.socket {
-                    Socket::Tcp(l) => l.accept().await.map(|(stream, peer)| {
+                    Socket::Tcp(l) => take(l, hold, |l| {
+                        let (stream, peer) = l.accept()?;
+                        stream.set_nonblocking(true)?;
                         let _ = stream.set_nodelay(true);
-                        (Stream::Tcp(stream), Some(peer))
-                    }),
-                    Socket::Unix(l) => l.accept().await.map(|(stream, _)| (Stream::Unix(stream), None)),
+                        Ok((Stream::Tcp(tokio::net::TcpStream::from_std(stream)?), Some(peer)))
+                    })
+                    .await,
+                    Socket::Unix(l) => take(l, hold, |l| {
+                        let (stream, _) = l.accept()?;
+                        stream.set_nonblocking(true)?;
+                        Ok((Stream::Unix(tokio::net::UnixStream::from_std(stream)?), None))
+                    })
+                    .await,
                 }
             };
             tokio::select! {
                 _ = stopped(&mut stop) => return,
-                accepted = accepted => match accepted {
-                    Ok((stream, peer)) => {
+                taken = taken => match taken {
+                    Ok(Taken::Connection((stream, peer), held)) => {
+                        manners.took(held);
                         let info = ConnInfo { peer, local, scheme: Scheme::Http, tls: None };
                         spawn_connection(stream, info, self.tls.clone(), &ctx);
                     }
+                    Ok(Taken::Nothing) => manners.missed(),
                     Err(e) => accept_failed(e).await,
                 },
             }
         }
+    }
+}
+
+enum Taken<T> {
+    /// And whether it was held for the peers first.
+    Connection(T, bool),
+    /// The queue was empty: a peer took the connection.
+    Nothing,
+}
+
+/// Waits until a connection is queued, leaves it to the peers for `balance::HOLD`
+/// when `hold()` says so, then takes it if it is still there.
+async fn take<L: AsRawFd, T>(listener: &AsyncFd<L>, hold: impl Fn() -> bool, accept: impl FnOnce(&L) -> std::io::Result<T>) -> std::io::Result<Taken<T>> {
+    let mut ready = listener.readable().await?;
+    let held = hold();
+    if held {
+        tokio::time::sleep(super::balance::HOLD).await;
+    }
+    match ready.try_io(|l| accept(l.get_ref())) {
+        Ok(accepted) => accepted.map(|c| Taken::Connection(c, held)),
+        // try_io cleared the readiness: the next wait is for a new connection.
+        Err(_would_block) => Ok(Taken::Nothing),
     }
 }
 
@@ -103,6 +146,9 @@ pub async fn serve(listeners: Vec<Inherited>, ctx: Arc<ServerCtx>) -> Instant {
 
     stopped(&mut stop).await;
     let began = Instant::now();
+    if let Some(seat) = &ctx.seat {
+        seat.stop_accepting();
+    }
     // The accept loops see the same signal and drop their listener handles.
     while accept_tasks.join_next().await.is_some() {}
     let open = ctx.open.current();
@@ -130,6 +176,7 @@ async fn accept_failed(e: std::io::Error) {
 fn spawn_connection(mut stream: Stream, mut info: ConnInfo, tls: Option<Arc<Acceptor>>, ctx: &Arc<ServerCtx>) {
     let ctx = ctx.clone();
     let open = ctx.open.enter();
+    let seat = ctx.seat.as_ref().map(|seat| seat.enter());
     tokio::spawn(async move {
         // First the load balancer's word on who the client is, so that everything
         // after (bans, TLS, HTTP, the logs) sees the real address. Boxed: only
@@ -150,7 +197,7 @@ fn spawn_connection(mut stream: Stream, mut info: ConnInfo, tls: Option<Arc<Acce
             (Stream::Tcp(s), Some(tls)) => Box::pin(serve_https(s, info, tls, ctx)).await,
             (Stream::Unix(s), Some(tls)) => Box::pin(serve_https(s, info, tls, ctx)).await,
         }
-        drop(open);
+        drop((open, seat));
     });
 }
 

@@ -16,6 +16,7 @@ mod policy;
 pub mod privilege;
 mod rss;
 mod service;
+mod shared;
 mod spawn;
 mod supervise;
 mod tls;
@@ -68,8 +69,8 @@ struct Master {
     notify: notify::Notifier,
     /// --ban-after: the ban list the workers enforce.
     bans: bans::BanList,
-    /// --rate-limit: the buckets every worker shares (handed over after the listeners).
-    rate_table: Option<crate::http::rate_limit::shm::Table>,
+    /// The worker board and the rate-limit buckets every worker maps.
+    shared: shared::Shared,
 }
 
 /// Runs the master until it stops; returns the process exit status.
@@ -158,10 +159,10 @@ pub fn run(mut config: Config, python: PathBuf) -> i32 {
             return 1;
         }
     };
-    let rate_table = match config.front.rate.enabled().then(crate::http::rate_limit::shm::Table::create).transpose() {
-        Ok(table) => table,
+    let shared = match shared::Shared::create(&config) {
+        Ok(shared) => shared,
         Err(e) => {
-            crate::error!("cannot create the rate-limit table (--rate-limit) in shared memory: {e}");
+            crate::error!("{e}");
             return 1;
         }
     };
@@ -196,7 +197,7 @@ pub fn run(mut config: Config, python: PathBuf) -> i32 {
             launch,
             notify: notify::Notifier::from_env(),
             bans,
-            rate_table,
+            shared,
         };
         let code = master.serve(rx).await;
         master.cleanup();
@@ -334,6 +335,7 @@ impl Master {
             }
             if let PolicyEvent::Exited(id, _) = &event {
                 self.workers.remove(id);
+                self.shared.exited(*id);
             }
             if let PolicyEvent::Ready(_) = &event {
                 self.on_worker_ready();
@@ -519,8 +521,7 @@ impl Master {
     /// Starts worker `id` and its supervise task; returns its pid.
     fn spawn_worker(&mut self, id: WorkerId) -> Option<u32> {
         let material = self.tls.as_ref().map(|t| &t.material);
-        // The rate-limit table follows the listeners (worker::rate_limits finds it there).
-        let fds: Vec<RawFd> = self.listener_fds().into_iter().chain(self.rate_table.as_ref().and_then(|t| t.fd())).collect();
+        let fds: Vec<RawFd> = self.listener_fds().into_iter().chain(self.shared.fds()).collect();
         let spawned = match spawn::spawn(id, &self.python, &self.config, material, &fds, self.service.account.as_ref()) {
             Ok(s) => s,
             Err(e) => {
@@ -529,6 +530,7 @@ impl Master {
             }
         };
         let pid = spawned.child.id().unwrap_or(0);
+        self.shared.started(id, pid);
         let (orders_tx, orders_rx) = mpsc::unbounded_channel();
         tokio::spawn(supervise::supervise(id, spawned, orders_rx, self.events.clone()));
         self.workers.insert(id, orders_tx);

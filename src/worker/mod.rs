@@ -19,6 +19,7 @@ use crate::http::static_files::StaticFiles;
 use crate::http::ctx::ServerCtx;
 use crate::http::rate_limit::Limiter as RateLimiter;
 use crate::http::server;
+use crate::http::balance::{Board, SEATS, Seat};
 use crate::ipc::{self, CHANNEL_FD, EXIT_BOOT_ERROR, FIRST_LISTENER_FD, ToWorker};
 use crate::bridge::{Bridge, Event};
 use crate::tls::acceptor::Acceptor;
@@ -57,8 +58,8 @@ pub fn run(py: Python<'_>) -> PyResult<i32> {
             Err(message) => return Ok(boot_failed(&mut channel, message)),
         },
     };
-    // Before the app runs: nothing it opens can sit at the table's descriptor yet.
-    let rate = rate_limits(&config);
+    // Before the app runs: nothing it opens can sit at the shared descriptors yet.
+    let shared = Shared { board: board(&config), rate: rate_limits(&config) };
     prepare_interpreter(py)?;
     let static_files = match StaticFiles::open(&config.statics) {
         Ok(files) => files,
@@ -108,7 +109,7 @@ pub fn run(py: Python<'_>) -> PyResult<i32> {
         let (config, bridge) = (config.clone(), bridge.clone());
         std::thread::Builder::new()
             .name("ferrogate-io".into())
-            .spawn(move || serve_io(config, bridge, static_files, tls, inherited, channel, rate))?
+            .spawn(move || serve_io(config, bridge, static_files, tls, inherited, channel, shared))?
     };
     crate::info!("Worker ready: serving {} with {}", config.app.target, loop_name(&event_loop));
 
@@ -134,7 +135,7 @@ pub fn run(py: Python<'_>) -> PyResult<i32> {
 /// The I/O thread: HTTP on the inherited listeners plus the channel to the master.
 /// It ends once the server has drained, and stops the event loop on its way
 /// out. Returns when the drain began.
-fn serve_io(config: Arc<Config>, bridge: Arc<Bridge>, static_files: Option<StaticFiles>, tls: Option<Arc<Acceptor>>, listeners: Vec<listeners::Inherited>, channel: std::os::unix::net::UnixStream, rate: Option<RateLimiter>) -> Option<Instant> {
+fn serve_io(config: Arc<Config>, bridge: Arc<Bridge>, static_files: Option<StaticFiles>, tls: Option<Arc<Acceptor>>, listeners: Vec<listeners::Inherited>, channel: std::os::unix::net::UnixStream, shared: Shared) -> Option<Instant> {
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -146,9 +147,11 @@ fn serve_io(config: Arc<Config>, bridge: Arc<Bridge>, static_files: Option<Stati
     let drain_began = runtime.block_on(async {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(None);
         let mut ctx = ServerCtx::new(config, bridge.clone(), static_files, tls, stop_rx);
-        if let Some(rate) = rate {
+        if let Some(rate) = shared.rate {
             ctx.rate = rate;
         }
+        // Seated as it begins to accept: a worker still booting takes no share.
+        ctx.seat = shared.board.and_then(seat);
         let ctx = Arc::new(ctx);
         let outbox = bridge.clone();
         tokio::spawn(async move { outbox.deliver_outbox().await });
@@ -159,15 +162,38 @@ fn serve_io(config: Arc<Config>, bridge: Arc<Bridge>, static_files: Option<Stati
     Some(drain_began)
 }
 
-/// --rate-limit: the master's shared table, handed over after the listeners
-/// (master/spawn.rs); this worker's own, with a warning, if it is not there.
+/// What the master shares with every worker in memory, handed over after the listeners.
+struct Shared {
+    board: Option<Board>,
+    rate: Option<RateLimiter>,
+}
+
+/// The master's worker board, right after the listeners (master/spawn.rs). Without it
+/// the worker takes every connection it can.
+fn board(config: &Config) -> Option<Board> {
+    // SAFETY: the master placed the board right after the listeners before exec; it is
+    // adopted once, here, and `adopt` checks that it is one before using it.
+    let board = unsafe { Board::adopt(FIRST_LISTENER_FD + config.bind.len() as i32) };
+    board.map_err(|e| crate::warn!("{e}; this worker does not balance connections with the others")).ok()
+}
+
+fn seat(board: Board) -> Option<Arc<Seat>> {
+    let seat = Arc::new(board).sit(std::process::id());
+    if seat.is_none() {
+        crate::warn!("all {SEATS} seats of the worker board are taken; this worker does not balance connections with the others");
+    }
+    seat.map(Arc::new)
+}
+
+/// --rate-limit: the master's shared table, handed over after the listeners and the
+/// board (master/spawn.rs); this worker's own, with a warning, if it is not there.
 fn rate_limits(config: &Config) -> Option<RateLimiter> {
     if !config.front.rate.enabled() {
         return None;
     }
-    // SAFETY: the master placed the table right after the listeners before exec; it is
+    // SAFETY: the master placed the table right after the board before exec; it is
     // adopted once, here, and `adopt` checks that it is one before using it.
-    let shared = unsafe { crate::http::rate_limit::shm::Table::adopt(FIRST_LISTENER_FD + config.bind.len() as i32) };
+    let shared = unsafe { crate::http::rate_limit::shm::Table::adopt(FIRST_LISTENER_FD + config.bind.len() as i32 + 1) };
     let table = shared.map_err(|e| crate::warn!("{e}; this worker counts its own rate limits (each worker allows the full rate)")).ok();
     RateLimiter::new(&config.front.rate, table).map_err(|e| crate::error!("{e}; requests are not rate-limited")).ok()
 }
