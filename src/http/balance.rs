@@ -15,7 +15,7 @@
 
 use std::os::fd::RawFd;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::shared_memory::Region;
@@ -78,37 +78,31 @@ impl Board {
         let word = (u64::from(pid) << PID_SHIFT) | ACCEPTING;
         let index = self.seats().iter().position(|s| s.compare_exchange(0, word, Ordering::AcqRel, Ordering::Relaxed).is_ok())?;
         self.taken().fetch_max(index as u64 + 1, Ordering::AcqRel);
-        Some(Seat { board: self, index, pid: u64::from(pid) << PID_SHIFT, open: AtomicU32::new(0), accepting: AtomicU64::new(ACCEPTING) })
+        Some(Seat { board: self, index, pid: u64::from(pid) << PID_SHIFT, accepting: AtomicU64::new(ACCEPTING) })
     }
 }
 
 /// This worker's seat: it alone writes it (the master only frees it after the exit).
+/// The open connections it shows are `ctx::OpenCount`'s, posted on every change.
 pub struct Seat {
     board: Arc<Board>,
     index: usize,
     pid: u64,
-    open: AtomicU32,
+    /// ACCEPTING, until the drain begins.
     accepting: AtomicU64,
 }
 
 impl Seat {
-    /// One more connection, until the guard drops.
-    pub fn enter(self: &Arc<Self>) -> SeatGuard {
-        self.open.fetch_add(1, Ordering::Relaxed);
-        self.post();
-        SeatGuard(self.clone())
-    }
-
     /// The drain began: peers stop counting on this worker.
-    pub fn stop_accepting(&self) {
+    pub fn stop_accepting(&self, open: usize) {
         self.accepting.store(0, Ordering::Relaxed);
-        self.post();
+        self.post(open);
     }
 
-    /// Whether this worker holds more connections than its least-loaded accepting peer
-    /// by more than the margin.
-    pub fn over(&self) -> bool {
-        let mine = self.open.load(Ordering::Relaxed);
+    /// Whether this worker, with `open` connections, holds more than its least-loaded
+    /// accepting peer by more than the margin.
+    pub fn over(&self, open: usize) -> bool {
+        let mine = u32::try_from(open).unwrap_or(u32::MAX);
         let taken = (self.board.taken().load(Ordering::Acquire) as usize).min(SEATS);
         let least = self.board.seats()[..taken]
             .iter()
@@ -121,20 +115,11 @@ impl Seat {
         least.is_some_and(|least| over(mine, least))
     }
 
-    /// Written whole from this process's own count, so that a seat the master freed too
-    /// early (a reused pid) comes back right.
-    fn post(&self) {
-        let count = u64::from(self.open.load(Ordering::Relaxed)).min(COUNT);
+    /// Written whole, so that a seat the master freed too early (a reused pid) comes
+    /// back right.
+    pub fn post(&self, open: usize) {
+        let count = (open as u64).min(COUNT);
         self.board.seats()[self.index].store(self.pid | self.accepting.load(Ordering::Relaxed) | count, Ordering::Release);
-    }
-}
-
-pub struct SeatGuard(Arc<Seat>);
-
-impl Drop for SeatGuard {
-    fn drop(&mut self) {
-        self.0.open.fetch_sub(1, Ordering::Relaxed);
-        self.0.post();
     }
 }
 
@@ -226,18 +211,18 @@ mod tests {
     #[test]
     fn a_worker_is_over_only_against_an_accepting_peer_with_fewer() {
         let master = board();
-        let a = Arc::new(mapped(&master).sit(101).unwrap());
-        let held: Vec<SeatGuard> = (0..10).map(|_| a.enter()).collect();
-        assert!(!a.over(), "alone: no peer to leave connections to");
-        let b = Arc::new(mapped(&master).sit(102).unwrap());
-        assert!(a.over() && !b.over(), "10 against 0");
-        let at_b: Vec<SeatGuard> = (0..2).map(|_| b.enter()).collect();
-        assert!(!a.over());
-        drop(at_b);
-        assert!(a.over(), "b's connections closed");
-        b.stop_accepting();
-        assert!(!a.over(), "a draining peer takes no connections");
-        drop(held);
+        let a = mapped(&master).sit(101).unwrap();
+        a.post(10);
+        assert!(!a.over(10), "alone: no peer to leave connections to");
+        let b = mapped(&master).sit(102).unwrap();
+        assert!(a.over(10) && !b.over(0), "10 against 0");
+        b.post(2);
+        assert!(!a.over(10));
+        b.post(0);
+        assert!(a.over(10), "b's connections closed");
+        b.stop_accepting(0);
+        assert!(!a.over(10), "a draining peer takes no connections");
+        a.post(0);
         assert_eq!(master.seats()[0].load(Ordering::Relaxed) & COUNT, 0);
     }
 

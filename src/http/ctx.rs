@@ -48,20 +48,33 @@ pub struct ServerCtx {
     pub seat: Option<Arc<super::balance::Seat>>,
 }
 
-/// A count of open connections that a stop can wait on.
+/// A count of open connections that a stop can wait on, and that the worker's seat on
+/// the board shows its peers.
 #[derive(Default)]
 pub struct OpenCount {
     count: AtomicUsize,
     zero: Notify,
+    seat: Option<Arc<super::balance::Seat>>,
 }
 
 /// One open connection or WebSocket session; dropping it closes the count.
 pub struct OpenGuard(Arc<OpenCount>);
 
 impl OpenCount {
+    pub fn posted_to(seat: Option<Arc<super::balance::Seat>>) -> OpenCount {
+        OpenCount { seat, ..OpenCount::default() }
+    }
+
     pub fn enter(self: &Arc<Self>) -> OpenGuard {
-        self.count.fetch_add(1, Ordering::AcqRel);
+        let open = self.count.fetch_add(1, Ordering::AcqRel) + 1;
+        self.post(open);
         OpenGuard(self.clone())
+    }
+
+    fn post(&self, open: usize) {
+        if let Some(seat) = &self.seat {
+            seat.post(open);
+        }
     }
 
     pub fn current(&self) -> usize {
@@ -81,7 +94,9 @@ impl OpenCount {
 
 impl Drop for OpenGuard {
     fn drop(&mut self) {
-        if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+        let open = self.0.count.fetch_sub(1, Ordering::AcqRel) - 1;
+        self.0.post(open);
+        if open == 0 {
             self.0.zero.notify_waiters();
         }
     }

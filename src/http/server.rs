@@ -59,7 +59,7 @@ impl Listener {
         };
         let mut manners = super::balance::Manners::default();
         loop {
-            let hold = || ctx.seat.as_ref().is_some_and(|seat| manners.hold(|| seat.over()));
+            let hold = || ctx.seat.as_ref().is_some_and(|seat| manners.hold(|| seat.over(ctx.open.current())));
             let taken = async {
                 match &self.socket {
                     Socket::Tcp(l) => take(l, hold, |l| {
@@ -147,7 +147,7 @@ pub async fn serve(listeners: Vec<Inherited>, ctx: Arc<ServerCtx>) -> Instant {
     stopped(&mut stop).await;
     let began = Instant::now();
     if let Some(seat) = &ctx.seat {
-        seat.stop_accepting();
+        seat.stop_accepting(ctx.open.current());
     }
     // The accept loops see the same signal and drop their listener handles.
     while accept_tasks.join_next().await.is_some() {}
@@ -176,7 +176,6 @@ async fn accept_failed(e: std::io::Error) {
 fn spawn_connection(mut stream: Stream, mut info: ConnInfo, tls: Option<Arc<Acceptor>>, ctx: &Arc<ServerCtx>) {
     let ctx = ctx.clone();
     let open = ctx.open.enter();
-    let seat = ctx.seat.as_ref().map(|seat| seat.enter());
     tokio::spawn(async move {
         // First the load balancer's word on who the client is, so that everything
         // after (bans, TLS, HTTP, the logs) sees the real address. Boxed: only
@@ -197,7 +196,7 @@ fn spawn_connection(mut stream: Stream, mut info: ConnInfo, tls: Option<Arc<Acce
             (Stream::Tcp(s), Some(tls)) => Box::pin(serve_https(s, info, tls, ctx)).await,
             (Stream::Unix(s), Some(tls)) => Box::pin(serve_https(s, info, tls, ctx)).await,
         }
-        drop((open, seat));
+        drop(open);
     });
 }
 

@@ -16,7 +16,7 @@ use crate::asgi::{AsgiContext, format_exception, lifespan};
 use crate::config::{Config, LoopChoice};
 use crate::http::listeners;
 use crate::http::static_files::StaticFiles;
-use crate::http::ctx::ServerCtx;
+use crate::http::ctx::{OpenCount, ServerCtx};
 use crate::http::rate_limit::Limiter as RateLimiter;
 use crate::http::server;
 use crate::http::balance::{Board, SEATS, Seat};
@@ -152,6 +152,7 @@ fn serve_io(config: Arc<Config>, bridge: Arc<Bridge>, static_files: Option<Stati
         }
         // Seated as it begins to accept: a worker still booting takes no share.
         ctx.seat = shared.board.and_then(seat);
+        ctx.open = Arc::new(OpenCount::posted_to(ctx.seat.clone()));
         let ctx = Arc::new(ctx);
         let outbox = bridge.clone();
         tokio::spawn(async move { outbox.deliver_outbox().await });
