@@ -11,6 +11,7 @@ pub mod commands;
 pub mod config;
 pub mod control;
 pub mod http;
+pub mod io_tasks;
 pub mod ipc;
 #[macro_use]
 pub mod log;

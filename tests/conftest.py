@@ -227,6 +227,10 @@ class Server:
                 del full_env[k]
         full_env["PYTHONUNBUFFERED"] = "1"
         full_env["PYTHONDONTWRITEBYTECODE"] = "1"
+        # CI runs the whole suite a second time with every worker's I/O on its event loop's
+        # thread (.ci/run); the tests' own settings still win.
+        if os.environ.get("FERROGATE_TEST_IO_MODE"):
+            full_env["FERROGATE_IO_MODE"] = os.environ["FERROGATE_TEST_IO_MODE"]
         if env:
             full_env.update(env)
         self.env = full_env

@@ -33,9 +33,10 @@ def burst(srv, n: int) -> list[socket.socket]:
     return [socket.create_connection(srv.address, timeout=10) for _ in range(n)]
 
 
-def all_threads_stopped(pid: int) -> bool:
+def all_threads_in(pid: int, state: str) -> bool:
+    """Whether every thread of `pid` is in that state of /proc/PID/stat (T stopped, S asleep)."""
     tasks = os.listdir(f"/proc/{pid}/task")
-    return all(open(f"/proc/{pid}/task/{t}/stat").read().rpartition(")")[2].split()[0] == "T" for t in tasks)
+    return all(open(f"/proc/{pid}/task/{t}/stat").read().rpartition(")")[2].split()[0] == state for t in tasks)
 
 
 @pytest.mark.parametrize("workers", [2, 3])
@@ -61,13 +62,16 @@ def test_a_stopped_worker_does_not_hold_up_the_others(server_factory):
     socks = []
     try:
         # A stop takes effect thread by thread: until then the worker may still accept.
-        wait_until(lambda: all_threads_stopped(stopped), message="the worker did not stop")
+        wait_until(lambda: all_threads_in(stopped, "T"), message="the worker did not stop")
         # The stopped worker holds no connection: past the margin every new one is over
         # it for the running worker, which must still take them all after its holds.
         socks = burst(srv, CONNECTIONS)
         assert Counter(pid_on(s) for s in socks) == {running: CONNECTIONS}
         os.kill(stopped, signal.SIGCONT)
-        # Back, with none against the other's 60: new connections go to it.
+        # Back, and through what piled up while it was stopped (its timers, the burst's
+        # wake-ups), so that it is waiting for connections as its peer is.
+        wait_until(lambda: all_threads_in(stopped, "S"), message="the worker did not resume")
+        # With none against the other's 60: new connections go to it.
         more = burst(srv, 4)
         socks += more
         assert {pid_on(s) for s in more} == {stopped}

@@ -12,7 +12,7 @@ use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
 use std::ffi::OsString;
 use std::path::PathBuf;
 
-use super::{Config, DEFAULT_HOST, DEFAULT_PORT, ENV_VARS, Layer, LifespanMode, LogFormat, LoopChoice};
+use super::{Config, DEFAULT_HOST, DEFAULT_PORT, ENV_VARS, IoMode, Layer, LifespanMode, LogFormat, LoopChoice};
 
 const ABOUT: &str = "Serve a Python ASGI application (FastAPI, Starlette, Django, ...) in production.
 
@@ -145,6 +145,12 @@ pub struct Cli {
     /// Seconds between checks for changed files under --reload.
     #[arg(long, value_name = "SECONDS", help_heading = "Workers")]
     pub reload_delay: Option<f64>,
+
+    /// Where each worker's network I/O (HTTP, TLS, WebSocket frames, static files) runs. With
+    /// loop, an app that blocks its event loop also stalls its worker's sockets meanwhile
+    /// (the other workers accept). docs/workers.md compares the two.
+    #[arg(long, value_enum, help_heading = "Workers")]
+    pub io_mode: Option<IoMode>,
 
     /// Event loop for the app: auto picks uvloop when it is installed.
     #[arg(long = "loop", value_enum, help_heading = "Application")]
@@ -494,6 +500,7 @@ pub(super) fn help_defaults() -> Vec<(&'static str, String)> {
         ("limit_max_requests", d.workers.max_requests.to_string()),
         ("max_requests_jitter", d.workers.max_requests_jitter.to_string()),
         ("reload_delay", d.workers.reload_delay.to_string()),
+        ("io_mode", name(IoMode::default().to_possible_value())),
         ("event_loop", name(d.app.event_loop.to_possible_value())),
         // Accepted for uvicorn's sake, with no setting of ours behind it.
         ("interface", "auto".into()),
@@ -552,6 +559,7 @@ impl From<Cli> for Layer {
             reload_include: c.reload_include,
             reload_exclude: c.reload_exclude,
             reload_delay: c.reload_delay,
+            io_mode: c.io_mode,
             event_loop: c.event_loop,
             interface: c.interface,
             h11_max_incomplete_event_size: c.h11_max_incomplete_event_size,

@@ -38,6 +38,7 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("FERROGATE_RELOAD_INCLUDE", "reload_include"),
     ("FERROGATE_RELOAD_EXCLUDE", "reload_exclude"),
     ("FERROGATE_RELOAD_DELAY", "reload_delay"),
+    ("FERROGATE_IO_MODE", "io_mode"),
     ("FERROGATE_LOOP", "event_loop"),
     ("FERROGATE_INTERFACE", "interface"),
     ("FERROGATE_HTTP", "http"),

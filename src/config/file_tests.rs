@@ -72,6 +72,7 @@ max_header_size = 16_384
 graceful-timeout = 10
 header = ["x-frame-options:DENY", "x-a:1"]
 loop = "asyncio"
+io-mode = "thread"
 "#,
     );
     assert_eq!(l.app.as_deref(), Some("main:app"));
@@ -85,6 +86,7 @@ loop = "asyncio"
     assert_eq!(l.timeout_graceful_shutdown, Some(10), "gunicorn's alias is a key too");
     assert_eq!(l.header, Some(vec!["x-frame-options:DENY".into(), "x-a:1".into()]));
     assert_eq!(l.event_loop, Some(LoopChoice::Asyncio));
+    assert_eq!(l.io_mode, Some(crate::config::IoMode::Thread));
 }
 
 #[test]

@@ -10,7 +10,7 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 
-use super::{LifespanMode, LoopChoice};
+use super::{IoMode, LifespanMode, LoopChoice};
 use super::LogLevel as Level;
 
 macro_rules! layer {
@@ -62,6 +62,7 @@ layer! {
     reload_include: Vec<String>,
     reload_exclude: Vec<String>,
     reload_delay: f64,
+    io_mode: IoMode,
     event_loop: LoopChoice,
     interface: String,
     h11_max_incomplete_event_size: usize,

@@ -49,6 +49,23 @@ fn uvicorn_style_flags_map_onto_config() {
 }
 
 #[test]
+fn io_mode_auto_puts_the_io_on_the_loop_once_every_core_has_a_worker() {
+    let io = |args: &[&str]| load(args, &[]).unwrap().workers.io;
+    let cores = crate::config::cores().to_string();
+    assert_eq!(io(&["m:a"]), IoPlace::Loop, "the default is a worker per core");
+    assert_eq!(io(&["m:a", "--workers", &cores]), IoPlace::Loop);
+    assert_eq!(io(&["m:a", "--workers", "1000"]), IoPlace::Loop);
+    if crate::config::cores() > 1 {
+        let fewer = (crate::config::cores() - 1).to_string();
+        assert_eq!(io(&["m:a", "--workers", &fewer]), IoPlace::Thread, "a spare core for each worker's I/O thread");
+        assert_eq!(io(&["m:a", "--workers", "1", "--io-mode", "auto"]), IoPlace::Thread);
+    }
+    assert_eq!(io(&["m:a", "--workers", "1", "--io-mode", "loop"]), IoPlace::Loop);
+    assert_eq!(io(&["m:a", "--workers", "1000", "--io-mode", "thread"]), IoPlace::Thread);
+    assert!(load(&["m:a", "--io-mode", "fibers"], &[]).unwrap_err().contains("auto, thread, loop"));
+}
+
+#[test]
 fn binds_combine_uds_fd_and_bind() {
     let c = load(&["main:app", "--uds", "/tmp/a.sock", "--uds-mode", "660", "--fd", "7", "--bind", "[::1]:81,unix:/tmp/b.sock"], &[]).unwrap();
     assert_eq!(c.bind, vec![
@@ -167,6 +184,7 @@ fn every_variable() -> Vec<(&'static str, &'static str, fn(&Config) -> bool)> {
         ("FERROGATE_RELOAD_INCLUDE", "*.html", |c| c.workers.reload_include == ["*.html"]),
         ("FERROGATE_RELOAD_EXCLUDE", "*.tmp", |c| c.workers.reload_exclude == ["*.tmp"]),
         ("FERROGATE_RELOAD_DELAY", "2.5", |c| c.workers.reload_delay == 2.5),
+        ("FERROGATE_IO_MODE", "thread", |c| c.workers.io == IoPlace::Thread),
         ("FERROGATE_LOOP", "asyncio", |c| c.app.event_loop == LoopChoice::Asyncio),
         ("FERROGATE_INTERFACE", "asgi3", |_| true),
         ("FERROGATE_HTTP", "h11", |c| c.http.protocols == crate::config::Protocols::H1),
@@ -455,7 +473,7 @@ fn the_defaults_the_help_shows_are_the_real_ones() {
     // The options that showed a [default: ...] when clap held the defaults.
     assert_eq!(ids, [
         "app_dir", "lifespan", "root_path", "host", "port", "backlog", "timeout", "timeout_graceful_shutdown",
-        "limit_max_requests", "max_requests_jitter", "reload_delay", "event_loop", "interface", "http", "h2_max_concurrent_streams", "ws",
+        "limit_max_requests", "max_requests_jitter", "reload_delay", "io_mode", "event_loop", "interface", "http", "h2_max_concurrent_streams", "ws",
         "ws_max_queue", "timeout_keep_alive", "timeout_io", "max_header_size", "max_headers", "server_header",
         "date_header", "proxy_headers", "ws_max_size", "ws_ping_interval", "ws_ping_timeout",
         "ws_per_message_deflate", "log_level", "access_log", "access_log_format", "log_format",

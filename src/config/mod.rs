@@ -135,6 +135,46 @@ pub enum LoopChoice {
     Uvloop,
 }
 
+/// --io-mode: where each worker's network I/O runs, as asked.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum IoMode {
+    /// loop when there are at least as many workers as cores, else thread.
+    #[default]
+    Auto,
+    /// a thread of its own beside the event loop: one worker can use more than one core.
+    Thread,
+    /// the event loop's own thread, in turns between the app's callbacks: no hand-offs
+    /// between threads, less CPU per request.
+    Loop,
+}
+
+/// Where each worker's network I/O runs: --io-mode once `auto` is decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum IoPlace {
+    /// A thread of its own beside the event loop: a worker can use more than one core.
+    Thread,
+    /// The event loop's thread, in turns between the app's callbacks: one thread, no
+    /// hand-offs between threads, the least CPU per request.
+    Loop,
+}
+
+impl IoMode {
+    pub fn place(self, workers: usize) -> IoPlace {
+        match self {
+            IoMode::Thread => IoPlace::Thread,
+            IoMode::Loop => IoPlace::Loop,
+            // With a worker per core there is no spare core for a second thread to use.
+            IoMode::Auto if workers >= cores() => IoPlace::Loop,
+            IoMode::Auto => IoPlace::Thread,
+        }
+    }
+}
+
+/// The cores this process may run on (its affinity and cgroup quota count).
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum LifespanMode {
@@ -181,6 +221,8 @@ pub struct WorkersConfig {
     pub reload_exclude: Vec<String>,
     #[serde(skip)]
     pub reload_delay: f64,
+    /// --io-mode, decided.
+    pub io: IoPlace,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -439,7 +481,7 @@ impl Default for WorkersConfig {
     fn default() -> Self {
         WorkersConfig {
             // One worker per core the process may run on (its affinity mask, as uvicorn's nproc).
-            count: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            count: cores(),
             timeout: 30,
             graceful_timeout: 30,
             max_requests: 0,
@@ -450,6 +492,8 @@ impl Default for WorkersConfig {
             reload_include: vec!["*.py".into()],
             reload_exclude: Vec::new(),
             reload_delay: 0.5,
+            // A worker per core, so auto's choice.
+            io: IoPlace::Loop,
         }
     }
 }

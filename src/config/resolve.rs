@@ -131,13 +131,14 @@ impl Layer {
         let app_dir = self.app_dir.unwrap_or(d.app.app_dir);
         // 0 or less turns WebSocket pings (or their timeout) off.
         let positive = |v: f64| (v > 0.0).then_some(v);
+        let workers = self.workers.unwrap_or(d.workers.count);
         let config = Config {
             bind,
             bind_tls,
             tls: tls.tls,
             backlog: self.backlog.unwrap_or(d.backlog),
             workers: WorkersConfig {
-                count: self.workers.unwrap_or(d.workers.count),
+                count: workers,
                 // Heartbeats come every second: less than 2 s would kill healthy workers.
                 timeout: self.timeout.unwrap_or(d.workers.timeout).max(2),
                 graceful_timeout: self.timeout_graceful_shutdown.unwrap_or(d.workers.graceful_timeout),
@@ -148,6 +149,7 @@ impl Layer {
                 reload_include: self.reload_include.filter(|v| !v.is_empty()).unwrap_or(d.workers.reload_include),
                 reload_exclude: self.reload_exclude.unwrap_or(d.workers.reload_exclude),
                 reload_delay: self.reload_delay.unwrap_or(d.workers.reload_delay).max(0.05),
+                io: self.io_mode.unwrap_or_default().place(workers),
             },
             app: AppConfig {
                 target: target.clone(),

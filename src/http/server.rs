@@ -138,7 +138,7 @@ pub async fn serve(listeners: Vec<Inherited>, ctx: Arc<ServerCtx>) -> Instant {
         }
         match Listener::adopt(inherited, tls) {
             Ok(listener) => {
-                accept_tasks.spawn(listener.run(ctx.clone()));
+                crate::io_tasks::spawn_into(&mut accept_tasks, listener.run(ctx.clone()));
             }
             Err(e) => crate::error!("cannot use an inherited listener: {e}"),
         }
@@ -176,7 +176,7 @@ async fn accept_failed(e: std::io::Error) {
 fn spawn_connection(mut stream: Stream, mut info: ConnInfo, tls: Option<Arc<Acceptor>>, ctx: &Arc<ServerCtx>) {
     let ctx = ctx.clone();
     let open = ctx.open.enter();
-    tokio::spawn(async move {
+    crate::io_tasks::spawn(async move {
         // First the load balancer's word on who the client is, so that everything
         // after (bans, TLS, HTTP, the logs) sees the real address. Boxed: only
         // connections of a --proxy-protocol server carry its state.

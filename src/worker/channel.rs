@@ -53,7 +53,7 @@ pub async fn run(channel: std::os::unix::net::UnixStream, ctx: Arc<ServerCtx>, s
             begin_stop(&stop, reason);
         }
     };
-    tokio::spawn(orders);
+    crate::io_tasks::spawn(orders);
 
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
     let mut sigusr1 = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1()).ok();

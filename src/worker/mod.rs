@@ -4,6 +4,7 @@
 
 mod channel;
 mod dispatch;
+mod guest;
 
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
@@ -13,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::asgi::{AsgiContext, format_exception, lifespan};
-use crate::config::{Config, LoopChoice};
+use crate::config::{Config, IoPlace, LoopChoice};
 use crate::http::listeners;
 use crate::http::static_files::StaticFiles;
 use crate::http::ctx::{OpenCount, ServerCtx};
@@ -105,17 +106,33 @@ pub fn run(py: Python<'_>) -> PyResult<i32> {
         // before exec, in `config.bind`'s order; each is adopted once, here.
         inherited.push(unsafe { listeners::adopt(FIRST_LISTENER_FD + i as i32) }?);
     }
-    let io_thread = {
-        let (config, bridge) = (config.clone(), bridge.clone());
-        std::thread::Builder::new()
-            .name("ferrogate-io".into())
-            .spawn(move || serve_io(config, bridge, static_files, tls, inherited, channel, shared))?
+    let guest = match config.workers.io {
+        IoPlace::Loop => guest::Guest::build().map_err(|e| crate::warn!("{e}; this worker's I/O runs on a thread of its own instead (--io-mode thread)")).ok(),
+        IoPlace::Thread => None,
     };
-    crate::info!("Worker ready: serving {} with {}", config.app.target, loop_name(&event_loop));
+    let io = {
+        let (config, bridge) = (config.clone(), bridge.clone());
+        match guest {
+            Some(guest) => Io::Loop(guest.start(py, &event_loop, move || Box::pin(serve_io(config, bridge, static_files, tls, inherited, channel, shared)))?),
+            None => Io::Thread(
+                std::thread::Builder::new()
+                    .name("ferrogate-io".into())
+                    .spawn(move || io_thread(config, bridge, static_files, tls, inherited, channel, shared))?,
+            ),
+        }
+    };
+    let place = match io {
+        Io::Loop(_) => "I/O on the loop's thread",
+        Io::Thread(_) => "I/O on a thread of its own",
+    };
+    crate::info!("Worker ready: serving {} with {}, {place}", config.app.target, loop_name(&event_loop));
 
     event_loop.call_method0("run_forever")?;
 
-    let drain_began = py.detach(|| io_thread.join()).ok().flatten();
+    let drain_began = match io {
+        Io::Thread(thread) => py.detach(|| thread.join()).ok().flatten(),
+        Io::Loop(turn) => turn.get().drain_began(),
+    };
     let graceful = Duration::from_secs(config.workers.graceful_timeout);
     let left = drain_began.map_or(graceful, |began| graceful.saturating_sub(began.elapsed()));
     if let Err(e) = ctx.tasks.finish(py, &event_loop, left) {
@@ -132,35 +149,43 @@ pub fn run(py: Python<'_>) -> PyResult<i32> {
     Ok(0)
 }
 
-/// The I/O thread: HTTP on the inherited listeners plus the channel to the master.
-/// It ends once the server has drained, and stops the event loop on its way
-/// out. Returns when the drain began.
-fn serve_io(config: Arc<Config>, bridge: Arc<Bridge>, static_files: Option<StaticFiles>, tls: Option<Arc<Acceptor>>, listeners: Vec<listeners::Inherited>, channel: std::os::unix::net::UnixStream, shared: Shared) -> Option<Instant> {
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(rt) => rt,
+/// Where the worker's I/O runs (--io-mode).
+enum Io {
+    Thread(std::thread::JoinHandle<Option<Instant>>),
+    Loop(Py<guest::Turn>),
+}
+
+/// The I/O thread: runs `serve_io` to its end. Returns when the drain began.
+fn io_thread(config: Arc<Config>, bridge: Arc<Bridge>, static_files: Option<StaticFiles>, tls: Option<Arc<Acceptor>>, listeners: Vec<listeners::Inherited>, channel: std::os::unix::net::UnixStream, shared: Shared) -> Option<Instant> {
+    match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => Some(runtime.block_on(serve_io(config, bridge, static_files, tls, listeners, channel, shared))),
         Err(e) => {
             crate::error!("cannot start the I/O runtime: {e}");
             bridge.push(Event::Stop);
-            return None;
+            None
         }
-    };
-    let drain_began = runtime.block_on(async {
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(None);
-        let mut ctx = ServerCtx::new(config, bridge.clone(), static_files, tls, stop_rx);
-        if let Some(rate) = shared.rate {
-            ctx.rate = rate;
-        }
-        // Seated as it begins to accept: a worker still booting takes no share.
-        ctx.seat = shared.board.and_then(seat);
-        ctx.open = Arc::new(OpenCount::posted_to(ctx.seat.clone()));
-        let ctx = Arc::new(ctx);
-        let outbox = bridge.clone();
-        tokio::spawn(async move { outbox.deliver_outbox().await });
-        tokio::spawn(channel::run(channel, ctx.clone(), stop_tx));
-        server::serve(listeners, ctx).await
-    });
+    }
+}
+
+/// HTTP on the inherited listeners plus the channel to the master. It ends once the
+/// server has drained, and stops the event loop on its way out. Returns when the drain
+/// began.
+async fn serve_io(config: Arc<Config>, bridge: Arc<Bridge>, static_files: Option<StaticFiles>, tls: Option<Arc<Acceptor>>, listeners: Vec<listeners::Inherited>, channel: std::os::unix::net::UnixStream, shared: Shared) -> Instant {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(None);
+    let mut ctx = ServerCtx::new(config, bridge.clone(), static_files, tls, stop_rx);
+    if let Some(rate) = shared.rate {
+        ctx.rate = rate;
+    }
+    // Seated as it begins to accept: a worker still booting takes no share.
+    ctx.seat = shared.board.and_then(seat);
+    ctx.open = Arc::new(OpenCount::posted_to(ctx.seat.clone()));
+    let ctx = Arc::new(ctx);
+    let outbox = bridge.clone();
+    crate::io_tasks::spawn(async move { outbox.deliver_outbox().await });
+    crate::io_tasks::spawn(channel::run(channel, ctx.clone(), stop_tx));
+    let drain_began = server::serve(listeners, ctx).await;
     bridge.push(Event::Stop);
-    Some(drain_began)
+    drain_began
 }
 
 /// What the master shares with every worker in memory, handed over after the listeners.

@@ -100,7 +100,7 @@ pub async fn serve<IO: Transport>(io: IO, ctx: Arc<ServerCtx>, info: ConnInfo) {
                         continue;
                     }
                     idle_check = Instant::now() + keep_alive;
-                    tokio::spawn(stream::serve(request, respond, ctx.clone(), info.clone(), stats.clone()));
+                    crate::io_tasks::spawn(stream::serve(request, respond, ctx.clone(), info.clone(), stats.clone()));
                 }
                 Some(Err(e)) => {
                     log_end(&info, &e);
