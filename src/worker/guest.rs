@@ -163,12 +163,22 @@ impl Turn {
     fn step(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let me = slf.get();
-        match py.detach(|| me.run()) {
-            Outcome::More => {
+        // A task's panic stays in its task; this catches one of the serve future itself,
+        // which on a thread of its own would end that thread: here it ends the worker,
+        // rather than leaving one that answers heartbeats and serves nothing.
+        let outcome = py.detach(|| std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| me.run())));
+        match outcome {
+            Ok(Outcome::More) => {
                 me.event_loop.bind(py).call_method1(intern!(py, "call_soon"), (slf,))?;
             }
-            Outcome::Idle => {}
-            Outcome::Finished => me.finish(py)?,
+            Ok(Outcome::Idle) => {}
+            Ok(Outcome::Finished) => me.finish(py)?,
+            Err(_) => {
+                crate::error!("the worker's I/O stopped on an internal error (a panic, above); stopping the worker");
+                *lock(&me.serve) = None;
+                me.finish(py)?;
+                me.event_loop.bind(py).call_method0(intern!(py, "stop"))?;
+            }
         }
         Ok(())
     }

@@ -1,6 +1,7 @@
 //! A worker process: a fresh Python interpreter started by the master. It
-//! imports the app, runs lifespan startup, then serves: a Rust I/O thread
-//! accepts and parses, the main thread runs the asyncio loop and the app.
+//! imports the app, runs lifespan startup, then serves: the Rust I/O runtime
+//! accepts and parses, the main thread runs the asyncio loop and the app. The
+//! runtime has a thread of its own or runs on the loop's, as its guest (--io-mode).
 
 mod channel;
 mod dispatch;
