@@ -6,10 +6,11 @@
 //! pending wake-ups, so the turn can tell and ask for another. With an I/O thread the
 //! count is not kept: `spawn` is tokio's.
 
+use atomic_waker::AtomicWaker;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 
 /// Tasks woken and not yet polled; one runtime per worker process.
@@ -28,32 +29,70 @@ pub fn queued() -> usize {
 /// Spawns a task of the worker's I/O runtime. Every one of its tasks starts here or in
 /// `spawn_into`, never with `tokio::spawn`: with --io-mode loop, an untracked task woken
 /// at the end of a turn would wait for the next tick (a test below checks the sources).
-pub fn spawn<F>(future: F)
-where
-    F: Future<Output = ()> + Send + 'static,
-{
-    if TRACKING.load(Ordering::Acquire) {
-        tokio::spawn(Tracked::new(future));
-    } else {
-        tokio::spawn(future);
-    }
+pub fn spawn<F: Future<Output = ()> + Send + 'static>(future: F) {
+    tokio::spawn(Tracked::new(future));
 }
 
 /// `spawn`, into a set whose tasks are awaited together.
-pub fn spawn_into<F>(set: &mut tokio::task::JoinSet<()>, future: F)
-where
-    F: Future<Output = ()> + Send + 'static,
-{
-    if TRACKING.load(Ordering::Acquire) {
-        set.spawn(Tracked::new(future));
-    } else {
-        set.spawn(future);
+pub fn spawn_into<F: Future<Output = ()> + Send + 'static>(set: &mut tokio::task::JoinSet<()>, future: F) {
+    set.spawn(Tracked::new(future));
+}
+
+pin_project_lite::pin_project! {
+    /// A future whose wake-ups are counted in `QUEUED` until it is polled, once `track`
+    /// was called; before that (an I/O thread), the future itself.
+    pub struct Tracked<F> {
+        #[pin]
+        future: F,
+        counted: Option<Counted>,
+    }
+}
+
+/// One allocation per task (the flag, shared with the waker the task's future sees);
+/// the future itself stays inline in tokio's task.
+struct Counted {
+    flag: Arc<Flag>,
+    waker: Waker,
+}
+
+impl<F: Future> Tracked<F> {
+    pub fn new(future: F) -> Self {
+        Self::counting(future, TRACKING.load(Ordering::Acquire))
+    }
+
+    fn counting(future: F, counted: bool) -> Self {
+        let counted = counted.then(|| {
+            let flag = Arc::new(Flag { runtime: AtomicWaker::new(), woken: AtomicBool::new(false) });
+            // A new task is queued without a wake-up: count it as one.
+            flag.raise();
+            Counted { waker: Waker::from(flag.clone()), flag }
+        });
+        Tracked { future, counted }
+    }
+}
+
+impl<F: Future> Future for Tracked<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        let Some(counted) = this.counted.as_ref() else { return this.future.poll(cx) };
+        // Registered before the lowering, so that a wake in between reaches the runtime.
+        counted.flag.runtime.register(cx.waker());
+        counted.flag.lower();
+        this.future.poll(&mut Context::from_waker(&counted.waker))
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.flag.lower();
     }
 }
 
 struct Flag {
-    /// The runtime's waker for the task, replaced when the task moves (it never does here).
-    inner: Mutex<Option<Waker>>,
+    /// The runtime's waker for the task: taken by a wake, registered again by the poll.
+    runtime: AtomicWaker,
     woken: AtomicBool,
 }
 
@@ -78,53 +117,21 @@ impl Wake for Flag {
 
     fn wake_by_ref(self: &Arc<Self>) {
         self.raise();
-        if let Some(waker) = self.inner.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
-            waker.wake_by_ref();
-        }
-    }
-}
-
-/// A future whose wake-ups are counted in `QUEUED` until it is polled.
-pub struct Tracked<F> {
-    future: Pin<Box<F>>,
-    flag: Arc<Flag>,
-    waker: Waker,
-}
-
-impl<F: Future> Tracked<F> {
-    pub fn new(future: F) -> Self {
-        let flag = Arc::new(Flag { inner: Mutex::new(None), woken: AtomicBool::new(false) });
-        // A new task is queued without a wake-up: count it as one.
-        flag.raise();
-        Tracked { future: Box::pin(future), waker: Waker::from(flag.clone()), flag }
-    }
-}
-
-impl<F: Future> Future for Tracked<F> {
-    type Output = F::Output;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        let this = &mut *self;
-        this.flag.lower();
-        {
-            let mut inner = this.flag.inner.lock().unwrap_or_else(|p| p.into_inner());
-            if !inner.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                *inner = Some(cx.waker().clone());
-            }
-        }
-        this.future.as_mut().poll(&mut Context::from_waker(&this.waker))
-    }
-}
-
-impl<F> Drop for Tracked<F> {
-    fn drop(&mut self) {
-        self.flag.lower();
+        self.runtime.wake();
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
+
+    /// The count is process-wide: the tests that read it run one at a time.
+    static COUNT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    async fn next(rx: &mut tokio::sync::mpsc::UnboundedReceiver<u8>) -> Option<u8> {
+        tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.expect("the task was never woken")
+    }
 
     /// The I/O side's sources (not the master's, whose runtime is a thread's own).
     #[test]
@@ -168,12 +175,13 @@ mod tests {
 
     #[test]
     fn a_wake_is_counted_until_the_poll() {
+        let _serial = COUNT.lock().unwrap_or_else(|p| p.into_inner());
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let before = queued();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = Tracked::new(async move {
+        let task = Tracked::counting(async move {
             let _ = rx.await;
-        });
+        }, true);
         assert_eq!(queued(), before + 1, "a new task counts as woken");
         rt.block_on(async move {
             let handle = tokio::spawn(task);
@@ -181,8 +189,60 @@ mod tests {
             assert_eq!(queued(), before, "polled: no longer counted");
             tx.send(()).unwrap();
             assert_eq!(queued(), before + 1, "woken by the send");
-            handle.await.unwrap();
+            tokio::time::timeout(Duration::from_secs(5), handle).await.expect("the task was never woken").unwrap();
         });
         assert_eq!(queued(), before);
+    }
+
+    /// Wake-ups between two polls count once, each poll lowers the count, a later wake
+    /// (the runtime's waker taken by the first) still reaches the runtime, and a task
+    /// dropped while woken leaves nothing counted.
+    #[test]
+    fn wakes_count_once_per_poll_and_reach_the_runtime() {
+        let _serial = COUNT.lock().unwrap_or_else(|p| p.into_inner());
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let before = queued();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<u8>();
+        let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel::<u8>();
+        let task = Tracked::counting(async move {
+            while let Some(n) = rx.recv().await {
+                let _ = seen_tx.send(n);
+            }
+        }, true);
+        rt.block_on(async move {
+            let handle = tokio::spawn(task);
+            tokio::task::yield_now().await;
+            assert_eq!(queued(), before);
+            tx.send(1).unwrap();
+            tx.send(2).unwrap();
+            assert_eq!(queued(), before + 1, "two wake-ups before a poll count once");
+            assert_eq!((next(&mut seen).await, next(&mut seen).await), (Some(1), Some(2)));
+            assert_eq!(queued(), before);
+            tx.send(3).unwrap();
+            assert_eq!(queued(), before + 1);
+            assert_eq!(next(&mut seen).await, Some(3), "a wake after the first still reaches the runtime");
+            tx.send(4).unwrap();
+            handle.abort();
+            let _ = handle.await;
+            assert_eq!(queued(), before, "dropped while woken: no longer counted");
+        });
+    }
+
+    #[test]
+    fn an_uncounted_task_leaves_the_count_alone() {
+        let _serial = COUNT.lock().unwrap_or_else(|p| p.into_inner());
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let before = queued();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = Tracked::counting(async move {
+            let _ = rx.await;
+        }, false);
+        rt.block_on(async move {
+            let handle = tokio::spawn(task);
+            tokio::task::yield_now().await;
+            tx.send(()).unwrap();
+            assert_eq!(queued(), before);
+            handle.await.unwrap();
+        });
     }
 }
