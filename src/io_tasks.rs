@@ -173,25 +173,37 @@ mod tests {
         assert!(found.is_empty(), "spawn these with crate::io_tasks::spawn: {found:#?}");
     }
 
-    #[test]
-    fn a_wake_is_counted_until_the_poll() {
+    /// A task awaiting a oneshot: the count, less what it was before, once the task is
+    /// made, once it was polled, once it was woken, and once it has ended.
+    fn counts_around_a_wake(counted: bool) -> [usize; 4] {
         let _serial = COUNT.lock().unwrap_or_else(|p| p.into_inner());
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let before = queued();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = Tracked::counting(async move {
             let _ = rx.await;
-        }, true);
-        assert_eq!(queued(), before + 1, "a new task counts as woken");
-        rt.block_on(async move {
+        }, counted);
+        let made = queued() - before;
+        let (polled, woken) = rt.block_on(async move {
             let handle = tokio::spawn(task);
             tokio::task::yield_now().await;
-            assert_eq!(queued(), before, "polled: no longer counted");
+            let polled = queued() - before;
             tx.send(()).unwrap();
-            assert_eq!(queued(), before + 1, "woken by the send");
+            let woken = queued() - before;
             tokio::time::timeout(Duration::from_secs(5), handle).await.expect("the task was never woken").unwrap();
+            (polled, woken)
         });
-        assert_eq!(queued(), before);
+        [made, polled, woken, queued() - before]
+    }
+
+    #[test]
+    fn a_wake_is_counted_until_the_poll() {
+        assert_eq!(counts_around_a_wake(true), [1, 0, 1, 0], "made, polled, woken, ended");
+    }
+
+    #[test]
+    fn an_uncounted_task_leaves_the_count_alone() {
+        assert_eq!(counts_around_a_wake(false), [0, 0, 0, 0], "made, polled, woken, ended");
     }
 
     /// Wake-ups between two polls count once, each poll lowers the count, a later wake
@@ -225,24 +237,6 @@ mod tests {
             handle.abort();
             let _ = handle.await;
             assert_eq!(queued(), before, "dropped while woken: no longer counted");
-        });
-    }
-
-    #[test]
-    fn an_uncounted_task_leaves_the_count_alone() {
-        let _serial = COUNT.lock().unwrap_or_else(|p| p.into_inner());
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        let before = queued();
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = Tracked::counting(async move {
-            let _ = rx.await;
-        }, false);
-        rt.block_on(async move {
-            let handle = tokio::spawn(task);
-            tokio::task::yield_now().await;
-            tx.send(()).unwrap();
-            assert_eq!(queued(), before);
-            handle.await.unwrap();
         });
     }
 }
