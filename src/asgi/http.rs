@@ -298,6 +298,13 @@ fn reports_disconnect(exc: &Bound<'_, PyAny>) -> bool {
     false
 }
 
+/// How the app's coroutine for a request ended.
+pub enum Ending<'py> {
+    Returned,
+    Cancelled,
+    Raised(Bound<'py, PyAny>),
+}
+
 /// Runs when the app's task for a request ends, however it ends.
 #[pyclass(module = "ferrogate._ferrogate")]
 pub struct RequestDone {
@@ -307,14 +314,28 @@ pub struct RequestDone {
 #[pymethods]
 impl RequestDone {
     fn __call__(&self, py: Python<'_>, task: &Bound<'_, PyAny>) -> PyResult<()> {
-        let mut cycle = self.cycle.bind(py).borrow_mut();
-        cycle.ctx.tasks.remove(task)?;
-        let what = || {
-            let head = &cycle.ex.head;
-            format!("{} {}", head.method, head.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"))
+        self.cycle.bind(py).borrow().ctx.tasks.remove(task)?;
+        let ending = if task.call_method0(intern!(py, "cancelled"))?.is_truthy()? {
+            Ending::Cancelled
+        } else {
+            let exc = task.call_method0(intern!(py, "exception"))?;
+            if exc.is_none() { Ending::Returned } else { Ending::Raised(exc) }
         };
-        if task.call_method0(intern!(py, "cancelled"))?.is_truthy()? {
-            // A task that never finished its work: by our stop, or by the app's own doing.
+        request_ended(py, &self.cycle, ending)
+    }
+}
+
+/// Answers for the app if it did not, and reports how it ended.
+pub fn request_ended(py: Python<'_>, cycle: &Py<HttpCycle>, ending: Ending<'_>) -> PyResult<()> {
+    let mut cycle = cycle.bind(py).borrow_mut();
+    let what = || {
+        let head = &cycle.ex.head;
+        format!("{} {}", head.method, head.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"))
+    };
+    match ending {
+        Ending::Returned => {}
+        // A task that never finished its work: by our stop, or by the app's own doing.
+        Ending::Cancelled => {
             if cycle.ctx.tasks.cancelled_by_stop() {
                 crate::info!("{}: cancelled at the graceful-shutdown timeout", what());
                 cycle.fail(py, StatusCode::SERVICE_UNAVAILABLE);
@@ -324,8 +345,7 @@ impl RequestDone {
             }
             return Ok(());
         }
-        let exc = task.call_method0(intern!(py, "exception"))?;
-        if !exc.is_none() {
+        Ending::Raised(exc) => {
             let disconnected = cycle.ex.lock().client_gone();
             if disconnected && reports_disconnect(&exc) {
                 crate::info!("{}: the client went away before the response was complete", what());
@@ -335,25 +355,25 @@ impl RequestDone {
             cycle.fail(py, StatusCode::INTERNAL_SERVER_ERROR);
             return Ok(());
         }
-        if matches!(cycle.phase, Phase::Complete) {
-            return Ok(());
-        }
-        if cycle.ex.lock().client_gone() {
-            // The client left before an answer; the app had nobody to answer.
-            cycle.phase = Phase::Complete;
-            return Ok(());
-        }
-        match cycle.phase {
-            Phase::Complete => {}
-            Phase::Start => {
-                crate::error!("ASGI callable returned without starting a response ({})", what());
-                cycle.fail(py, StatusCode::INTERNAL_SERVER_ERROR);
-            }
-            _ => {
-                crate::error!("ASGI callable returned without completing the response ({})", what());
-                cycle.fail(py, StatusCode::INTERNAL_SERVER_ERROR);
-            }
-        }
-        Ok(())
     }
+    if matches!(cycle.phase, Phase::Complete) {
+        return Ok(());
+    }
+    if cycle.ex.lock().client_gone() {
+        // The client left before an answer; the app had nobody to answer.
+        cycle.phase = Phase::Complete;
+        return Ok(());
+    }
+    match cycle.phase {
+        Phase::Complete => {}
+        Phase::Start => {
+            crate::error!("ASGI callable returned without starting a response ({})", what());
+            cycle.fail(py, StatusCode::INTERNAL_SERVER_ERROR);
+        }
+        _ => {
+            crate::error!("ASGI callable returned without completing the response ({})", what());
+            cycle.fail(py, StatusCode::INTERNAL_SERVER_ERROR);
+        }
+    }
+    Ok(())
 }

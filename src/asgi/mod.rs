@@ -5,6 +5,7 @@ pub mod awaitable;
 pub mod http;
 pub mod lifespan;
 pub mod receive;
+pub mod runner;
 pub mod scope;
 pub mod tasks;
 pub mod websocket;
@@ -26,6 +27,10 @@ pub struct AsgiContext {
     pub tasks: tasks::RequestTasks,
     /// What every scope starts from.
     pub scopes: scope::Templates,
+    pub event_loop: Py<PyAny>,
+    /// asyncio's `_enter_task` and `_leave_task`, around each step of a request (runner.rs).
+    pub enter_task: Py<PyAny>,
+    pub leave_task: Py<PyAny>,
 }
 
 impl AsgiContext {

@@ -6,7 +6,7 @@
 
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PySet};
+use pyo3::types::PySet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -121,11 +121,14 @@ fn abandon(py: Python<'_>, tasks: &[Bound<'_, PyAny>], what: &str) {
     }
 }
 
-/// Runs the loop until every task in `tasks` is done or `timeout` passes.
+/// Runs the loop until every task in `tasks` is done or `timeout` passes. Request
+/// tasks are not asyncio futures (runner.rs), so `asyncio.wait` cannot take them:
+/// the loop runs in 10 ms slices instead, only while a worker stops.
 fn wait_for(py: Python<'_>, event_loop: &Bound<'_, PyAny>, tasks: &[Bound<'_, PyAny>], timeout: Duration) -> PyResult<()> {
-    let kwargs = PyDict::new(py);
-    kwargs.set_item(intern!(py, "timeout"), timeout.as_secs_f64())?;
-    let waiting = py.import(intern!(py, "asyncio"))?.call_method(intern!(py, "wait"), (tasks.to_vec(),), Some(&kwargs))?;
-    event_loop.call_method1(intern!(py, "run_until_complete"), (waiting,))?;
+    let deadline = std::time::Instant::now() + timeout;
+    let sleep = py.import(intern!(py, "asyncio"))?.getattr(intern!(py, "sleep"))?;
+    while std::time::Instant::now() < deadline && !not_done(tasks.iter().cloned())?.is_empty() {
+        event_loop.call_method1(intern!(py, "run_until_complete"), (sleep.call1((0.01,))?,))?;
+    }
     Ok(())
 }

@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use crate::bridge::{Bridge, Event};
 use crate::bridge::exchange::Exchange;
-use crate::asgi::http::{HttpCycle, RequestDone};
+use crate::asgi::http::HttpCycle;
+use crate::asgi::runner::RequestTask;
 use crate::asgi::websocket::{WsCycle, WsDone};
 use crate::asgi::{AsgiContext, format_exception, scope};
 
@@ -48,8 +49,11 @@ impl Dispatcher {
             None => {
                 let scope = scope::http_scope(py, &self.ctx, &ex.head)?;
                 let cycle = Bound::new(py, HttpCycle::new(ex, self.ctx.clone()))?;
-                let done = RequestDone { cycle: cycle.clone().unbind() }.into_pyobject(py)?.into_any();
-                (scope, cycle.into_any(), done)
+                let coro = self.ctx.app.bind(py).call1((scope, cycle.getattr(intern!(py, "receive"))?, cycle.getattr(intern!(py, "send"))?));
+                return match coro {
+                    Ok(coro) => RequestTask::start(py, coro, cycle.unbind(), self.ctx.clone()),
+                    Err(e) => crate::asgi::http::request_ended(py, &cycle.unbind(), crate::asgi::http::Ending::Raised(e.into_value(py).into_bound(py).into_any())),
+                };
             }
             Some(upgrade) => {
                 let scope = scope::websocket_scope(py, &self.ctx, &ex.head, upgrade)?;

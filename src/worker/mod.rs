@@ -97,6 +97,9 @@ pub fn run(py: Python<'_>) -> PyResult<i32> {
         root_path: config.app.root_path.clone(),
         tasks: crate::asgi::tasks::RequestTasks::new(py)?,
         scopes: crate::asgi::scope::Templates::new(py)?,
+        event_loop: event_loop.clone().unbind(),
+        enter_task: py.import("asyncio.tasks")?.getattr("_enter_task")?.unbind(),
+        leave_task: py.import("asyncio.tasks")?.getattr("_leave_task")?.unbind(),
     });
     let dispatcher = dispatch::Dispatcher { bridge: bridge.clone(), ctx: ctx.clone(), event_loop: event_loop.clone().unbind() };
     event_loop.call_method1("add_reader", (bridge.fd(), dispatcher))?;
