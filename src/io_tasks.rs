@@ -4,7 +4,7 @@
 //! and each turn ends with a poll of the kernel that can wake tasks after the last one
 //! ran: nothing would run them until the next readiness. Tasks spawned here count their
 //! pending wake-ups, so the turn can tell and ask for another. With an I/O thread the
-//! count is not kept: `spawn` is tokio's.
+//! count is not kept: the wrapper passes each poll straight through.
 
 use atomic_waker::AtomicWaker;
 use std::future::Future;
