@@ -4,7 +4,7 @@
 //! and each turn ends with a poll of the kernel that can wake tasks after the last one
 //! ran: nothing would run them until the next readiness. Tasks spawned here count their
 //! pending wake-ups, so the turn can tell and ask for another. With an I/O thread the
-//! count is not kept: `spawn` is tokio's.
+//! count is not kept: the wrapper passes each poll straight through.
 
 use atomic_waker::AtomicWaker;
 use std::future::Future;
@@ -85,8 +85,13 @@ impl<F: Future> Future for Tracked<F> {
 }
 
 impl Drop for Counted {
+    /// The flag stays raised, uncounted: a waker the task left behind (in a stream's
+    /// state, say) may still be woken, and must not count a task that no longer exists,
+    /// which would keep the turns running for nothing.
     fn drop(&mut self) {
-        self.flag.lower();
+        if self.flag.woken.swap(true, Ordering::AcqRel) {
+            QUEUED.fetch_sub(1, Ordering::AcqRel);
+        }
     }
 }
 
@@ -238,5 +243,22 @@ mod tests {
             let _ = handle.await;
             assert_eq!(queued(), before, "dropped while woken: no longer counted");
         });
+    }
+
+    #[test]
+    fn a_waker_woken_after_its_task_ended_counts_nothing() {
+        let _serial = COUNT.lock().unwrap_or_else(|p| p.into_inner());
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let before = queued();
+        let left = Arc::new(std::sync::Mutex::new(None::<Waker>));
+        let slot = left.clone();
+        let task = Tracked::counting(std::future::poll_fn(move |cx| {
+            *slot.lock().unwrap() = Some(cx.waker().clone());
+            Poll::Ready(())
+        }), true);
+        rt.block_on(async move { tokio::spawn(task).await.unwrap() });
+        assert_eq!(queued(), before);
+        left.lock().unwrap().take().unwrap().wake();
+        assert_eq!(queued(), before, "a stale wake-up counted a task that has ended");
     }
 }
