@@ -286,6 +286,10 @@ impl RequestTask {
     fn uncancel(&self) -> usize {
         let mut st = self.state();
         st.cancels = st.cancels.saturating_sub(1);
+        // As 3.13's Task: with no cancel request left, none is delivered at the next step.
+        if st.cancels == 0 {
+            st.must_cancel = false;
+        }
         st.cancels
     }
 

@@ -98,13 +98,19 @@ impl Bridge {
     }
 
     /// Called on the loop thread when the eventfd is readable. Re-arms the bell
-    /// *before* draining so that a push racing with the drain rings again.
-    pub fn begin_drain(&self) {
+    /// *before* draining so that a push racing with the drain rings again, and
+    /// returns how many events this drain takes: those queued now. An event
+    /// pushed later has rung the bell and waits for the next drain, so that a
+    /// drain never runs on while requests keep arriving: requests run their
+    /// first step inside it (asgi/runner.rs), and their responses leave only
+    /// when the loop gets to the outbox's ring, after the drain returns.
+    pub fn begin_drain(&self) -> usize {
         // Reading resets the count; EAGAIN (a spurious wake) leaves nothing to reset.
         let mut counter = [0u8; 8];
         let _ = (&self.eventfd).read(&mut counter);
         self.rung.store(false, Ordering::Release);
         self.ticks.fetch_add(1, Ordering::Relaxed);
+        self.queue.len()
     }
 
     pub fn pop(&self) -> Option<Event> {
@@ -140,5 +146,32 @@ impl Bridge {
                 let _ = exchange.response.send(event);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rung(bridge: &Bridge) -> bool {
+        let mut fds = libc::pollfd { fd: bridge.fd(), events: libc::POLLIN, revents: 0 };
+        // SAFETY: one valid pollfd, a zero timeout.
+        unsafe { libc::poll(&mut fds, 1, 0) == 1 }
+    }
+
+    #[test]
+    fn a_drain_takes_what_was_queued_when_it_began_and_a_later_push_rings_again() {
+        let bridge = Bridge::new().expect("eventfd");
+        bridge.push(Event::Ping);
+        bridge.push(Event::Ping);
+        assert!(rung(&bridge), "the first push rings the loop");
+        assert_eq!(bridge.begin_drain(), 2);
+        assert!(!rung(&bridge), "beginning a drain silences the bell");
+        assert!(bridge.pop().is_some());
+        // A request arriving mid-drain is left for the next drain, which its push asks for.
+        bridge.push(Event::Ping);
+        assert!(rung(&bridge), "a push during a drain rings for the next one");
+        assert!(bridge.pop().is_some());
+        assert_eq!(bridge.begin_drain(), 1, "the next drain takes the one pushed during the last");
     }
 }

@@ -1,5 +1,5 @@
 //! The loop side of the bridge: the callback the event loop runs when the
-//! eventfd rings. It drains every pending event in one go, under one GIL hold.
+//! eventfd rings. It drains every event queued when it starts, under one GIL hold.
 
 use pyo3::intern;
 use pyo3::prelude::*;
@@ -22,8 +22,8 @@ pub struct Dispatcher {
 #[pymethods]
 impl Dispatcher {
     fn __call__(&self, py: Python<'_>) {
-        self.bridge.begin_drain();
-        while let Some(event) = self.bridge.pop() {
+        let batch = self.bridge.begin_drain();
+        for event in std::iter::from_fn(|| self.bridge.pop()).take(batch) {
             let result = match event {
                 Event::Request(ex) => self.start(py, ex),
                 Event::Wake(ex) => crate::asgi::wake(py, &ex),
