@@ -305,27 +305,8 @@ pub enum Ending<'py> {
     Raised(Bound<'py, PyAny>),
 }
 
-/// Runs when the app's task for a request ends, however it ends.
-#[pyclass(module = "ferrogate._ferrogate")]
-pub struct RequestDone {
-    pub cycle: Py<HttpCycle>,
-}
-
-#[pymethods]
-impl RequestDone {
-    fn __call__(&self, py: Python<'_>, task: &Bound<'_, PyAny>) -> PyResult<()> {
-        self.cycle.bind(py).borrow().ctx.tasks.remove(task)?;
-        let ending = if task.call_method0(intern!(py, "cancelled"))?.is_truthy()? {
-            Ending::Cancelled
-        } else {
-            let exc = task.call_method0(intern!(py, "exception"))?;
-            if exc.is_none() { Ending::Returned } else { Ending::Raised(exc) }
-        };
-        request_ended(py, &self.cycle, ending)
-    }
-}
-
-/// Answers for the app if it did not, and reports how it ended.
+/// When a request's coroutine has ended (asgi/runner.rs): answers for the app
+/// if it did not, and reports how it ended.
 pub fn request_ended(py: Python<'_>, cycle: &Py<HttpCycle>, ending: Ending<'_>) -> PyResult<()> {
     let mut cycle = cycle.bind(py).borrow_mut();
     let what = || {

@@ -11,7 +11,7 @@ use pyo3::exceptions::PyRuntimeError;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::PyDict;
+use pyo3::types::{PyDict, PyList, PyTuple};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::AsgiContext;
@@ -60,6 +60,14 @@ fn cancelled_error(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
 impl RequestTask {
     fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `loop.call_soon(*call, context=context)`: how a Task schedules its steps and callbacks.
+    fn call_soon(&self, call: Bound<'_, PyTuple>, context: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = call.py();
+        let kwargs = PyDict::new(py);
+        kwargs.set_item(intern!(py, "context"), context)?;
+        self.ctx.event_loop.bind(py).call_method(intern!(py, "call_soon"), call, Some(&kwargs)).map(drop)
     }
 
     /// Calls the app's coroutine for the first time, in a copy of the current context.
@@ -151,19 +159,12 @@ impl RequestTask {
         let me = slf.get();
         if yielded.is_none() {
             // A bare `yield` (asyncio.sleep(0)): run again at the next iteration.
-            let kwargs = PyDict::new(py);
-            kwargs.set_item(intern!(py, "context"), me.context.bind(py))?;
-            me.ctx.event_loop.bind(py).call_method(intern!(py, "call_soon"), (slf.getattr(intern!(py, "_step"))?,), Some(&kwargs))?;
-            return Ok(());
+            return me.call_soon((slf.getattr(intern!(py, "_step"))?,).into_pyobject(py)?, me.context.bind(py));
         }
         let blocking = yielded.getattr_opt(intern!(py, "_asyncio_future_blocking"))?;
         if !blocking.is_some_and(|b| b.is_truthy().unwrap_or(false)) {
             let error = PyRuntimeError::new_err(format!("Task got bad yield: {}", yielded.repr()?));
-            let kwargs = PyDict::new(py);
-            kwargs.set_item(intern!(py, "context"), me.context.bind(py))?;
-            let retry = slf.getattr(intern!(py, "_throw"))?;
-            me.ctx.event_loop.bind(py).call_method(intern!(py, "call_soon"), (retry, error.into_value(py)), Some(&kwargs))?;
-            return Ok(());
+            return me.call_soon((slf.getattr(intern!(py, "_throw"))?, error.into_value(py)).into_pyobject(py)?, me.context.bind(py));
         }
         yielded.setattr(intern!(py, "_asyncio_future_blocking"), false)?;
         let kwargs = PyDict::new(py);
@@ -199,9 +200,7 @@ impl RequestTask {
         me.ctx.tasks.remove(slf.as_any())?;
         request_ended(py, &me.cycle, ending)?;
         for (callback, context) in callbacks {
-            let kwargs = PyDict::new(py);
-            kwargs.set_item(intern!(py, "context"), context)?;
-            me.ctx.event_loop.bind(py).call_method(intern!(py, "call_soon"), (callback, slf), Some(&kwargs))?;
+            me.call_soon((callback, slf).into_pyobject(py)?, context.bind(py))?;
         }
         Ok(())
     }
@@ -239,9 +238,9 @@ impl RequestTask {
 
     /// anyio looks here for the loop's root task.
     #[getter]
-    fn _callbacks<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, pyo3::types::PyList>> {
+    fn _callbacks<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         let pairs: Vec<(Py<PyAny>, Py<PyAny>)> = self.state().callbacks.iter().map(|(c, x)| (c.clone_ref(py), x.clone_ref(py))).collect();
-        pyo3::types::PyList::new(py, pairs)
+        PyList::new(py, pairs)
     }
 
     #[getter]
@@ -337,9 +336,7 @@ impl RequestTask {
         };
         let me = slf.get();
         if me.state().ended.is_some() {
-            let kwargs = PyDict::new(py);
-            kwargs.set_item(intern!(py, "context"), context)?;
-            me.ctx.event_loop.bind(py).call_method(intern!(py, "call_soon"), (callback, slf), Some(&kwargs))?;
+            me.call_soon((callback, slf).into_pyobject(py)?, context.bind(py))?;
         } else {
             me.state().callbacks.push((callback, context));
         }

@@ -3,11 +3,12 @@
 
 use pyo3::intern;
 use pyo3::prelude::*;
+use pyo3::types::PyDict;
 use std::sync::Arc;
 
 use crate::bridge::{Bridge, Event};
 use crate::bridge::exchange::Exchange;
-use crate::asgi::http::HttpCycle;
+use crate::asgi::http::{Ending, HttpCycle, request_ended};
 use crate::asgi::runner::RequestTask;
 use crate::asgi::websocket::{WsCycle, WsDone};
 use crate::asgi::{AsgiContext, format_exception, scope};
@@ -43,34 +44,38 @@ impl Dispatcher {
 }
 
 impl Dispatcher {
-    /// Calls the app for a new request, as a task of its own.
     fn start(&self, py: Python<'_>, ex: Arc<Exchange>) -> PyResult<()> {
-        let (scope, cycle, done) = match &ex.head.websocket {
-            None => {
-                let scope = scope::http_scope(py, &self.ctx, &ex.head)?;
-                let cycle = Bound::new(py, HttpCycle::new(ex, self.ctx.clone()))?;
-                let coro = self.ctx.app.bind(py).call1((scope, cycle.getattr(intern!(py, "receive"))?, cycle.getattr(intern!(py, "send"))?));
-                return match coro {
-                    Ok(coro) => RequestTask::start(py, coro, cycle.unbind(), self.ctx.clone()),
-                    Err(e) => crate::asgi::http::request_ended(py, &cycle.unbind(), crate::asgi::http::Ending::Raised(e.into_value(py).into_bound(py).into_any())),
-                };
-            }
-            Some(upgrade) => {
-                let scope = scope::websocket_scope(py, &self.ctx, &ex.head, upgrade)?;
-                let cycle = Bound::new(py, WsCycle::new(ex, self.ctx.clone()))?;
-                let done = WsDone { cycle: cycle.clone().unbind() }.into_pyobject(py)?.into_any();
-                (scope, cycle.into_any(), done)
-            }
+        let scope = match &ex.head.websocket {
+            None => return self.start_http(py, ex),
+            Some(upgrade) => scope::websocket_scope(py, &self.ctx, &ex.head, upgrade)?,
         };
-        let coro = self.ctx.app.bind(py).call1((scope, cycle.getattr(intern!(py, "receive"))?, cycle.getattr(intern!(py, "send"))?));
-        match coro {
+        self.start_websocket(py, ex, scope)
+    }
+
+    /// Calls the app for an HTTP request and runs its first step right here, without
+    /// a Task (asgi/runner.rs): most requests end in it.
+    fn start_http(&self, py: Python<'_>, ex: Arc<Exchange>) -> PyResult<()> {
+        let scope = scope::http_scope(py, &self.ctx, &ex.head)?;
+        let cycle = Bound::new(py, HttpCycle::new(ex, self.ctx.clone()))?;
+        match self.ctx.app.bind(py).call1((scope, cycle.getattr(intern!(py, "receive"))?, cycle.getattr(intern!(py, "send"))?)) {
+            Ok(coro) => RequestTask::start(py, coro, cycle.unbind(), self.ctx.clone()),
+            // A non-async callable raised straight away: report it like any app error.
+            Err(e) => request_ended(py, &cycle.unbind(), Ending::Raised(e.into_value(py).into_bound(py).into_any())),
+        }
+    }
+
+    /// Calls the app for a WebSocket, as a task of its own: a WebSocket lives long
+    /// and awaits often, so a Task's cost is not per message.
+    fn start_websocket(&self, py: Python<'_>, ex: Arc<Exchange>, scope: Bound<'_, PyDict>) -> PyResult<()> {
+        let cycle = Bound::new(py, WsCycle::new(ex, self.ctx.clone()))?;
+        let done = WsDone { cycle: cycle.clone().unbind() }.into_pyobject(py)?.into_any();
+        match self.ctx.app.bind(py).call1((scope, cycle.getattr(intern!(py, "receive"))?, cycle.getattr(intern!(py, "send"))?)) {
             Ok(coro) => {
                 let task = self.ctx.create_task.bind(py).call1((coro,))?;
                 // An eager task (3.12+) may be done already; its callback still runs, from the loop.
                 self.ctx.tasks.add(&task)?;
                 task.call_method1(intern!(py, "add_done_callback"), (done,))?;
             }
-            // A non-async callable raised straight away: report it like any app error.
             Err(e) => {
                 let failed = py.import("asyncio")?.getattr("get_running_loop")?.call0()?.call_method0("create_future")?;
                 failed.call_method1("set_exception", (e.value(py),))?;
