@@ -36,6 +36,7 @@ def both(pair, path):
     ("/shield", {"value": 5}),
     ("/self-cancel", {"caught": "by the app", "cancelling": 0}),
     ("/threads", {"asyncio_other_thread": True, "anyio_other_thread": True, "from_thread_on_loop": True}),
+    ("/foreign-future", {"outcome": "refused"}),
 ])
 def test_what_the_current_task_does(pair, path, expected):
     fg, uv = both(pair, path)
@@ -50,6 +51,17 @@ def test_a_request_that_cancels_itself_gets_a_500(pair):
     # And the server goes on serving.
     fg, uv = both(pair, "/shield")
     assert_same_response(fg, uv, what="/shield after a request cancelled itself")
+
+
+def test_a_failed_request_that_held_its_task_is_freed(pair):
+    """The exception a request ended with keeps its frames, which keep the task: the
+    collector must be able to free the whole cycle."""
+    for srv in pair:
+        for _ in range(5):
+            assert httpx.get(srv.url + "/raise-holding-task", timeout=10).status_code == 500
+    fg, uv = both(pair, "/tasks-alive")
+    assert uv.json() == {"held": 5, "alive": 0}
+    assert fg.json() == {"held": 5, "alive": 0}, "tasks of failed requests stay in memory"
 
 
 def test_context_variables_stay_with_their_request(pair):

@@ -9,7 +9,9 @@
 
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::intern;
+use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
+use pyo3::PyTraverseError;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyList, PyTuple};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -35,6 +37,23 @@ enum Outcome {
     Raised(Py<PyAny>),
 }
 
+impl Outcome {
+    fn clone_ref(&self, py: Python<'_>) -> Self {
+        match self {
+            Outcome::Returned(v) => Outcome::Returned(v.clone_ref(py)),
+            Outcome::Cancelled => Outcome::Cancelled,
+            Outcome::Raised(e) => Outcome::Raised(e.clone_ref(py)),
+        }
+    }
+
+    fn object(&self) -> Option<&Py<PyAny>> {
+        match self {
+            Outcome::Returned(v) | Outcome::Raised(v) => Some(v),
+            Outcome::Cancelled => None,
+        }
+    }
+}
+
 /// A request's coroutine, and the task asyncio sees while it runs.
 #[pyclass(frozen, weakref, module = "ferrogate._ferrogate")]
 pub struct RequestTask {
@@ -58,8 +77,14 @@ fn cancelled_error(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
 }
 
 impl RequestTask {
+    /// Never held across a call into Python: code that Python runs (a finalizer, the
+    /// collector's traversal) may look at this task again from the same thread.
     fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn outcome(&self, py: Python<'_>) -> Option<Outcome> {
+        self.state().ended.as_ref().map(|o| o.clone_ref(py))
     }
 
     /// `loop.call_soon(*call, context=context)`: how a Task schedules its steps and callbacks.
@@ -166,6 +191,18 @@ impl RequestTask {
             let error = PyRuntimeError::new_err(format!("Task got bad yield: {}", yielded.repr()?));
             return me.call_soon((slf.getattr(intern!(py, "_throw"))?, error.into_value(py)).into_pyobject(py)?, me.context.bind(py));
         }
+        // What `Task.__step` refuses, refused the same way: thrown into the coroutine.
+        let refusal = if !yielded.call_method0(intern!(py, "get_loop"))?.is(me.ctx.event_loop.bind(py)) {
+            Some(format!("Task {} got Future {} attached to a different loop", slf.repr()?, yielded.repr()?))
+        } else if yielded.is(slf) {
+            Some("Task cannot await on itself".to_owned())
+        } else {
+            None
+        };
+        if let Some(message) = refusal {
+            let error = PyRuntimeError::new_err(message);
+            return me.call_soon((slf.getattr(intern!(py, "_throw"))?, error.into_value(py)).into_pyobject(py)?, me.context.bind(py));
+        }
         yielded.setattr(intern!(py, "_asyncio_future_blocking"), false)?;
         let kwargs = PyDict::new(py);
         kwargs.set_item(intern!(py, "context"), me.context.bind(py))?;
@@ -223,6 +260,34 @@ impl RequestTask {
             Ok(_) => Self::step(slf, None),
             Err(e) => Self::step(slf, Some(e.into_value(slf.py()).into_bound(slf.py()).into_any())),
         }
+    }
+
+    /// The collector must see what a task holds: an exception it ended with holds the
+    /// frames of its traceback, and a frame that kept `asyncio.current_task()` (anyio's
+    /// cancel scopes do) holds the task: a cycle that would otherwise never be freed.
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.coro)?;
+        visit.call(&self.context)?;
+        visit.call(&self.cycle)?;
+        // Held only while no Python runs, so never while the collector does; if it ever
+        // were, skipping is safe: the collector then frees less, never too much.
+        let Ok(st) = self.state.try_lock() else { return Ok(()) };
+        for object in st.ended.as_ref().and_then(Outcome::object).into_iter().chain(&st.waiter).chain(&st.cancel_message) {
+            visit.call(object)?;
+        }
+        for (callback, context) in &st.callbacks {
+            visit.call(callback)?;
+            visit.call(context)?;
+        }
+        Ok(())
+    }
+
+    fn __clear__(&self) {
+        let taken = self.state.try_lock().map(|mut st| {
+            (st.ended.take(), st.waiter.take(), st.cancel_message.take(), std::mem::take(&mut st.callbacks))
+        });
+        // Dropped here, after the lock: dropping a reference can run Python code.
+        drop(taken);
     }
 
     #[getter]
@@ -309,18 +374,18 @@ impl RequestTask {
     }
 
     fn result(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        match &self.state().ended {
-            Some(Outcome::Returned(v)) => Ok(v.clone_ref(py)),
-            Some(Outcome::Raised(e)) => Err(PyErr::from_value(e.bind(py).clone())),
+        match self.outcome(py) {
+            Some(Outcome::Returned(v)) => Ok(v),
+            Some(Outcome::Raised(e)) => Err(PyErr::from_value(e.into_bound(py))),
             Some(Outcome::Cancelled) => Err(PyErr::from_value(cancelled_error(py)?.call0()?)),
             None => Err(PyErr::from_value(py.import("asyncio")?.getattr("InvalidStateError")?.call1(("Result is not set.",))?)),
         }
     }
 
     fn exception(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
-        match &self.state().ended {
+        match self.outcome(py) {
             Some(Outcome::Returned(_)) => Ok(None),
-            Some(Outcome::Raised(e)) => Ok(Some(e.clone_ref(py))),
+            Some(Outcome::Raised(e)) => Ok(Some(e)),
             Some(Outcome::Cancelled) => Err(PyErr::from_value(cancelled_error(py)?.call0()?)),
             None => Err(PyErr::from_value(py.import("asyncio")?.getattr("InvalidStateError")?.call1(("Exception is not set.",))?)),
         }

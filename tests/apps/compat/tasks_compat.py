@@ -18,13 +18,18 @@ Routes:
   /self-cancel         the request cancels its own task, catches the CancelledError, uncancels
   /self-cancel-uncaught   the same, without catching it
   /threads             asyncio.to_thread() and anyio.to_thread.run_sync()
+  /foreign-future      awaits a future of another event loop (asyncio refuses it with a RuntimeError)
+  /raise-holding-task  keeps a weak reference to its task and a strong one in a local, then raises
+  /tasks-alive         after gc.collect(), how many tasks of /raise-holding-task are still alive
   /hold?tag=T          records "holding", then sleeps in an anyio task group until cancelled;
                        records "hold cleaned up" from its finally block
 """
 
 import asyncio
 import contextvars
+import gc
 import threading
+import weakref
 
 import anyio
 from starlette.applications import Starlette
@@ -160,6 +165,35 @@ async def threads(request):
                          "from_thread_on_loop": from_thread == main})
 
 
+async def foreign_future(request):
+    other = asyncio.new_event_loop()
+    try:
+        await other.create_future()
+        outcome = "awaited"
+    except RuntimeError as e:
+        outcome = "refused" if "attached to a different loop" in str(e) else f"other error: {e}"
+    finally:
+        other.close()
+    return JSONResponse({"outcome": outcome})
+
+
+held_tasks: list[weakref.ref] = []
+
+
+async def raise_holding_task(request):
+    # The traceback keeps this frame, and the frame keeps the task: a cycle only the
+    # collector can free.
+    task = asyncio.current_task()
+    held_tasks.append(weakref.ref(task))
+    await asyncio.sleep(0)
+    raise ValueError("on purpose, holding the task")
+
+
+async def tasks_alive(request):
+    gc.collect()
+    return JSONResponse({"held": len(held_tasks), "alive": sum(1 for ref in held_tasks if ref() is not None)})
+
+
 async def hold(request):
     tag = request.query_params["tag"]
     effects.record("holding", tag=tag)
@@ -185,5 +219,8 @@ app = Starlette(routes=[
     Route("/self-cancel", self_cancel),
     Route("/self-cancel-uncaught", self_cancel_uncaught),
     Route("/threads", threads),
+    Route("/foreign-future", foreign_future),
+    Route("/raise-holding-task", raise_holding_task),
+    Route("/tasks-alive", tasks_alive),
     Route("/hold", hold),
 ])
