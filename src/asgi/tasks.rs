@@ -1,5 +1,6 @@
 //! The app's request tasks, held so that a stop can wait for them, cancel
-//! them when the graceful timeout runs out, and let them clean up.
+//! them when the graceful timeout runs out, and let them clean up: an HTTP
+//! request's stand-in task (runner.rs) or a WebSocket session's asyncio Task.
 //!
 //! asyncio keeps only weak references to tasks; holding them here also keeps
 //! a task that awaits nothing of ours from being collected mid-flight.
