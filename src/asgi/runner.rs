@@ -28,6 +28,9 @@ struct State {
     cancel_message: Option<Py<PyAny>>,
     /// `cancel()` calls not taken back by `uncancel()`.
     cancels: usize,
+    /// In the worker's `RequestTasks`: from the first time the coroutine suspends,
+    /// since a request that ends in its first step has nothing to wait for or cancel.
+    held: bool,
     callbacks: Vec<(Py<PyAny>, Py<PyAny>)>,
 }
 
@@ -99,8 +102,7 @@ impl RequestTask {
     pub fn start(py: Python<'_>, coro: Bound<'_, PyAny>, cycle: Py<HttpCycle>, ctx: Arc<AsgiContext>) -> PyResult<()> {
         // SAFETY: returns a new reference, or NULL with an exception set.
         let context = unsafe { Bound::from_owned_ptr_or_err(py, pyo3::ffi::PyContext_CopyCurrent())? };
-        let task = Bound::new(py, RequestTask { coro: coro.unbind(), context: context.unbind(), cycle, ctx: ctx.clone(), state: Mutex::new(State::default()) })?;
-        ctx.tasks.add(task.as_any())?;
+        let task = Bound::new(py, RequestTask { coro: coro.unbind(), context: context.unbind(), cycle, ctx, state: Mutex::new(State::default()) })?;
         // SAFETY: a live context object, entered for the first step only: the later ones
         // run from callbacks scheduled with `context=`, as a Task's do.
         if unsafe { pyo3::ffi::PyContext_Enter(task.get().context.as_ptr()) } < 0 {
@@ -159,15 +161,10 @@ impl RequestTask {
             }
         }
         let event_loop = me.ctx.event_loop.bind(py);
-        let sent = match me.ctx.enter_task.bind(py).call1((event_loop, slf)) {
-            Ok(_) => {
-                let sent = me.send(py, exc);
-                let left = me.ctx.leave_task.bind(py).call1((event_loop, slf));
-                left.map(|_| sent)
-            }
-            Err(e) => Err(e),
-        };
-        match sent? {
+        me.ctx.enter_task.bind(py).call1((event_loop, slf))?;
+        let sent = me.send(py, exc);
+        me.ctx.leave_task.bind(py).call1((event_loop, slf))?;
+        match sent {
             Sent::Returned(value) => {
                 let cancelled = std::mem::take(&mut me.state().must_cancel);
                 // Cancelled right before its coroutine returned: a Task ends cancelled too.
@@ -182,17 +179,18 @@ impl RequestTask {
     fn wait_on(slf: &Bound<'_, Self>, yielded: Bound<'_, PyAny>) -> PyResult<()> {
         let py = slf.py();
         let me = slf.get();
+        if !std::mem::replace(&mut me.state().held, true) {
+            me.ctx.tasks.add(slf.as_any())?;
+        }
         if yielded.is_none() {
             // A bare `yield` (asyncio.sleep(0)): run again at the next iteration.
             return me.call_soon((slf.getattr(intern!(py, "_step"))?,).into_pyobject(py)?, me.context.bind(py));
         }
         let blocking = yielded.getattr_opt(intern!(py, "_asyncio_future_blocking"))?;
-        if !blocking.is_some_and(|b| b.is_truthy().unwrap_or(false)) {
-            let error = PyRuntimeError::new_err(format!("Task got bad yield: {}", yielded.repr()?));
-            return me.call_soon((slf.getattr(intern!(py, "_throw"))?, error.into_value(py)).into_pyobject(py)?, me.context.bind(py));
-        }
         // What `Task.__step` refuses, refused the same way: thrown into the coroutine.
-        let refusal = if !yielded.call_method0(intern!(py, "get_loop"))?.is(me.ctx.event_loop.bind(py)) {
+        let refusal = if !blocking.is_some_and(|b| b.is_truthy().unwrap_or(false)) {
+            Some(format!("Task got bad yield: {}", yielded.repr()?))
+        } else if !yielded.call_method0(intern!(py, "get_loop"))?.is(me.ctx.event_loop.bind(py)) {
             Some(format!("Task {} got Future {} attached to a different loop", slf.repr()?, yielded.repr()?))
         } else if yielded.is(slf) {
             Some("Task cannot await on itself".to_owned())
@@ -228,13 +226,15 @@ impl RequestTask {
             Outcome::Cancelled => Ending::Cancelled,
             Outcome::Raised(exc) => Ending::Raised(exc.bind(py).clone()),
         };
-        let callbacks = {
+        let (callbacks, held) = {
             let mut st = me.state();
             st.ended = Some(outcome);
             st.waiter = None;
-            std::mem::take(&mut st.callbacks)
+            (std::mem::take(&mut st.callbacks), st.held)
         };
-        me.ctx.tasks.remove(slf.as_any())?;
+        if held {
+            me.ctx.tasks.remove(slf.as_any())?;
+        }
         request_ended(py, &me.cycle, ending)?;
         for (callback, context) in callbacks {
             me.call_soon((callback, slf).into_pyobject(py)?, context.bind(py))?;
