@@ -71,5 +71,6 @@ fn _ferrogate(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_worker_main, m)?)?;
     m.add("ClientDisconnected", m.py().get_type::<asgi::http::ClientDisconnected>())?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    asgi::init_types(m.py());
     Ok(())
 }

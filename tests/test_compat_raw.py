@@ -179,6 +179,23 @@ def test_keep_alive_after_a_bodiless_response(pair, method, path):
     assert fg_next.status_code == 200 and fg_next.content == b"ok", f"ferrogate: {fg_next}"
 
 
+def test_receive_and_send_stepped_by_hand_or_under_a_tracer(pair):
+    """receive() and send() give their result to `await` without a StopIteration (am_send);
+    code that steps them by hand, and CPython under a tracer (debuggers, coverage), use
+    `__next__`/`send` instead and must get the same results through StopIteration."""
+    tag = new_tag()
+    request = (f"POST /await-paths?tag={tag} HTTP/1.1\r\nHost: test\r\nContent-Length: 5\r\n"
+               f"Connection: close\r\n\r\nhello").encode()
+    fg, uv = pair.map(lambda srv: raw_exchange(srv, request))
+    assert_same_response(fg, uv, what="POST /await-paths")
+    assert json.loads(fg.content) == {
+        "message": {"type": "http.request", "body": "hello", "more_body": False},
+        "traced send returned": "None"}
+    for srv in pair:
+        sends = [e for e in effects(srv, tag=tag) if e["event"] == "send by hand"]
+        assert [e["returned"] for e in sends] == ["None"], f"{srv.name}: {effects(srv, tag=tag)}"
+
+
 # --------------------------------------------------------------------------
 # scope["headers"]
 # --------------------------------------------------------------------------

@@ -15,6 +15,12 @@ use pyo3::types::PyDict;
 
 use crate::bridge::exchange::{Exchange, Shared};
 
+/// Readies the types the app sees; once, when the extension module is loaded.
+pub fn init_types(py: Python<'_>) {
+    awaitable::install_am_send::<awaitable::Ready>(&py.get_type::<awaitable::Ready>());
+    awaitable::install_am_send::<receive::Receive>(&py.get_type::<receive::Receive>());
+}
+
 /// What the loop thread needs to call the app, shared by every request of a worker.
 pub struct AsgiContext {
     pub app: Py<PyAny>,

@@ -7,12 +7,11 @@
 //! no trace, and several tasks may await receive() at once: each wake-up lets
 //! every waiter look again, and the first to look gets the message.
 
-use pyo3::exceptions::PyStopIteration;
 use pyo3::intern;
 use pyo3::prelude::*;
 use std::sync::Arc;
 
-use super::awaitable::Ready;
+use super::awaitable::{Ready, Step, Stepped, next_via_stop_iteration};
 use super::{AsgiContext, NextMessage};
 use crate::bridge::exchange::Exchange;
 
@@ -45,23 +44,31 @@ impl Receive {
         slf
     }
 
-    /// One step: the message (as StopIteration's value), or a future to wait on.
-    fn __next__(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        let mut s = self.ex.lock();
-        if let Some(msg) = (self.next)(py, &self.ex, &mut s)? {
-            return Err(PyStopIteration::new_err((msg,)));
+    fn __next__(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        next_via_stop_iteration(slf)
+    }
+
+    fn send(slf: &Bound<'_, Self>, _value: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        next_via_stop_iteration(slf)
+    }
+}
+
+impl Stepped for Receive {
+    /// One step: the message, or a future to wait on.
+    fn step(slf: &Bound<'_, Self>) -> PyResult<Step> {
+        let py = slf.py();
+        let this = slf.borrow();
+        let mut s = this.ex.lock();
+        if let Some(msg) = (this.next)(py, &this.ex, &mut s)? {
+            return Ok(Step::Return(msg));
         }
-        let future = self.ctx.new_future(py)?;
+        let future = this.ctx.new_future(py)?;
         // What `yield from future` would set: tells the task this is a future to wait on.
         future.setattr(intern!(py, "_asyncio_future_blocking"), true)?;
         s.wait_for_message(py, future.clone().unbind());
         drop(s);
         // The app is waiting: a body reader paused on its behalf may fetch more.
-        self.ex.wants_more.notify_one();
-        Ok(future.unbind())
-    }
-
-    fn send(&self, py: Python<'_>, _value: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
-        self.__next__(py)
+        this.ex.wants_more.notify_one();
+        Ok(Step::Yield(future.unbind()))
     }
 }

@@ -16,12 +16,18 @@ Routes:
   /no-content           204
   /cookies              two set-cookie headers
   /headers              scope["headers"] as a JSON list of [name, value]
+  /await-paths          receive() and send() stepped by hand (`__await__().send(None)` until
+                        StopIteration) and awaited under a tracer (sys.settrace, which makes
+                        CPython step an awaitable through `__next__`): streams back, as JSON,
+                        the message got by hand and what the traced send() returned, then
+                        records what a send() stepped by hand returned ("send by hand")
   anything else         "ok"
 """
 
 import asyncio
 import functools
 import json
+import sys
 from urllib.parse import parse_qs
 
 import effects
@@ -114,6 +120,33 @@ async def receive_concurrent(scope, receive, send, record):
             record("concurrent message failed", task=i, error=repr(e))
 
 
+async def by_hand(awaitable):
+    """Steps an awaitable the way a task does, with the result taken from StopIteration."""
+    it = awaitable.__await__()
+    while True:
+        try:
+            waiting_on = it.send(None)
+        except StopIteration as stop:
+            return stop.value
+        await waiting_on
+
+
+async def await_paths(scope, receive, send, record):
+    message = await by_hand(receive())
+    sys.settrace(lambda frame, event, arg: None)
+    try:
+        sent = await send({"type": "http.response.start", "status": 200,
+                           "headers": [(b"content-type", b"application/json")]})
+    finally:
+        sys.settrace(None)
+    report = {"message": {k: (v.decode() if isinstance(v, bytes) else v) for k, v in message.items()},
+              "traced send returned": repr(sent)}
+    sent = await by_hand(send({"type": "http.response.body", "body": json.dumps(report).encode(),
+                               "more_body": True}))
+    record("send by hand", returned=repr(sent))
+    await send({"type": "http.response.body", "body": b""})
+
+
 async def app(scope, receive, send):
     if scope["type"] == "lifespan":
         while True:
@@ -136,6 +169,8 @@ async def app(scope, receive, send):
         return await receive_cancel(scope, receive, send, record)
     if path == "/receive-concurrent":
         return await receive_concurrent(scope, receive, send, record)
+    if path == "/await-paths":
+        return await await_paths(scope, receive, send, record)
     if path == "/not-modified":
         await start(send, 304, [(b"content-length", b"11"), (b"etag", b'"v1"')], content_type=None)
         await send({"type": "http.response.body", "body": b""})
