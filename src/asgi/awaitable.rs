@@ -1,12 +1,18 @@
 //! How `receive()` and `send()` hand their result back to the awaiting coroutine.
 //!
-//! `await x` drives `x` with `PyIter_Send`. Through `__next__`, a result can only
-//! come back inside a `StopIteration`: an exception object made, raised, caught
-//! and freed for every `await send(...)`, twice per response at least. Our
-//! awaitables also fill the `am_send` slot (`install_am_send`), through which
-//! the result comes back as a plain value, as it does from a coroutine. The
-//! `__next__`/`send` methods stay for callers that step an awaitable by hand
-//! (and for CPython under a tracer, which uses `__next__`).
+//! Through `__next__`, a result can only come back inside a `StopIteration`: an
+//! exception object made, raised, caught and freed for every `await send(...)`,
+//! twice per response at least. Two ways around it, one per CPython version:
+//! - CPython 3.10 and 3.11 step an awaitable with `PyIter_Send`, which uses the
+//!   `am_send` slot when a type has one. Ours fill it (`install_am_send`), so the
+//!   result comes back as a plain value, as it does from a coroutine.
+//! - From 3.12 on, `await` calls `__next__` (`tp_iternext`) directly. There a
+//!   result of `None`, which is what every `send()` gives, comes back as "no
+//!   value and no exception", which CPython reads as `StopIteration(None)`; only
+//!   a `receive()` message still needs a `StopIteration` of its own.
+//!
+//! `__next__` and `send` stay complete for code that steps an awaitable by hand,
+//! and for CPython 3.11 under a tracer, which does not use `am_send`.
 
 use pyo3::exceptions::{PyRuntimeError, PyStopIteration};
 use pyo3::ffi;
@@ -27,8 +33,18 @@ pub trait Stepped: pyo3::PyClass {
     fn step(slf: &Bound<'_, Self>) -> PyResult<Step>;
 }
 
-/// `__next__` and `send` for a `Stepped` class: the result as `StopIteration`'s value.
-pub fn next_via_stop_iteration<T: Stepped>(slf: &Bound<'_, T>) -> PyResult<Py<PyAny>> {
+/// `__next__` for a `Stepped` class. `None` means "done, with `None`": pyo3 returns
+/// NULL with no exception set, which `tp_iternext` callers read as `StopIteration(None)`.
+pub fn next_step<T: Stepped>(slf: &Bound<'_, T>) -> PyResult<Option<Py<PyAny>>> {
+    match T::step(slf)? {
+        Step::Yield(future) => Ok(Some(future)),
+        Step::Return(value) if value.is_none(slf.py()) => Ok(None),
+        Step::Return(value) => Err(PyStopIteration::new_err((value,))),
+    }
+}
+
+/// `send` for a `Stepped` class, a plain method: its result must be raised.
+pub fn send_step<T: Stepped>(slf: &Bound<'_, T>) -> PyResult<Py<PyAny>> {
     match T::step(slf)? {
         Step::Yield(future) => Ok(future),
         Step::Return(value) => Err(PyStopIteration::new_err((value,))),
@@ -113,11 +129,11 @@ impl Ready {
         slf
     }
 
-    fn __next__(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
-        next_via_stop_iteration(slf)
+    fn __next__(slf: &Bound<'_, Self>) -> PyResult<Option<Py<PyAny>>> {
+        next_step(slf)
     }
 
     fn send(slf: &Bound<'_, Self>, _value: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
-        next_via_stop_iteration(slf)
+        send_step(slf)
     }
 }

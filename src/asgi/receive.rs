@@ -11,7 +11,7 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use std::sync::Arc;
 
-use super::awaitable::{Ready, Step, Stepped, next_via_stop_iteration};
+use super::awaitable::{Ready, Step, Stepped, next_step, send_step};
 use super::{AsgiContext, NextMessage};
 use crate::bridge::exchange::Exchange;
 
@@ -44,12 +44,12 @@ impl Receive {
         slf
     }
 
-    fn __next__(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
-        next_via_stop_iteration(slf)
+    fn __next__(slf: &Bound<'_, Self>) -> PyResult<Option<Py<PyAny>>> {
+        next_step(slf)
     }
 
     fn send(slf: &Bound<'_, Self>, _value: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
-        next_via_stop_iteration(slf)
+        send_step(slf)
     }
 }
 
