@@ -81,7 +81,8 @@ def source_revision(repo_dir):
     return commit + (" + uncommitted changes" if dirty else "")
 
 
-def describe(repo_dir=None):
+def describe(repo_dir=None, built_from=None):
+    """`built_from`: the source revision the measured build was made from, when known."""
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "nproc": len(os.sched_getaffinity(0)),
@@ -91,5 +92,5 @@ def describe(repo_dir=None):
         "kernel": platform.release(),
         "python": platform.python_version(),
         "versions": package_versions(),
-        "ferrogate_source": source_revision(repo_dir) if repo_dir else None,
+        "ferrogate_source": built_from or (source_revision(repo_dir) if repo_dir else None),
     }

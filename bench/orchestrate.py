@@ -247,7 +247,7 @@ def run(args):
                      "ws_message_size": settings.ws_message_size, "workers_all_cores": ncpu,
                      "tls_clients": settings.tls_clients,
                      "quiet_wait": args.quiet_wait, "quiet_threshold_pct": QUIET_THRESHOLD_PCT},
-        "machine": machine.describe(setup_env.REPO_DIR),
+        "machine": machine.describe(setup_env.REPO_DIR, built_from=build.get("source")),
         # The classic stack's nginx.conf as the raw workload renders it ...
         "nginx_conf_example": _nginx_example(),
         # ... as the HTTPS workloads render it (1 worker) ...

@@ -13,6 +13,8 @@ import subprocess
 import sys
 import time
 
+import machine
+
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 REPO_DIR = os.path.dirname(BENCH_DIR)
 VENV_DIR = os.path.join(BENCH_DIR, ".venv")
@@ -98,6 +100,9 @@ def build_ferrogate(quick):
         env["CARGO_TARGET_DIR"] = os.path.join(target_root, "release")
         status["profile"] = "release profile of Cargo.toml"
     log(f"pip install {REPO_DIR} (builds ferrogate; log: {os.path.relpath(BUILD_LOG, REPO_DIR)})")
+    # What is built is the tree as it is now: the report names this, not the commit the
+    # tree is at when the run ends an hour later.
+    status["source"] = machine.source_revision(REPO_DIR)
     started = time.monotonic()
     with open(BUILD_LOG, "wb") as out:
         proc = subprocess.run([VENV_PYTHON, "-m", "pip", "install", "--disable-pip-version-check",
