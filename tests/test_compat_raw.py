@@ -179,21 +179,38 @@ def test_keep_alive_after_a_bodiless_response(pair, method, path):
     assert fg_next.status_code == 200 and fg_next.content == b"ok", f"ferrogate: {fg_next}"
 
 
-def test_receive_and_send_stepped_by_hand_or_under_a_tracer(pair):
+@pytest.mark.parametrize("body_held", [False, True], ids=["body-with-head", "body-after-receive"])
+def test_receive_and_send_stepped_by_hand_or_under_a_tracer(pair, body_held):
     """receive() and send() give their result to `await` without a StopIteration (am_send);
     code that steps them by hand, and CPython under a tracer (debuggers, coverage), use
-    `__next__`/`send` instead and must get the same results through StopIteration."""
+    `__next__`/`send` instead and must get the same results through StopIteration, whether
+    the message is there at once or receive() must wait for it (body_held)."""
     tag = new_tag()
-    request = (f"POST /await-paths?tag={tag} HTTP/1.1\r\nHost: test\r\nContent-Length: 5\r\n"
-               f"Connection: close\r\n\r\nhello").encode()
-    fg, uv = pair.map(lambda srv: raw_exchange(srv, request))
+    head = (f"POST /await-paths?tag={tag} HTTP/1.1\r\nHost: test\r\nContent-Length: 5\r\n"
+            f"Connection: close\r\n\r\n").encode()
+
+    def exchange(srv) -> RawResponse:
+        if not body_held:
+            return raw_exchange(srv, head + b"hello")
+        with socket.create_connection(srv.address, timeout=10) as s:
+            s.sendall(head)
+            # "receiving" is recorded in the same step as the receive() call: once it is
+            # there, the app waits inside receive() and the body arrives after.
+            wait_until(lambda: "receiving" in events_of(srv, tag), 10,
+                       message=lambda: f"{srv.name}: the app never reached receive()\n{srv.log_tail(30)}")
+            s.sendall(b"hello")
+            return RawResponse(read_until_close(s))
+
+    fg, uv = pair.map(exchange)
     assert_same_response(fg, uv, what="POST /await-paths")
     assert json.loads(fg.content) == {
         "message": {"type": "http.request", "body": "hello", "more_body": False},
         "traced send returned": "None"}
     for srv in pair:
-        sends = [e for e in effects(srv, tag=tag) if e["event"] == "send by hand"]
-        assert [e["returned"] for e in sends] == ["None"], f"{srv.name}: {effects(srv, tag=tag)}"
+        got = {e["event"]: e for e in effects(srv, tag=tag)}
+        assert got["send by hand"]["returned"] == "None", f"{srv.name}: {effects(srv, tag=tag)}"
+        if body_held:
+            assert got["received by hand"]["waited"] is True, f"{srv.name}: {effects(srv, tag=tag)}"
 
 
 # --------------------------------------------------------------------------

@@ -17,10 +17,12 @@ Routes:
   /cookies              two set-cookie headers
   /headers              scope["headers"] as a JSON list of [name, value]
   /await-paths          receive() and send() stepped by hand (`__await__().send(None)` until
-                        StopIteration) and awaited under a tracer (sys.settrace, which makes
-                        CPython step an awaitable through `__next__`): streams back, as JSON,
-                        the message got by hand and what the traced send() returned, then
-                        records what a send() stepped by hand returned ("send by hand")
+                        StopIteration, awaiting each future it yields as a task would) and
+                        awaited under a tracer (sys.settrace, which makes CPython step an
+                        awaitable through `__next__`): records "receiving" just before the
+                        receive() and then whether it had to wait ("received by hand"); streams
+                        back, as JSON, the message got by hand and what the traced send()
+                        returned, then records what a send() stepped by hand returned ("send by hand")
   anything else         "ok"
 """
 
@@ -120,19 +122,27 @@ async def receive_concurrent(scope, receive, send, record):
             record("concurrent message failed", task=i, error=repr(e))
 
 
-async def by_hand(awaitable):
-    """Steps an awaitable the way a task does, with the result taken from StopIteration."""
+async def by_hand(awaitable, waited=None):
+    """Steps an awaitable the way a task does, with the result taken from StopIteration.
+    `waited`, a list, gets True appended for each future it had to wait on."""
     it = awaitable.__await__()
     while True:
         try:
             waiting_on = it.send(None)
         except StopIteration as stop:
             return stop.value
+        if waited is not None:
+            waited.append(True)
+        # What Task.__step does with a future it is handed: it is the task's to wait on now.
+        waiting_on._asyncio_future_blocking = False
         await waiting_on
 
 
 async def await_paths(scope, receive, send, record):
-    message = await by_hand(receive())
+    record("receiving")
+    waited = []
+    message = await by_hand(receive(), waited)
+    record("received by hand", waited=bool(waited))
     sys.settrace(lambda frame, event, arg: None)
     try:
         sent = await send({"type": "http.response.start", "status": 200,
