@@ -28,6 +28,7 @@ def both(pair, path):
 @pytest.mark.parametrize("path, expected", [
     ("/current-task", {"found": True, "same_after_await": True, "done": False, "cancelling": 0,
                        "loop_is_running_loop": True}),
+    ("/all-tasks", {"seen_by_another_task": True, "listed_after_await": True}),
     ("/asyncio-timeout", {"timed_out": True, "cancelling": 0}),
     ("/wait-for", {"outcome": "timed out", "cancelling": 0}),
     ("/anyio-fail-after", {"outcome": "timed out"}),
@@ -42,6 +43,13 @@ def test_what_the_current_task_does(pair, path, expected):
     fg, uv = both(pair, path)
     assert uv.status_code == 200 and uv.json() == expected, f"uvicorn (the reference) answered {uv.status_code} {uv.text}"
     assert_same_response(fg, uv, what=path)
+
+
+def test_a_request_is_no_longer_listed_by_all_tasks_once_it_ended(pair):
+    both(pair, "/all-tasks")
+    fg, uv = both(pair, "/all-tasks-ended")
+    assert uv.status_code == 200 and uv.json() == {"listed": False}, f"uvicorn (the reference) answered {uv.status_code} {uv.text}"
+    assert_same_response(fg, uv, what="/all-tasks-ended")
 
 
 def test_a_request_that_cancels_itself_gets_a_500(pair):

@@ -115,6 +115,31 @@ def test_graceful_timeout_bounds_the_stop(server_factory, tmp_path):
     assert "Task was destroyed" not in log
 
 
+def test_a_request_that_swallows_its_cancellation_is_given_up_on_once(server_factory, tmp_path):
+    """At the graceful timeout the request is cancelled and gets a few seconds; one that
+    catches every CancelledError is then abandoned, said once. It is not cancelled, waited
+    for and reported a second time with the tasks the app started itself."""
+    srv = server_factory("basic:app", "--timeout-graceful-shutdown", "1")
+    started = tmp_path / "started"
+    t = threading.Thread(target=lambda: _get_quietly(f"{srv.url}/stubborn", params={"started": str(started)}), daemon=True)
+    t.start()
+    wait_until(lambda: started.exists() and started.read_text(), 10, message="the request never reached the app")
+    srv.signal(signal.SIGTERM)
+    assert srv.wait_exit(timeout=20) == 0
+    log = srv.log()
+    assert re.search(r"1 request task\(s\) still running \d+s after being cancelled", log), srv.log_tail(20)
+    assert "task(s) the app started" not in log, srv.log_tail(20)
+    # Cancelled and waited for twice, the worker would outlast its stop and be killed.
+    assert "did not stop in time" not in log, srv.log_tail(20)
+
+
+def _get_quietly(url, **kwargs):
+    try:
+        httpx.get(url, timeout=30, **kwargs)
+    except httpx.HTTPError:
+        pass
+
+
 def test_second_signal_forces_the_stop(server_factory, tmp_path):
     srv = server_factory("basic:app")
     gate, t, result = hold_request(srv, tmp_path)

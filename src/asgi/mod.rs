@@ -37,6 +37,10 @@ pub struct AsgiContext {
     /// asyncio's `_enter_task` and `_leave_task`, around each step of a request (runner.rs).
     pub enter_task: Py<PyAny>,
     pub leave_task: Py<PyAny>,
+    /// asyncio's `_register_task` and `_unregister_task`: a request that suspends is
+    /// listed by `asyncio.all_tasks()` until it ends (runner.rs).
+    pub register_task: Py<PyAny>,
+    pub unregister_task: Py<PyAny>,
 }
 
 impl AsgiContext {

@@ -181,6 +181,11 @@ impl RequestTask {
         let me = slf.get();
         if !std::mem::replace(&mut me.state().held, true) {
             me.ctx.tasks.add(slf.as_any())?;
+            // Listed from here on, as a Task is: whoever looks at `asyncio.all_tasks()`
+            // (a shutdown hook gathering what is left, a monitor) can only do so while
+            // this request is suspended. A request that ends in its first step is never
+            // seen, so it pays nothing.
+            me.ctx.register_task.bind(py).call1((slf,))?;
         }
         if yielded.is_none() {
             // A bare `yield` (asyncio.sleep(0)): run again at the next iteration.
@@ -234,6 +239,7 @@ impl RequestTask {
         };
         if held {
             me.ctx.tasks.remove(slf.as_any())?;
+            me.ctx.unregister_task.bind(py).call1((slf,))?;
         }
         request_ended(py, &me.cycle, ending)?;
         for (callback, context) in callbacks {

@@ -83,9 +83,18 @@ impl RequestTasks {
 /// get CANCEL_GRACE to end, and async generators are finalized, as
 /// `asyncio.run()` (and so uvicorn) does; otherwise asyncio would report each
 /// as "Task was destroyed but it is pending!" and their `finally` never runs.
-pub fn cancel_leftovers(py: Python<'_>, event_loop: &Bound<'_, PyAny>) -> PyResult<()> {
+///
+/// Request tasks still running here were already cancelled and given up on by
+/// `RequestTasks::finish`; they are not counted again as the app's own.
+pub fn cancel_leftovers(py: Python<'_>, event_loop: &Bound<'_, PyAny>, requests: &RequestTasks) -> PyResult<()> {
     let asyncio = py.import(intern!(py, "asyncio"))?;
-    let mut left: Vec<Bound<'_, PyAny>> = asyncio.call_method1(intern!(py, "all_tasks"), (event_loop,))?.try_iter()?.collect::<PyResult<_>>()?;
+    let mut left = Vec::new();
+    for task in asyncio.call_method1(intern!(py, "all_tasks"), (event_loop,))?.try_iter()? {
+        let task = task?;
+        if !requests.running.bind(py).contains(&task)? {
+            left.push(task);
+        }
+    }
     if !left.is_empty() {
         for task in &left {
             task.call_method0(intern!(py, "cancel"))?;

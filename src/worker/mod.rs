@@ -89,6 +89,7 @@ pub fn run(py: Python<'_>) -> PyResult<i32> {
 
     let bridge = Bridge::new()?;
     bridge.defer_rings_to(py, &event_loop)?;
+    let asyncio_tasks = py.import("asyncio.tasks")?;
     let ctx = Arc::new(AsgiContext {
         app: app.unbind(),
         create_task: task_factory(py, &event_loop)?,
@@ -98,8 +99,10 @@ pub fn run(py: Python<'_>) -> PyResult<i32> {
         tasks: crate::asgi::tasks::RequestTasks::new(py)?,
         scopes: crate::asgi::scope::Templates::new(py)?,
         event_loop: event_loop.clone().unbind(),
-        enter_task: py.import("asyncio.tasks")?.getattr("_enter_task")?.unbind(),
-        leave_task: py.import("asyncio.tasks")?.getattr("_leave_task")?.unbind(),
+        enter_task: asyncio_tasks.getattr("_enter_task")?.unbind(),
+        leave_task: asyncio_tasks.getattr("_leave_task")?.unbind(),
+        register_task: asyncio_tasks.getattr("_register_task")?.unbind(),
+        unregister_task: asyncio_tasks.getattr("_unregister_task")?.unbind(),
     });
     let dispatcher = dispatch::Dispatcher { bridge: bridge.clone(), ctx: ctx.clone(), event_loop: event_loop.clone().unbind() };
     event_loop.call_method1("add_reader", (bridge.fd(), dispatcher))?;
@@ -145,7 +148,7 @@ pub fn run(py: Python<'_>) -> PyResult<i32> {
     if let Some(running) = lifespan {
         running.shutdown(py, &event_loop, config.workers.graceful_timeout);
     }
-    if let Err(e) = crate::asgi::tasks::cancel_leftovers(py, &event_loop) {
+    if let Err(e) = crate::asgi::tasks::cancel_leftovers(py, &event_loop, &ctx.tasks) {
         crate::error!("cannot cancel the tasks the app left running: {e}");
     }
     let _ = event_loop.call_method1("remove_reader", (bridge.fd(),));

@@ -12,6 +12,7 @@ Routes (GET unless said):
   /body (any method)         reads the whole body; JSON: size, chunks, sha256, max_chunk
   /body-count                like /body but keeps only counts (for huge uploads)
   /wait-file?path=P[&started=S]  writes its pid to S, waits (asyncio) until file P exists, then reads the body
+  /stubborn?started=S        writes its pid to S, then sleeps forever, swallowing every cancellation
   /stream-gated?path=P       sends one chunk, waits until file P exists, sends the last one
   /stream-until-disconnect?path=P[&n=N]  streams (N chunks of 64 KiB at most) until send() raises;
                              writes the exception, or "never failed", to P
@@ -179,6 +180,14 @@ async def app(scope, receive, send):
         if info is None:
             return
         return await send_json(send, info)
+    if path == "/stubborn":
+        with open(q["started"], "w") as f:
+            f.write(str(os.getpid()))
+        while True:
+            try:
+                await asyncio.sleep(0.05)
+            except asyncio.CancelledError:
+                pass
     if path == "/disconnect":
         out = q["path"]
         info = await read_body(receive, keep=False)

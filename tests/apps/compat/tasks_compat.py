@@ -7,6 +7,9 @@ compared with uvicorn's, whose requests run in real Tasks.
 
 Routes:
   /current-task        asyncio.current_task() before and after an await
+  /all-tasks           asyncio.all_tasks() seen from another task while the request awaits it,
+                       and from the request after an await
+  /all-tasks-ended     whether the task of the last /all-tasks request is still listed
   /asyncio-timeout     asyncio.timeout() around a long sleep, then the request goes on
   /wait-for            asyncio.wait_for() of a long sleep with a short timeout
   /anyio-fail-after    anyio.fail_after() around a long sleep
@@ -52,6 +55,25 @@ async def current_task(request):
         "cancelling": task.cancelling(),
         "loop_is_running_loop": task.get_loop() is asyncio.get_running_loop(),
     })
+
+
+last_listed_task = []
+
+
+async def listed(task):
+    return task in asyncio.all_tasks()
+
+
+async def all_tasks(request):
+    me = asyncio.current_task()
+    seen_by_another_task = await asyncio.create_task(listed(me))
+    await asyncio.sleep(0)
+    last_listed_task[:] = [me]
+    return JSONResponse({"seen_by_another_task": seen_by_another_task, "listed_after_await": me in asyncio.all_tasks()})
+
+
+async def all_tasks_ended(request):
+    return JSONResponse({"listed": bool(last_listed_task) and last_listed_task[0] in asyncio.all_tasks()})
 
 
 async def asyncio_timeout(request):
@@ -208,6 +230,8 @@ async def hold(request):
 
 app = Starlette(routes=[
     Route("/current-task", current_task),
+    Route("/all-tasks", all_tasks),
+    Route("/all-tasks-ended", all_tasks_ended),
     Route("/asyncio-timeout", asyncio_timeout),
     Route("/wait-for", wait_for),
     Route("/anyio-fail-after", anyio_fail_after),
