@@ -105,7 +105,7 @@ impl From<FrontArgs> for Layer {
         Layer {
             limit_request_body: f.limit_request_body,
             limit_request_body_path: f.limit_request_body_path,
-            compress: compress,
+            compress,
             compress_level: f.compress_level,
             compress_min_size: f.compress_min_size,
             compress_types: f.compress_types,

@@ -211,7 +211,7 @@ pub fn parse(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Head>, Refusa
     let received_order = interleaved.then(|| {
         ReceivedOrder(req.headers.iter().filter_map(|h| Some((HeaderName::from_bytes(h.name.as_bytes()).ok()?, HeaderValue::from_maybe_shared(slice(h.value)).ok()?))).collect())
     });
-    drop(req);
+    // `req` borrowed `buf`; its last use is above, so the head can now leave the buffer.
     bytes::Buf::advance(buf, len);
 
     let keep_alive = match version {

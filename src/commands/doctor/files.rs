@@ -156,7 +156,7 @@ pub fn disk(host: &Host, server: &Server) -> Result<Finding, String> {
     let mut worst = Status::Pass;
     let mut lines = Vec::new();
     for (space, labels) in &filesystems {
-        let percent = if space.total == 0 { 0 } else { space.available * 100 / space.total };
+        let percent = (space.available * 100).checked_div(space.total).unwrap_or(0);
         let status = disk_status(space.available, percent);
         worst = worst.max(status);
         lines.push(format!("{}: {} free ({percent} %)", labels.join(", "), human(space.available)));

@@ -2,7 +2,7 @@
 //! ufw's /etc/ufw/user.rules and user6.rules. Only the `*filter` table counts; its
 //! `:CHAIN POLICY` lines and `-A CHAIN ...` rules become `rules::Chains`.
 
-use super::rules::{Action, Chain, Chains, Match, Opening, Proto, Rule, parse_ports};
+use super::rules::{Action, Chains, Match, Opening, Proto, Rule, parse_ports};
 
 /// The filter table's chains, None when the file has no `*filter` table.
 pub fn filter_chains(text: &str) -> Option<Chains> {
@@ -23,7 +23,7 @@ pub fn filter_chains(text: &str) -> Option<Chains> {
         } else if let Some(rest) = line.strip_prefix("-A ") {
             let args = split_args(rest);
             if let Some((chain, args)) = args.split_first() {
-                chains.entry(chain.clone()).or_insert_with(Chain::default).rules.push(rule(args, line));
+                chains.entry(chain.clone()).or_default().rules.push(rule(args, line));
             }
         }
     }

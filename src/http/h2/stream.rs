@@ -23,7 +23,7 @@ type Respond = h2::server::SendResponse<Bytes>;
 pub(super) async fn serve(request: Request<h2::RecvStream>, mut respond: Respond, ctx: Arc<ServerCtx>, info: Arc<ConnInfo>, stats: Arc<ConnStats>) {
     // Reset already (the client sent RST_STREAM right behind HEADERS, as a rapid-reset
     // attack does): the app never hears of it.
-    if let Poll::Ready(_) = poll_reset_now(&mut respond) {
+    if poll_reset_now(&mut respond).is_ready() {
         stats.reset_by_client();
         return;
     }
