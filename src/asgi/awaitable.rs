@@ -102,14 +102,15 @@ pub struct Ready {
 }
 
 impl Ready {
-    pub fn new(py: Python<'_>, value: Py<PyAny>) -> PyResult<Py<PyAny>> {
+    /// An awaitable done with `value`, as the Python object the app awaits.
+    pub fn with(py: Python<'_>, value: Py<PyAny>) -> PyResult<Py<PyAny>> {
         Ok(Py::new(py, Ready { value })?.into_any())
     }
 
     /// Done with `None`: one shared instance, as it holds nothing of a request's.
     pub fn none(py: Python<'_>) -> PyResult<Py<PyAny>> {
         static NONE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-        NONE.get_or_try_init(py, || Self::new(py, py.None())).map(|r| r.clone_ref(py))
+        NONE.get_or_try_init(py, || Self::with(py, py.None())).map(|r| r.clone_ref(py))
     }
 }
 

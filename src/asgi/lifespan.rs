@@ -63,7 +63,7 @@ impl Lifespan {
         if let Some(kind) = s.inbox.pop_front() {
             let msg = PyDict::new(py);
             msg.set_item(intern!(py, "type"), kind)?;
-            return Ready::new(py, msg.into_any().unbind());
+            return Ready::with(py, msg.into_any().unbind());
         }
         let future = self.create_future.bind(py).call0()?;
         s.receive_waiter = Some(future.clone().unbind());

@@ -19,7 +19,7 @@ use crate::bridge::exchange::Exchange;
 /// through the loop), else an awaitable that waits for the I/O side.
 pub fn receive(py: Python<'_>, ctx: &Arc<AsgiContext>, ex: &Arc<Exchange>, next: NextMessage) -> PyResult<Py<PyAny>> {
     if let Some(msg) = next(py, ex, &mut ex.lock())? {
-        return Ready::new(py, msg);
+        return Ready::with(py, msg);
     }
     Ok(Py::new(py, Receive { ex: ex.clone(), ctx: ctx.clone(), next })?.into_any())
 }

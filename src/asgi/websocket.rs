@@ -89,7 +89,7 @@ impl WsCycle {
     fn receive(&mut self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         if let Phase::Connecting = self.phase {
             self.phase = Phase::Handshake;
-            return Ready::new(py, dict(py, intern!(py, "websocket.connect"))?.into_any().unbind());
+            return Ready::with(py, dict(py, intern!(py, "websocket.connect"))?.into_any().unbind());
         }
         super::receive::receive(py, &self.ctx, &self.ex, next_message)
     }
