@@ -14,14 +14,15 @@ import pytest
 from conftest import APPS_DIR, copy_app, json_of, pid_alive, read_response, wait_until
 
 
-def hold_request(srv, tmp_path, name="held"):
-    """Starts GET /wait-file in a thread; returns (gate, thread, result dict) once the app is inside it."""
+def hold_request(srv, tmp_path, name="held", route="/wait-file"):
+    """Starts GET /wait-file (or `route`, which takes the same `started` marker) in a thread;
+    returns (gate, thread, result dict) once the app is inside it."""
     gate, started = tmp_path / f"{name}.gate", tmp_path / f"{name}.started"
     result = {}
 
     def run():
         try:
-            result["response"] = httpx.get(f"{srv.url}/wait-file", params={"path": str(gate), "started": str(started)},
+            result["response"] = httpx.get(f"{srv.url}{route}", params={"path": str(gate), "started": str(started)},
                                            timeout=30)
         except Exception as e:  # noqa: BLE001
             result["error"] = e
@@ -120,10 +121,7 @@ def test_a_request_that_swallows_its_cancellation_is_given_up_on_once(server_fac
     catches every CancelledError is then abandoned, said once. It is not cancelled, waited
     for and reported a second time with the tasks the app started itself."""
     srv = server_factory("basic:app", "--timeout-graceful-shutdown", "1")
-    started = tmp_path / "started"
-    t = threading.Thread(target=lambda: _get_quietly(f"{srv.url}/stubborn", params={"started": str(started)}), daemon=True)
-    t.start()
-    wait_until(lambda: started.exists() and started.read_text(), 10, message="the request never reached the app")
+    hold_request(srv, tmp_path, route="/stubborn")
     srv.signal(signal.SIGTERM)
     assert srv.wait_exit(timeout=20) == 0
     log = srv.log()
@@ -131,13 +129,6 @@ def test_a_request_that_swallows_its_cancellation_is_given_up_on_once(server_fac
     assert "task(s) the app started" not in log, srv.log_tail(20)
     # Cancelled and waited for twice, the worker would outlast its stop and be killed.
     assert "did not stop in time" not in log, srv.log_tail(20)
-
-
-def _get_quietly(url, **kwargs):
-    try:
-        httpx.get(url, timeout=30, **kwargs)
-    except httpx.HTTPError:
-        pass
 
 
 def test_second_signal_forces_the_stop(server_factory, tmp_path):
