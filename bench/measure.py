@@ -79,7 +79,8 @@ class Window:
         return self
 
     def __exit__(self, *exc):
-        self.server_cpu = proctree.CpuSnapshot(self.pids).seconds_since(self.tree0)
+        user, kernel = proctree.CpuSnapshot(self.pids).split_since(self.tree0)
+        self.server_cpu, self.server_kernel_cpu = user + kernel, kernel
         load = proctree.CpuSnapshot(self.load_pids).seconds_since(self.load0)
         ours = own_and_children_cpu() - self.ours0
         busy = proctree.machine_busy_seconds() - self.busy0
@@ -206,6 +207,7 @@ def _http(running, workload, settings):
         "p50_ms": r["p50_us"] / 1000 if r["p50_us"] is not None else None,
         "p99_ms": r["p99_us"] / 1000 if r["p99_us"] is not None else None,
         "cpu_us_per_req": cpu * 1e6 / served if served else None,
+        "kernel_us_per_req": window.server_kernel_cpu * 1e6 / served if served else None,
         "cpu_seconds": cpu,
         "requests": served,
         "peak_rss_mib": rss.peak / MIB,
@@ -434,6 +436,7 @@ def _ws(running, workload, settings):
         "p50_ms": result["p50_us"] / 1000,
         "p99_ms": result["p99_us"] / 1000,
         "cpu_us_per_req": cpu * 1e6 / messages,
+        "kernel_us_per_req": window.server_kernel_cpu * 1e6 / messages,
         "cpu_seconds": cpu,
         "requests": messages,
         "peak_rss_mib": rss.peak / MIB,

@@ -46,7 +46,7 @@ def tree(root_pids):
 
 
 def cpu_ticks(pid):
-    """utime + stime of one process (all its threads), in clock ticks."""
+    """(utime, stime) of one process (all its threads), in clock ticks."""
     try:
         with open(f"/proc/{pid}/stat") as f:
             data = f.read()
@@ -55,7 +55,7 @@ def cpu_ticks(pid):
     # The command name may contain spaces and parentheses: split after the last ')'.
     fields = data[data.rindex(")") + 2:].split()
     # fields[0] is field 3 (state); utime is field 14, stime field 15.
-    return int(fields[11]) + int(fields[12])
+    return int(fields[11]), int(fields[12])
 
 
 def rss_bytes(pid):
@@ -67,7 +67,7 @@ def rss_bytes(pid):
 
 
 class CpuSnapshot:
-    """Per-PID CPU ticks of a tree at one moment."""
+    """Per-PID CPU ticks of a tree at one moment, user and kernel apart."""
 
     def __init__(self, root_pids):
         self.ticks = {}
@@ -77,16 +77,25 @@ class CpuSnapshot:
                 self.ticks[pid] = t
 
     def seconds_since(self, earlier):
-        """CPU seconds the tree used between `earlier` and this snapshot.
+        """CPU seconds (user + kernel) the tree used between `earlier` and this snapshot.
 
         A process born in between counts from zero. One that died in between
         is lost (its time went to a parent's cutime only once reaped), which
         is why the harness keeps servers steady during a window.
         """
-        total = 0
-        for pid, ticks in self.ticks.items():
-            total += ticks - earlier.ticks.get(pid, 0)
-        return total / CLOCK_TICKS
+        user, kernel = self.split_since(earlier)
+        return user + kernel
+
+    def split_since(self, earlier):
+        """(user, kernel) CPU seconds between `earlier` and this snapshot. The kernel's
+        part is mostly the sockets' work (on loopback, sending also runs the receiving
+        side's TCP), which every server pays alike for the same traffic."""
+        user = kernel = 0
+        for pid, (u, k) in self.ticks.items():
+            u0, k0 = earlier.ticks.get(pid, (0, 0))
+            user += u - u0
+            kernel += k - k0
+        return user / CLOCK_TICKS, kernel / CLOCK_TICKS
 
 
 def machine_busy_seconds():

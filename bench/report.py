@@ -5,7 +5,7 @@ import os
 import statistics
 from collections import Counter
 
-NUMERIC = ["rps", "p50_ms", "p99_ms", "cpu_us_per_req", "peak_rss_mib", "errors",
+NUMERIC = ["rps", "p50_ms", "p99_ms", "cpu_us_per_req", "kernel_us_per_req", "peak_rss_mib", "errors",
            "connections", "closed_by_server", "rss_before_mib", "rss_after_mib",
            "kib_per_conn", "connect_seconds", "other_cpu_pct",
            "handshakes_per_cpu_s", "resumed_pct",
@@ -13,7 +13,7 @@ NUMERIC = ["rps", "p50_ms", "p99_ms", "cpu_us_per_req", "peak_rss_mib", "errors"
            "mib_per_s", "cpu_ms_per_download", "rss_growth_mib", "downloads"]
 # Shown with their spread over the rounds (min-max beside the median): a median
 # alone hides a row that wins in one round and loses in the next.
-SPREAD = ["rps", "cpu_us_per_req", "kib_per_conn", "handshakes_per_cpu_s", "resumed_pct",
+SPREAD = ["rps", "cpu_us_per_req", "kernel_us_per_req", "kib_per_conn", "handshakes_per_cpu_s", "resumed_pct",
           "mib_per_s", "cpu_ms_per_download", "rss_growth_mib"]
 # The peers ferrogate is compared with round by round (nginx+gunicorn is a
 # different kind of stack: a proxy in front of an app server).
@@ -140,6 +140,7 @@ def _http_table(rows, compressed=False):
         _col("p50 ms", "p50_ms", 2),
         _col("p99 ms", "p99_ms", 2),
         _col("CPU µs/req (min–max)", "cpu_us_per_req", 1, spread=True),
+        _col("of which kernel µs/req", "kernel_us_per_req", 1),
         ("app floor µs", "---:", _floor_cell),
         _col("overhead µs/req", "overhead_us", 1),
     ] + (_COMPRESSED if compressed else []) + _TAIL)
@@ -281,7 +282,7 @@ def _h2_section(rows, workloads, settings):
 
 
 def _ws_table(rows):
-    return _http_table(rows).replace("req/s", "messages/s").replace("µs/req", "µs/message", 2)
+    return _http_table(rows).replace("req/s", "messages/s").replace("µs/req", "µs/message", 3)
 
 
 def _machine_section(meta):
@@ -328,7 +329,11 @@ def _method_section(meta):
         "plus every response that is not 2xx.",
         "- CPU µs/req: utime+stime of every process in the server's tree (the launched "
         "process and all its descendants, from /proc; for the classic stack nginx and gunicorn "
-        "together) during the measured run, divided by the requests wrk (or h2load) completed.",
+        "together) during the measured run, divided by the requests wrk (or h2load) completed. "
+        "Of which kernel: its stime part: the sockets' work (on loopback a send also runs the "
+        "receiving side's TCP and wakes the load generator, the same traffic for every server) "
+        "and the server's own system calls and wake-ups between its threads and processes, "
+        "which differ; the rest is user space, the servers' own code and Python.",
         "- App floor: the same app driven in-process with a synthetic scope, receive and send "
         "in a tight loop (bench/floor.py), CPU µs per call. Overhead = CPU µs/req − floor: "
         "what the server itself spends per request.",
@@ -523,6 +528,46 @@ def _rounds_section(workloads, samples):
             "a round where a peer failed does not count.", ""] + parts
 
 
+# The rows whose CPU per request ferrogate is held to, round by round, against granian's:
+# the server's own cost on the plainest request.
+CPU_ROUND_ROWS = ("raw",)
+
+
+def _cpu_rounds_section(workloads, samples):
+    """"CPU per request, round by round": ferrogate's CPU µs/req over granian's in the same
+    round, in all and in user space alone (the kernel's part holds the sockets' work, the
+    same traffic for both, which no server's code can remove)."""
+    parts = []
+    for w in workloads:
+        if w.key not in CPU_ROUND_ROWS:
+            continue
+        by_server = _by_round(w, samples)
+        mine, theirs = by_server.get("ferrogate"), by_server.get("granian")
+        if not mine or not theirs:
+            continue
+        lines = ["| round | ferrogate CPU µs/req (kernel) | granian CPU µs/req (kernel) "
+                 "| ratio | ratio, user space |", "|---:|---:|---:|---:|---:|"]
+        for i in sorted(set(mine) & set(theirs)):
+            a, b = mine[i], theirs[i]
+            if a["status"] != "ok" or b["status"] != "ok" or a.get("kernel_us_per_req") is None:
+                continue
+            cpu_a, cpu_b = a["cpu_us_per_req"], b["cpu_us_per_req"]
+            user_a = cpu_a - a["kernel_us_per_req"]
+            user_b = cpu_b - b["kernel_us_per_req"]
+            lines.append(f"| {i} | {cpu_a:.1f} ({a['kernel_us_per_req']:.1f}) "
+                         f"| {cpu_b:.1f} ({b['kernel_us_per_req']:.1f}) "
+                         f"| {cpu_a / cpu_b:.2f} | {user_a / user_b:.2f} |")
+        if len(lines) > 2:
+            parts += [f"### {w.title}  (`{w.key}`)", "", "\n".join(lines), ""]
+    if not parts:
+        return []
+    return ["## CPU per request, round by round", "",
+            "ferrogate's CPU per request over granian's in the same round, in all and in user "
+            "space alone. The kernel's part holds the sockets' work (on loopback also the load "
+            "generator's receiving side), the same traffic for both servers, beside each one's "
+            "own system calls and wake-ups.", ""] + parts
+
+
 def render_markdown(rows, workloads, meta, floors, chart_name, samples=()):
     parts = ["# ferrogate benchmark results", "",
              "Generated by the harness in bench/ (see bench/README.md). Lower CPU µs/req "
@@ -534,6 +579,7 @@ def render_markdown(rows, workloads, meta, floors, chart_name, samples=()):
     if summary:
         parts += [summary, ""]
     parts += _rounds_section([w for w in workloads if w.by_round], samples)
+    parts += _cpu_rounds_section(workloads, samples)
     http2 = [w for w in workloads if w.http2 and any(r["workload"] == w.key for r in rows)]
     if http2:
         parts += _h2_section(rows, http2, meta["settings"])
