@@ -29,8 +29,9 @@ def test_full_body_has_content_length_date_and_server(srv):
     assert r.headers["date"].endswith(" GMT")
 
 
-def test_repeated_and_mixed_case_headers_are_kept(srv):
-    r = srv.get("/headers")
+@pytest.mark.parametrize("shape", ["tuples", "lists", "tuple", "generator"])
+def test_repeated_and_mixed_case_headers_are_kept(srv, shape):
+    r = srv.get(f"/headers?shape={shape}")
     assert r.status_code == 201
     assert r.headers.get_list("x-multi") == ["one", "two"]
     assert r.headers.get_list("set-cookie") == ["a=1", "b=2"]

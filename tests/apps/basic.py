@@ -5,7 +5,8 @@ Routes (GET unless said):
   /pid                       the worker's pid
   /env?name=X                os.environ.get(X)
   /hello                     a small fixed body
-  /headers[?server=S]        custom response headers (repeated, mixed case; a `server` header if asked)
+  /headers[?server=S][&shape=tuples|lists|tuple|generator]  custom response headers (repeated,
+                             mixed case; a `server` header if asked), as the shape of list asked
   /status?code=N             an empty response with that status
   /stream?n=N&size=S&delay=D N chunks of S bytes, each after D seconds
   /slow?secs=S               answers after asyncio.sleep(S)
@@ -133,7 +134,7 @@ async def app(scope, receive, send):
     if path == "/hello":
         return await send_text(send, "Hello, world!\n")
     if path == "/headers":
-        await send({"type": "http.response.start", "status": 201, "headers": [
+        headers = [
             (b"content-type", b"text/plain"),
             (b"x-multi", b"one"),
             (b"x-multi", b"two"),
@@ -141,7 +142,17 @@ async def app(scope, receive, send):
             (b"set-cookie", b"a=1"),
             (b"set-cookie", b"b=2"),
             *([(b"server", q["server"].encode())] if "server" in q else []),
-        ]})
+        ]
+        # The spec's "iterable of [name, value]": frameworks send lists of tuples, others
+        # lists of lists, tuples or generators.
+        shape = q.get("shape", "tuples")
+        if shape == "lists":
+            headers = [list(h) for h in headers]
+        elif shape == "tuple":
+            headers = tuple(headers)
+        elif shape == "generator":
+            headers = (h for h in headers)
+        await send({"type": "http.response.start", "status": 201, "headers": headers})
         await send({"type": "http.response.body", "body": b"headers"})
         return
     if path == "/status":
