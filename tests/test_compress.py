@@ -153,6 +153,12 @@ def test_images_are_untouched(srv):
     assert "content-encoding" not in h and not varies(h) and len(body) == 5100
 
 
+def test_a_content_type_that_is_not_ascii_is_served_untouched(srv):
+    status, h, body = raw_get(srv, "/odd-type", "gzip")
+    assert status == 200 and "content-encoding" not in h and body == b"odd " * 1000
+    assert dict(h.raw)[b"content-type"] == "applicatiéü+json".encode()
+
+
 def test_already_encoded_response_is_untouched(srv):
     _, h, body = raw_get(srv, "/encoded", "br, zstd")
     assert h["content-encoding"] == "gzip"

@@ -178,19 +178,37 @@ impl Default for CompressConfig {
 impl CompressConfig {
     /// Whether a response of this Content-Type (parameters allowed) is compressed.
     pub fn compresses_type(&self, content_type: &str) -> bool {
-        let essence = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-        self.types.iter().any(|pattern| media_type_matches(pattern, &essence))
+        let essence = content_type.split(';').next().unwrap_or("").trim();
+        self.types.iter().any(|pattern| MediaPattern::new(pattern).matches(essence.as_bytes()))
     }
 }
 
+/// A `compress_types` pattern, split at its `*` once rather than for every response:
 /// "text/*" matches any text type, "application/*+json" any JSON-based one.
-pub fn media_type_matches(pattern: &str, essence: &str) -> bool {
-    match pattern.split_once('*') {
-        None => pattern.eq_ignore_ascii_case(essence),
-        Some((before, after)) => {
-            essence.len() >= before.len() + after.len()
-                && essence[..before.len()].eq_ignore_ascii_case(before)
-                && essence[essence.len() - after.len()..].eq_ignore_ascii_case(after)
+#[derive(Clone, Debug)]
+pub enum MediaPattern {
+    Exact(Box<str>),
+    Wildcard { before: Box<str>, after: Box<str> },
+}
+
+impl MediaPattern {
+    pub fn new(pattern: &str) -> Self {
+        match pattern.split_once('*') {
+            None => MediaPattern::Exact(pattern.into()),
+            Some((before, after)) => MediaPattern::Wildcard { before: before.into(), after: after.into() },
+        }
+    }
+
+    /// Whether a media type's essence (no parameters) matches, ASCII case aside. Bytes,
+    /// not text: a header value may hold any byte, and slicing text there could split a character.
+    pub fn matches(&self, essence: &[u8]) -> bool {
+        match self {
+            MediaPattern::Exact(pattern) => pattern.as_bytes().eq_ignore_ascii_case(essence),
+            MediaPattern::Wildcard { before, after } => {
+                essence.len() >= before.len() + after.len()
+                    && essence[..before.len()].eq_ignore_ascii_case(before.as_bytes())
+                    && essence[essence.len() - after.len()..].eq_ignore_ascii_case(after.as_bytes())
+            }
         }
     }
 }

@@ -47,6 +47,16 @@ async def png():
     return Response(os.urandom(100) + b"\0" * 5000, media_type="image/png")
 
 
+@app.get("/odd-type")
+async def odd_type():
+    # A Content-Type of UTF-8 text, not ASCII: matching it against "application/*+json"
+    # compares its first 12 bytes, which end inside the "ü".
+    # (Starlette encodes header values as latin-1: set the UTF-8 bytes on the raw list.)
+    response = Response(b"odd " * 1000)
+    response.raw_headers.append((b"content-type", "applicatiéü+json".encode()))
+    return response
+
+
 @app.get("/no-transform")
 async def no_transform():
     return PlainTextResponse("keep me " * 1000, headers={"cache-control": "no-transform"})

@@ -23,7 +23,7 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use std::sync::Arc;
 
 use super::body::Kind;
-use crate::config::front::{CompressConfig, CompressLevel, Encoding, media_type_matches};
+use crate::config::front::{CompressConfig, CompressLevel, Encoding, MediaPattern};
 use cache::{Cache, Key};
 pub use negotiate::Accepted;
 pub use stream::Compressing;
@@ -36,7 +36,7 @@ pub const AT_ONCE: usize = 256 * 1024;
 pub struct Compression {
     level: CompressLevel,
     min_size: u64,
-    types: Vec<String>,
+    types: Vec<MediaPattern>,
     encodings: Vec<Encoding>,
     cache: Arc<Cache>,
 }
@@ -61,17 +61,16 @@ impl Compression {
         (config.enabled && !config.encodings.is_empty()).then(|| Compression {
             level: config.level,
             min_size: config.min_size,
-            types: config.types.clone(),
+            types: config.types.iter().map(|t| MediaPattern::new(t)).collect(),
             encodings: config.encodings.clone(),
             cache: Arc::new(Cache::new(cache::CAPACITY)),
         })
     }
 
-    /// `CompressConfig::compresses_type` without its allocation.
+    /// `CompressConfig::compresses_type`, on the header's bytes, with the patterns split beforehand.
     pub fn compresses_type(&self, content_type: &[u8]) -> bool {
-        let Ok(text) = std::str::from_utf8(content_type) else { return false };
-        let essence = text.split(';').next().unwrap_or("").trim();
-        self.types.iter().any(|pattern| media_type_matches(pattern, essence))
+        let essence = content_type.split(|&b| b == b';').next().unwrap_or_default().trim_ascii();
+        self.types.iter().any(|pattern| pattern.matches(essence))
     }
 
     fn accepted(&self, request: &HeaderMap) -> Accepted {

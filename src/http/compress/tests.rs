@@ -50,10 +50,14 @@ fn the_type_allowlist_matches_like_the_config() {
         ("application/octet-stream", false),
         ("application/jsonx", false),
         ("", false),
+        // "application/*+json" against text whose 12th byte is inside a character.
+        ("applicatiéü+json", false),
     ] {
         assert_eq!(c.compresses_type(ct.as_bytes()), yes, "{ct}");
         assert_eq!(config.compresses_type(ct), yes, "{ct}");
     }
+    // A header value is bytes: what follows the `;` need not be text.
+    assert!(c.compresses_type(b"text/html; charset=\xff"));
     let only_html = compression(|c| c.types = vec!["text/html".into()]);
     assert!(!only_html.compresses_type(b"text/plain"));
 }
