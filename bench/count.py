@@ -133,7 +133,7 @@ def thread_name(path):
 
 
 def top_functions(paths, limit):
-    out = subprocess.run(["callgrind_annotate", "--inclusive=no", f"--threshold=99", *paths],
+    out = subprocess.run(["callgrind_annotate", "--inclusive=no", "--threshold=99", *paths],
                          capture_output=True, text=True).stdout
     rows = []
     for line in out.splitlines():

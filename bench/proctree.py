@@ -89,7 +89,7 @@ class CpuSnapshot:
     def split_since(self, earlier):
         """(user, kernel) CPU seconds between `earlier` and this snapshot. The kernel's
         part is mostly the sockets' work (on loopback, sending also runs the receiving
-        side's TCP), which every server pays alike for the same traffic."""
+        side's TCP), plus the server's own system calls and wake-ups between its threads."""
         user = kernel = 0
         for pid, (u, k) in self.ticks.items():
             u0, k0 = earlier.ticks.get(pid, (0, 0))
