@@ -8,7 +8,7 @@
 //! TLS-ALPN-01 (ALPN acme-tls/1) on its tlsPort. One test function, because both
 //! responders need those two fixed ports.
 
-use _ferrogate::tls::acme::{self, AcmeError, AcmeSettings, ChallengeChoice};
+use _ferrogate::tls::acme::{self, AcmeError, AcmeSettings, ChallengeChoice, Validation};
 use _ferrogate::tls::store;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
@@ -120,6 +120,7 @@ fn settings(p: &Pebble, state: &Path, challenge: ChallengeChoice) -> AcmeSetting
         ca_root: Some(p.ca_root.clone()),
         eab: None,
         challenge,
+        validation: Validation::Reuse,
         state_dir: state.to_path_buf(),
     }
 }

@@ -76,6 +76,12 @@ def snapshot(state: Path) -> dict[str, tuple[int, bytes]]:
             for p in sorted(state.rglob("*")) if p.is_file() and p.name != "lock"}
 
 
+def forget_accounts(state: Path):
+    """Removes the stored ACME accounts: the next order registers a new one."""
+    for path in (state / "accounts").glob("*.json"):
+        path.unlink()
+
+
 def make_renewal_due(state: Path):
     """Rewrites meta.json as if the certificate were 60 days into a 90-day life: a third
     is left, so renewal is due now (30 days left: no expiry warning yet)."""

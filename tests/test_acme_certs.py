@@ -11,8 +11,18 @@ import re
 import time
 
 from acme_support import (DOMAIN, RENEWAL_TIMEOUT, ConnectionLoop, certs, domain_server,  # noqa: F401
-                          https_get, read_meta, snapshot, stored_serial)
+                          https_get, make_renewal_due, read_meta, snapshot, start_domain_server, stored_serial)
+from pebble import Pebble
 from conftest import wait_until
+
+REUSED = "the CA still held a validation of"
+
+
+def orders_placed(r) -> int:
+    """Orders one `certs renew` of one certificate placed: one, plus one for each time the
+    CA reused a validation (pebble does, one order in a hundred) and renew deactivated it."""
+    return 1 + (r.stdout + r.stderr).count(REUSED)
+
 
 HTTP_DATE = r"[A-Z][a-z]{2}, \d\d [A-Z][a-z]{2} \d{4} \d\d:\d\d:\d\d GMT"
 
@@ -52,7 +62,7 @@ def test_renew_dry_run_goes_through_the_ca_and_stores_nothing(domain_server, peb
     r = certs(srv.options, "renew", "--dry-run")
     assert r.returncode == 0, r.stdout + r.stderr
     # A real order, validated by the running server's workers...
-    assert pebble.orders(since=mark) == 1, pebble.log_since(mark)
+    assert pebble.orders(since=mark) == orders_placed(r), pebble.log_since(mark)
     assert "Attempting to validate w/ HTTP" in pebble.log_since(mark)
     # ...and nothing of it kept.
     assert snapshot(srv.state) == before
@@ -117,7 +127,7 @@ def test_renew_without_a_running_server_answers_http01_itself(domain_server, peb
     # The next start serves it and orders nothing.
     second = domain_server(state=first.state)
     assert https_get(second.https_port, pebble.roots_pem()).serial == new
-    assert pebble.orders(since=mark) == 1
+    assert pebble.orders(since=mark) == orders_placed(r)
 
 
 def test_revoke_revokes_at_the_ca_and_the_running_server_orders_a_new_one(domain_server, pebble):
@@ -136,3 +146,32 @@ def test_revoke_revokes_at_the_ca_and_the_running_server_orders_a_new_one(domain
     assert new != int(old_hex, 16)
     wait_until(lambda: all(https_get(srv.https_port, root).serial == new for _ in range(6)), 20,
                message="the server kept serving the revoked certificate")
+
+
+def test_renew_runs_the_challenge_even_when_the_ca_would_reuse_a_validation(server_factory, tmp_path):
+    """Against a pebble that reuses every valid authorization (PEBBLE_AUTHZREUSE=100): the
+    server's own renewal takes the CA's reuse, and `certs renew` deactivates it and has
+    the challenge run, so that its success says validation works now."""
+    pebble = Pebble(tmp_path / "pebble", env={"PEBBLE_AUTHZREUSE": "100"}).start()
+    try:
+        srv = start_domain_server(server_factory, pebble, tmp_path / "state")
+        first = stored_serial(srv.state)
+        # The premise: this CA reuses the first order's validation for the server's renewal.
+        mark, log_mark = pebble.mark(), srv.log_mark()
+        make_renewal_due(srv.state)
+        srv.wait_for_log(rf"Got a certificate for {DOMAIN}", since=log_mark, timeout=RENEWAL_TIMEOUT)
+        assert stored_serial(srv.state) != first
+        assert pebble.orders(since=mark) == 1, pebble.log_since(mark)
+        assert "Attempting to validate" not in pebble.log_since(mark), pebble.log_since(mark)
+
+        for args in (["--dry-run"], ["--force"]):
+            mark = pebble.mark()
+            r = certs(srv.options, "renew", *args)
+            out = r.stdout + r.stderr
+            assert r.returncode == 0, out
+            assert f"{REUSED} {DOMAIN}; deactivated it so that the http-01 challenge runs" in out, out
+            log = pebble.log_since(mark)
+            assert pebble.orders(since=mark) == 2, log
+            assert "Attempting to validate w/ HTTP" in log, log
+    finally:
+        pebble.close()

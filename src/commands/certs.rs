@@ -6,6 +6,8 @@
 //! answers are files in the state directory: a running server's workers serve them, and
 //! when no server runs, `renew` answers HTTP-01 itself on --http-port (certbot's
 //! "standalone"). A running server serves what `renew` stored within RECHECK (10 s).
+//! Its orders use `Validation::Fresh`: run by hand, it is a check that validation
+//! works, which a validation the CA reused would not be.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -25,7 +27,9 @@ or their FERROGATE_* variables): give the same ones as to the server.
 
   list             names, expiry, issuer and next renewal of every stored certificate
   renew            order the certificates that are due (or all, with --force); a
-                   running server serves the new ones within seconds
+                   running server serves the new ones within seconds. The challenge
+                   runs every time: a validation the CA still holds for the account
+                   is deactivated first, so a success means validation works now
     --force        renew even if not due
     --dry-run      order from the staging CA (Let's Encrypt's, unless --acme-directory
                    names another) and store nothing: checks DNS, ports and the CA
@@ -133,6 +137,7 @@ fn list(state_dir: &Path) -> i32 {
 
 async fn renew_all(config: &Config, options: &AcmeOptions, state_dir: &Path, force: bool, dry_run: bool) -> i32 {
     let mut settings = crate::master::acme::settings(options, state_dir);
+    settings.validation = acme::Validation::Fresh;
     if dry_run && settings.directory == LETS_ENCRYPT {
         settings.directory = LETS_ENCRYPT_STAGING.into();
     }

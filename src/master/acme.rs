@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::mpsc;
 
 use crate::config::tls::{AcmeOptions, ChallengeChoice as Choice};
-use crate::tls::acme::{self, AcmeSettings, ChallengeChoice, Eab, renew};
+use crate::tls::acme::{self, AcmeSettings, ChallengeChoice, Eab, Validation, renew};
 use crate::tls::certs::CertPem;
 use crate::tls::store::{self, StateLock, Stored};
 
@@ -32,6 +32,7 @@ pub fn settings(options: &AcmeOptions, state_dir: &std::path::Path) -> AcmeSetti
             Choice::Http01 => ChallengeChoice::Http01,
             Choice::TlsAlpn01 => ChallengeChoice::TlsAlpn01,
         },
+        validation: Validation::Reuse,
         state_dir: state_dir.to_path_buf(),
     }
 }

@@ -43,6 +43,19 @@ pub enum ChallengeChoice {
     TlsAlpn01,
 }
 
+/// Whether an order may ride on a validation the CA still holds for the account
+/// (Let's Encrypt keeps one for hours; pebble reuses one at random, even at
+/// PEBBLE_AUTHZREUSE=0: one order in a hundred).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Validation {
+    /// The server's own renewals: the CA decides, and the renewal needs fewer requests.
+    Reuse,
+    /// `certs renew` run by hand: a valid authorization is deactivated and the order
+    /// placed again, so that the challenge really runs. A dry run that skipped it would
+    /// report success for a domain that can no longer be validated.
+    Fresh,
+}
+
 #[derive(Clone, Debug)]
 pub struct AcmeSettings {
     pub directory: String,
@@ -52,6 +65,7 @@ pub struct AcmeSettings {
     pub ca_root: Option<PathBuf>,
     pub eab: Option<Eab>,
     pub challenge: ChallengeChoice,
+    pub validation: Validation,
     pub state_dir: PathBuf,
 }
 

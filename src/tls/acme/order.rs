@@ -3,7 +3,7 @@
 //! is the caller's (`issue` in mod.rs).
 
 use super::error::{AcmeError, CaProblem, ChallengeKind};
-use super::{AcmeSettings, Issued, cert};
+use super::{AcmeSettings, Issued, Validation, cert};
 use crate::tls::store;
 use instant_acme::{Account, AuthorizationStatus, ChallengeType, Identifier, NewOrder, Order, OrderStatus, RetryPolicy};
 use std::path::PathBuf;
@@ -12,6 +12,10 @@ use std::time::Duration;
 /// Polls start at 50 ms and grow by half each time (a dozen polls in the first 3 s;
 /// a CA's Retry-After wins): a CA that validates at once (pebble, a warm Let's Encrypt)
 /// issues in a fraction of a second instead of waiting out a long first delay.
+/// How many times a `Validation::Fresh` order is placed again after deactivating the
+/// authorizations the CA reused (a CA may hold several valid ones for a name).
+const FRESH_ORDERS: usize = 3;
+
 const POLL: RetryPolicy = RetryPolicy::new().initial_delay(Duration::from_millis(50)).backoff(1.5).timeout(Duration::from_secs(120));
 
 impl ChallengeKind {
@@ -44,6 +48,16 @@ pub(super) async fn attempt(account: &Account, settings: &AcmeSettings, names: &
     let step = |what: &str| crate::debug!("ACME {kind} order for {}: {what} after {} ms", names.join(","), started.elapsed().as_millis());
     let mut order = account.new_order(&NewOrder::new(&identifiers)).await.map_err(acme("placing the order"))?;
     step("placed");
+    if settings.validation == Validation::Fresh {
+        for _ in 0..FRESH_ORDERS {
+            let reused = deactivate_valid(&mut order).await.map_err(acme("deactivating a reused authorization"))?;
+            if reused.is_empty() {
+                break;
+            }
+            crate::info!("ACME: the CA still held a validation of {}; deactivated it so that the {kind} challenge runs", reused.join(", "));
+            order = account.new_order(&NewOrder::new(&identifiers)).await.map_err(acme("placing the order"))?;
+        }
+    }
     let mut files = ChallengeFiles(Vec::new());
 
     let mut authorizations = order.authorizations();
@@ -104,6 +118,20 @@ pub(super) async fn attempt(account: &Account, settings: &AcmeSettings, names: &
         issuer: leaf.issuer,
         ari_cert_id: leaf.ari_cert_id,
     })
+}
+
+/// Deactivates the order's authorizations that are already valid; returns their names.
+async fn deactivate_valid(order: &mut Order) -> Result<Vec<String>, instant_acme::Error> {
+    let mut names = Vec::new();
+    let mut authorizations = order.authorizations();
+    while let Some(authz) = authorizations.next().await {
+        let mut authz = authz?;
+        if authz.status == AuthorizationStatus::Valid {
+            names.push(authz.identifier().to_string());
+            authz.deactivate().await?;
+        }
+    }
+    Ok(names)
 }
 
 /// The order became invalid: find the authorization that failed and the CA's reason.
