@@ -8,9 +8,9 @@ use http::{Response, StatusCode};
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Mutex, RwLock};
 
-use super::access_log::Entry;
+use super::access_log::LogLine;
 use super::body::ResponseBody;
 use super::ctx::{ConnInfo, ServerCtx};
 use crate::config::front::BanConfig;
@@ -102,7 +102,7 @@ pub fn refuses(ctx: &ServerCtx, client: Option<SocketAddr>) -> bool {
 
 /// The answer to such a request: 403, and the connection closes when the client is the
 /// peer itself; a proxy's connection stays open for the other clients it carries.
-pub fn forbidden(peer: Option<SocketAddr>, client: Option<SocketAddr>, log: Option<(Arc<ServerCtx>, Entry)>) -> Response<ResponseBody> {
+pub fn forbidden(peer: Option<SocketAddr>, client: Option<SocketAddr>, log: Option<LogLine>) -> Response<ResponseBody> {
     let direct = peer.zip(client).is_some_and(|(p, c)| p.ip().to_canonical() == c.ip().to_canonical());
     super::service::plain(StatusCode::FORBIDDEN, "Forbidden: this address is banned for a while after too many failed requests", direct, log)
 }

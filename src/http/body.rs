@@ -9,8 +9,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use crate::bridge::responses::ResponseReceiver;
 
-use super::access_log::Entry;
-use super::ctx::ServerCtx;
+use super::access_log::LogLine;
 use crate::bridge::exchange::{Exchange, ResponseEvent};
 use crate::http::compress::Compressing;
 
@@ -52,7 +51,7 @@ pub struct ResponseBody {
     bytes: u64,
     status: u16,
     exchange: Option<Arc<Exchange>>,
-    log: Option<(Arc<ServerCtx>, Entry)>,
+    log: Option<LogLine>,
     /// The app failed mid-stream: the error is returned on the next poll, once
     /// the connection has written what it already took, so the client sees a truncated
     /// response rather than nothing at all.
@@ -68,7 +67,7 @@ pub struct ResponseBody {
 }
 
 impl ResponseBody {
-    pub fn new(kind: Kind, status: u16, exchange: Option<Arc<Exchange>>, log: Option<(Arc<ServerCtx>, Entry)>) -> Self {
+    pub fn new(kind: Kind, status: u16, exchange: Option<Arc<Exchange>>, log: Option<LogLine>) -> Self {
         let (kind, coding) = match kind {
             Kind::Encoded(e) => (e.inner, Some(Box::new(e.coding))),
             kind => (kind, None),

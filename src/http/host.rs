@@ -36,7 +36,7 @@ pub enum Verdict {
 /// The pipeline stage: None lets the request on; else the answer (421, a close
 /// without a response, or the www redirect). Costs nothing when no name is configured
 /// and no redirect asked for.
-pub fn stage(ctx: &Arc<ServerCtx>, parts: &Parts, scheme: Scheme, conn: &ConnInfo, entry: &mut Option<Entry>) -> Option<Dispatched> {
+pub fn stage(ctx: &Arc<ServerCtx>, parts: &Parts, scheme: Scheme, conn: &ConnInfo, entry: &mut Option<Box<Entry>>) -> Option<Dispatched> {
     let cfg = &ctx.config.front.hosts;
     if cfg.names.is_empty() && cfg.www == WwwRedirect::Off {
         return None;
@@ -48,7 +48,7 @@ pub fn stage(ctx: &Arc<ServerCtx>, parts: &Parts, scheme: Scheme, conn: &ConnInf
         return None;
     }
     let authority = authority(parts);
-    let log = |entry: &mut Option<Entry>| entry.take().map(|e| (ctx.clone(), e));
+    let log = |entry: &mut Option<Box<Entry>>| entry.take().map(|e| (ctx.clone(), e));
     match check(cfg, authority) {
         Verdict::Serve => None,
         Verdict::Unknown => Some(match cfg.unknown {

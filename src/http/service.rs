@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use tokio::io::{AsyncRead, AsyncWrite};
 use crate::bridge::responses::ResponseReceiver;
 
-use super::access_log::Entry;
+use super::access_log::{Entry, LogLine};
 use super::body::{Kind, ResponseBody};
 use super::ctx::{ConnInfo, ServerCtx};
 use super::error_page::{self, FrontError};
@@ -37,7 +37,7 @@ pub struct AppCall {
     /// Taken by `reply`.
     responses: Option<ResponseReceiver>,
     ctx: Arc<ServerCtx>,
-    entry: Option<Entry>,
+    entry: Option<Box<Entry>>,
     guard: DisconnectGuard,
     _active: Active,
     /// --limit-request-body for this request's path, for the protocol to count a
@@ -50,6 +50,16 @@ pub enum Reply {
     Response(Response<ResponseBody>),
     /// A 101 to write, then the socket goes to the WebSocket session.
     Upgrade(Response<ResponseBody>, WebSocketStart),
+}
+
+impl Reply {
+    /// The response head to write, and the WebSocket session to start after it.
+    pub fn into_parts(self) -> (Response<ResponseBody>, Option<WebSocketStart>) {
+        match self {
+            Reply::Response(response) => (response, None),
+            Reply::Upgrade(response, start) => (response, Some(start)),
+        }
+    }
 }
 
 /// What the WebSocket session needs once the 101 is on the wire.
@@ -93,15 +103,15 @@ fn stages(mut req: Request<()>, body_empty: bool, ctx: &Arc<ServerCtx>, conn: &C
         None => None,
     };
     let (mut parts, ()) = req.into_parts();
-    let mut entry = ctx.access_log.as_ref().map(|_| Entry {
+    let mut entry = ctx.access_log.as_ref().map(|_| Box::new(Entry {
         remote: conn.peer,
         method: parts.method.clone(),
         uri: parts.uri.clone(),
         version: parts.version,
         headers: parts.headers.clone(),
         started: std::time::Instant::now(),
-    });
-    let log = |entry: Option<Entry>| entry.map(|e| (ctx.clone(), e));
+    }));
+    let log = |entry: Option<Box<Entry>>| entry.map(|e| (ctx.clone(), e));
 
     let mut client = conn.peer;
     let mut scheme = conn.scheme;
@@ -173,7 +183,7 @@ impl AppCall {
     /// until it returns; call it once.
     pub async fn reply(&mut self) -> Reply {
         let ctx = self.ctx.clone();
-        let log = |entry: Option<Entry>| entry.map(|e| (ctx.clone(), e));
+        let log = |entry: Option<Box<Entry>>| entry.map(|e| (ctx.clone(), e));
         let Some(responses) = self.responses.as_mut() else {
             return Reply::Response(self.front_error(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error", true));
         };
@@ -280,7 +290,7 @@ fn from_plain_listener(tls: &crate::config::tls::TlsConfig, uri: &http::Uri, hea
     tls.redirect.then(|| to_https::redirect(uri, headers, tls.https_port))
 }
 
-fn answer_to_https(answer: to_https::Answer, method: &http::Method, log: Option<(Arc<ServerCtx>, Entry)>) -> Response<ResponseBody> {
+fn answer_to_https(answer: to_https::Answer, method: &http::Method, log: Option<LogLine>) -> Response<ResponseBody> {
     match answer {
         to_https::Answer::Challenge(key_authorization) => {
             let length = key_authorization.len() as u64;
@@ -305,7 +315,7 @@ fn answer_to_https(answer: to_https::Answer, method: &http::Method, log: Option<
 }
 
 /// The 101 that completes a WebSocket handshake the app accepted.
-fn switching_protocols(upgrade: &Upgrade, subprotocol: Option<String>, extra: Vec<(http::HeaderName, HeaderValue)>, log: Option<(Arc<ServerCtx>, Entry)>) -> Response<ResponseBody> {
+fn switching_protocols(upgrade: &Upgrade, subprotocol: Option<String>, extra: Vec<(http::HeaderName, HeaderValue)>, log: Option<LogLine>) -> Response<ResponseBody> {
     let mut response = Response::new(ResponseBody::new(Kind::Empty, 101, None, log));
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let h = response.headers_mut();
@@ -357,7 +367,7 @@ fn finish_answer(response: &mut Response<ResponseBody>, ctx: &ServerCtx, accept:
 /// A response ferrogate writes itself, never reaching the app: `message` as plain
 /// text, marked so that an error is rendered for the client's Accept (and replaced
 /// by its --error-page) when the pipeline finishes it.
-pub fn plain(status: StatusCode, message: &str, close: bool, log: Option<(Arc<ServerCtx>, Entry)>) -> Response<ResponseBody> {
+pub fn plain(status: StatusCode, message: &str, close: bool, log: Option<LogLine>) -> Response<ResponseBody> {
     let body = Bytes::from(format!("{message}\n"));
     let mut response = Response::new(ResponseBody::new(Kind::Full(Some(body)), status.as_u16(), None, log));
     *response.status_mut() = status;

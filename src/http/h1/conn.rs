@@ -8,7 +8,7 @@
 use bytes::BytesMut;
 use http::{Method, Response, Version};
 use std::io::IoSlice;
-use std::pin::pin;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -22,7 +22,7 @@ use crate::codec::h1::decode::Decoder;
 use crate::codec::h1::parse::{self, Framing, Head, Limits, Refusal};
 use crate::http::body::ResponseBody;
 use crate::http::ctx::{ConnInfo, ServerCtx};
-use crate::http::service::{self, Dispatched, Reply};
+use crate::http::service::{self, AppCall, Dispatched, WebSocketStart};
 
 pub use super::sink::Transport;
 
@@ -60,8 +60,14 @@ pub async fn serve<IO: Transport>(io: IO, ctx: Arc<ServerCtx>, info: ConnInfo, p
             }
         };
         conn.served += 1;
-        // Boxed: its state is large and lives only while this request does.
-        match Box::pin(conn.exchange(head)).await {
+        // Boxed: a request's state lives only while it does. Chosen before the first
+        // await, so that the box holds the state of one kind of exchange, not the largest.
+        let exchange: Pin<Box<dyn Future<Output = After> + Send + '_>> = match conn.begin(head) {
+            Begin::Answer(response, request) => Box::pin(conn.answer(response, request)),
+            Begin::App(call, request) => Box::pin(conn.exchange(call, request)),
+            Begin::Close => break,
+        };
+        match exchange.await {
             After::KeepAlive => continue,
             After::Close => break,
             After::Linger => {
@@ -92,6 +98,22 @@ enum Next {
     Head(Head),
     Close,
     Refuse(Refusal),
+}
+
+/// A request, dispatched: the front's own answer, or a call to the app.
+enum Begin {
+    Answer(Response<ResponseBody>, Request),
+    App(AppCall, Request),
+    Close,
+}
+
+/// What an exchange needs to know about its request once the head is gone.
+struct Request {
+    version: Version,
+    is_head: bool,
+    /// What the request allows (its version and Connection header, the worker not stopping).
+    keep_alive: bool,
+    pump: Pump,
 }
 
 enum After {
@@ -172,104 +194,123 @@ impl<IO: Transport> Conn<IO> {
         }
     }
 
-    /// One request: dispatch it, feed its body, write its response.
-    async fn exchange(&mut self, head: Head) -> After {
-        let version = head.request.version();
-        let is_head = head.request.method() == Method::HEAD;
-        let mut keep_alive = head.keep_alive && !self.stopping();
+    /// Dispatches a request (no I/O): the front answers it, or the app is called.
+    fn begin(&mut self, head: Head) -> Begin {
         let io_timeout = Duration::from_secs(self.ctx.config.http.io_timeout);
-        let mut pump = Pump::new(head.framing, head.expect_continue, io_timeout);
-        let call = service::dispatch(head.request, head.framing == Framing::Length(0), &self.ctx, &self.info);
-        let mut call = match call {
-            Dispatched::Answer(response) => {
-                keep_alive &= !self.stopping();
-                let ok = self.write(response, version, is_head, &mut keep_alive).await;
-                return self.after_response(ok, keep_alive, &mut pump).await;
-            }
-            Dispatched::App(call) => call,
-            Dispatched::Close => return After::Close,
+        let request = Request {
+            version: head.request.version(),
+            is_head: head.request.method() == Method::HEAD,
+            keep_alive: head.keep_alive && !self.stopping(),
+            pump: Pump::new(head.framing, head.expect_continue, io_timeout),
         };
-        pump.limit(call.body_limit);
+        match service::dispatch(head.request, head.framing == Framing::Length(0), &self.ctx, &self.info) {
+            Dispatched::Answer(response) => Begin::Answer(response, request),
+            Dispatched::App(call) => Begin::App(call, request),
+            Dispatched::Close => Begin::Close,
+        }
+    }
 
-        // One split of the socket serves both phases: feeding the body while the
-        // app works, and while its response is written.
-        let opts = self.write_opts(version, is_head);
-        let sink = BodySink::new(call.ex.clone());
-        let (mut rd, mut wr) = self.io.halves();
+    /// The front's own answer (a static file, a redirect, a refusal).
+    async fn answer(&mut self, response: Response<ResponseBody>, request: Request) -> After {
+        let Request { version, is_head, mut keep_alive, mut pump } = request;
+        keep_alive &= !self.stopping();
+        let ok = self.write(response, version, is_head, &mut keep_alive).await;
+        self.after_response(ok, keep_alive, &mut pump).await
+    }
 
-        // Phase 1: until the app answers, feed it the body and watch for the client leaving.
-        let reply = {
-            let mut reply = pin!(call.reply());
-            loop {
-                tokio::select! {
-                    biased;
-                    r = &mut reply => break Ok(r),
-                    event = pump.next(&mut rd, &mut self.buf, &sink) => match event {
-                        PumpEvent::SendContinue => {
-                            let mut continue_line = [IoSlice::new(b"HTTP/1.1 100 Continue\r\n\r\n")];
-                            if write_all_vectored(&mut wr, &mut continue_line, io_timeout).await.is_err() {
-                                return After::Close;
-                            }
-                        }
-                        // Gone before the answer: dropping `call` tells the app.
-                        PumpEvent::Eof => return After::Close,
-                        PumpEvent::Malformed => break Err(None),
-                        PumpEvent::TooLarge(too_large) => break Err(Some(too_large)),
-                    },
-                }
-            }
-        };
-        let reply = match reply {
-            Ok(reply) => reply,
-            Err(too_large) => {
-                // The body broke its framing or passed the limit: say so instead of the app, and close.
-                call.ex.mark_disconnected();
-                let response = match too_large {
-                    None => call.bad_body(),
-                    Some(too_large) => call.too_large(too_large),
-                };
-                let _ = write_response(&mut wr, response, WriteOpts { is_head: false, ..opts }, &mut false).await;
-                return After::Linger;
-            }
-        };
-        drop(call); // releases the --limit-concurrency slot, as the response starts
-        match reply {
-            Reply::Response(response) => {
-                // The worker began stopping while the app worked: say so in this head.
-                keep_alive &= !stop_signalled(&self.stop);
-                // Phase 2: write the response while still feeding the app any body it asks for.
-                // A body that passes the limit now is no longer read (the app was told);
-                // the response goes on, and the connection closes after it.
-                let mut overflowed = false;
-                let ok = {
-                    let mut write = pin!(write_response(&mut wr, response, opts, &mut keep_alive));
+    /// A call to the app: feed it the body, write its response. Its state is the
+    /// hot path's box: rare paths (a refused body, a WebSocket) are boxed apart, and
+    /// big values are moved whole into what takes them, in blocks that end before the
+    /// next await, so that none stays behind in the state. An async block, not an
+    /// async fn, so that the arguments are not stored twice.
+    fn exchange(&mut self, mut call: AppCall, mut request: Request) -> impl Future<Output = After> + Send + '_ {
+        async move {
+            let io_timeout = Duration::from_secs(self.ctx.config.http.io_timeout);
+            request.pump.limit(call.body_limit);
+
+            // One split of the socket serves both phases: feeding the body while the
+            // app works, and while its response is written.
+            let opts = self.write_opts(request.version, request.is_head);
+            let sink = BodySink::new(call.ex.clone());
+            let (mut rd, mut wr) = self.io.halves();
+
+            // Phase 1: until the app answers, feed it the body and watch for the client leaving.
+            let (response, upgrade) = {
+                let answered = {
+                    let mut reply = pin!(call.reply());
                     loop {
                         tokio::select! {
                             biased;
-                            ok = &mut write => break ok,
-                            event = pump.next(&mut rd, &mut self.buf, &sink), if !pump.stalled && !overflowed => match event {
-                                // Too late for a 100 once the final response has started.
-                                PumpEvent::SendContinue => {}
-                                PumpEvent::TooLarge(_) => overflowed = true,
-                                // The client left (dropping the body tells the app), or sent garbage.
-                                PumpEvent::Eof | PumpEvent::Malformed => break false,
+                            r = &mut reply => break Ok(r),
+                            event = request.pump.next(&mut rd, &mut self.buf, &sink) => match event {
+                                PumpEvent::SendContinue => {
+                                    let mut continue_line = [IoSlice::new(b"HTTP/1.1 100 Continue\r\n\r\n")];
+                                    if write_all_vectored(&mut wr, &mut continue_line, io_timeout).await.is_err() {
+                                        return After::Close;
+                                    }
+                                }
+                                // Gone before the answer: dropping `call` tells the app.
+                                PumpEvent::Eof => return After::Close,
+                                PumpEvent::Malformed => break Err(None),
+                                PumpEvent::TooLarge(too_large) => break Err(Some(too_large)),
                             },
                         }
                     }
                 };
-                drop((rd, wr));
-                self.after_response(ok, keep_alive && !overflowed, &mut pump).await
-            }
-            Reply::Upgrade(response, start) => {
-                if !write_response(&mut wr, response, WriteOpts { is_head: false, ..opts }, &mut false).await {
-                    return After::Close;
+                match answered {
+                    Ok(reply) => reply.into_parts(),
+                    Err(too_large) => {
+                        // The body broke its framing or passed the limit: say so instead of the app, and close.
+                        call.ex.mark_disconnected();
+                        let response = match too_large {
+                            None => call.bad_body(),
+                            Some(too_large) => call.too_large(too_large),
+                        };
+                        let _ = Box::pin(write_response(&mut wr, response, WriteOpts { is_head: false, ..opts }, &mut false)).await;
+                        return After::Linger;
+                    }
                 }
+            };
+            drop(call); // releases the --limit-concurrency slot, as the response starts
+            if let Some(start) = upgrade {
                 drop((rd, wr));
-                let leftover = std::mem::take(&mut self.buf);
-                start.run(&mut self.io, leftover).await;
-                After::Close
+                return Box::pin(self.upgrade(response, start, opts)).await;
             }
+            // The worker began stopping while the app worked: say so in this head.
+            let mut keep_alive = request.keep_alive && !stop_signalled(&self.stop);
+            // Phase 2: write the response while still feeding the app any body it asks for.
+            // A body that passes the limit now is no longer read (the app was told);
+            // the response goes on, and the connection closes after it.
+            let mut overflowed = false;
+            let ok = {
+                let mut write = pin!(write_response(&mut wr, response, opts, &mut keep_alive));
+                loop {
+                    tokio::select! {
+                        biased;
+                        ok = &mut write => break ok,
+                        event = request.pump.next(&mut rd, &mut self.buf, &sink), if !request.pump.stalled && !overflowed => match event {
+                            // Too late for a 100 once the final response has started.
+                            PumpEvent::SendContinue => {}
+                            PumpEvent::TooLarge(_) => overflowed = true,
+                            // The client left (dropping the body tells the app), or sent garbage.
+                            PumpEvent::Eof | PumpEvent::Malformed => break false,
+                        },
+                    }
+                }
+            };
+            drop((rd, wr));
+            self.after_response(ok, keep_alive && !overflowed, &mut request.pump).await
         }
+    }
+
+    /// The app accepted a WebSocket: the 101, then the socket is the session's.
+    async fn upgrade(&mut self, response: Response<ResponseBody>, start: WebSocketStart, opts: WriteOpts) -> After {
+        if !write_response(&mut self.io, response, WriteOpts { is_head: false, ..opts }, &mut false).await {
+            return After::Close;
+        }
+        let leftover = std::mem::take(&mut self.buf);
+        start.run(&mut self.io, leftover).await;
+        After::Close
     }
 
     async fn write(&mut self, response: Response<ResponseBody>, version: Version, is_head: bool, keep_alive: &mut bool) -> bool {
@@ -337,3 +378,12 @@ impl<IO: Transport> Conn<IO> {
     }
 }
 
+/// The state of a request's exchange with the app, in bytes: what each request
+/// allocates and moves (tests/h1 holds it to a bound).
+#[cfg(test)]
+pub(super) fn exchange_state_size<IO: Transport>(io: IO, ctx: Arc<ServerCtx>, info: ConnInfo, call: AppCall) -> usize {
+    let mut conn = Conn { io, buf: BytesMut::new(), ctx, info, served: 0, stop: None };
+    let pump = Pump::new(Framing::Length(0), false, Duration::from_secs(1));
+    let request = Request { version: Version::HTTP_11, is_head: false, keep_alive: true, pump };
+    std::mem::size_of_val(&conn.exchange(call, request))
+}

@@ -26,97 +26,110 @@ pub(super) struct WriteOpts {
     pub io_timeout: Duration,
 }
 
-pub(super) async fn write_response<W: Sink>(wr: &mut W, response: Response<ResponseBody>, opts: WriteOpts, keep_alive: &mut bool) -> bool {
-    let WriteOpts { version, is_head, date, io_timeout } = opts;
+/// The head is encoded when this is called, and the returned future sends it and the
+/// body. Split so that the future holds only what the sending needs: the connection's
+/// per-request future embeds this one, and every byte of it is allocated, moved and
+/// freed for each request.
+pub(super) fn write_response<'a, W: Sink>(
+    wr: &'a mut W,
+    response: Response<ResponseBody>,
+    opts: WriteOpts,
+    keep_alive: &'a mut bool,
+) -> impl Future<Output = bool> + Send + 'a {
     let (parts, mut body) = response.into_parts();
-    let framing = encode::framing(parts.status, is_head, version, body.declared_length(), body.size_hint().exact());
+    let framing = encode::framing(parts.status, opts.is_head, opts.version, body.declared_length(), body.size_hint().exact());
     let app_closes = parts.headers.get_all(header::CONNECTION).iter().any(|v| v.as_bytes().split(|&b| b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close")));
     let upgrade = parts.status == StatusCode::SWITCHING_PROTOCOLS;
     *keep_alive &= !app_closes && framing != BodyFraming::UntilClose;
     let connection = match () {
         _ if upgrade => None,
         _ if !*keep_alive => Some("close"),
-        _ if version == Version::HTTP_10 => Some("keep-alive"),
+        _ if opts.version == Version::HTTP_10 => Some("keep-alive"),
         _ => None,
     };
     let mut head = Vec::with_capacity(256);
-    encode::head(&mut head, version, parts.status, &parts.headers, framing, connection, date);
+    encode::head(&mut head, opts.version, parts.status, &parts.headers, framing, connection, opts.date);
     drop(parts);
-
-    if matches!(framing, BodyFraming::Empty | BodyFraming::Announced(_)) {
-        // No body goes on the wire (HEAD, 204, 304), as the protocol says.
-        let ok = write_all_vectored(wr, &mut [IoSlice::new(&head)], io_timeout).await.is_ok();
-        if ok && !body.discard(io_timeout).await {
-            *keep_alive = false;
+    let io_timeout = opts.io_timeout;
+    // An async block, not an async fn: a fn's arguments would be stored twice in its
+    // state (as arguments, then as locals).
+    async move {
+        if matches!(framing, BodyFraming::Empty | BodyFraming::Announced(_)) {
+            // No body goes on the wire (HEAD, 204, 304), as the protocol says.
+            let ok = write_all_vectored(wr, &mut [IoSlice::new(&head)], io_timeout).await.is_ok();
+            if ok && !body.discard(io_timeout).await {
+                *keep_alive = false;
+            }
+            return ok;
         }
-        return ok;
-    }
-    if let BodyFraming::Length(n) = framing
-        && n >= SENDFILE_MIN
-        && let Some(socket) = wr.socket()
-        && body.file_part().is_some_and(|(_, _, remaining)| remaining == n)
-    {
-        let sent = send_file(socket, &head, &mut body, io_timeout).await;
-        *keep_alive &= sent.is_ok();
-        return sent.is_ok();
-    }
-    let mut head = Some(head);
-    let mut sent = 0u64;
-    loop {
-        let frame = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await;
-        let data = match frame {
-            None => break,
-            Some(Err(_)) => {
-                // The body broke off: what went out stays, the framing cannot be completed.
-                if let Some(h) = head.take() {
-                    let _ = write_all_vectored(wr, &mut [IoSlice::new(&h)], io_timeout).await;
+        if let BodyFraming::Length(n) = framing
+            && n >= SENDFILE_MIN
+            && let Some(socket) = wr.socket()
+            && body.file_part().is_some_and(|(_, _, remaining)| remaining == n)
+        {
+            let sent = send_file(socket, &head, &mut body, io_timeout).await;
+            *keep_alive &= sent.is_ok();
+            return sent.is_ok();
+        }
+        let mut head = Some(head);
+        let mut sent = 0u64;
+        loop {
+            let frame = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await;
+            let data = match frame {
+                None => break,
+                Some(Err(_)) => {
+                    // The body broke off: what went out stays, the framing cannot be completed.
+                    if let Some(h) = head.take() {
+                        let _ = write_all_vectored(wr, &mut [IoSlice::new(&h)], io_timeout).await;
+                    }
+                    *keep_alive = false;
+                    return false;
                 }
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(d) if !d.is_empty() => d,
+                    _ => continue,
+                },
+            };
+            if let BodyFraming::Length(n) = framing
+                && sent + data.len() as u64 > n
+            {
+                // More than announced: never put it on the wire as the next "response".
                 *keep_alive = false;
                 return false;
             }
-            Some(Ok(frame)) => match frame.into_data() {
-                Ok(d) if !d.is_empty() => d,
-                _ => continue,
-            },
-        };
-        if let BodyFraming::Length(n) = framing
-            && sent + data.len() as u64 > n
-        {
-            // More than announced: never put it on the wire as the next "response".
-            *keep_alive = false;
-            return false;
+            sent += data.len() as u64;
+            let end = body.is_end_stream();
+            let mut size_line = [0u8; 20];
+            let chunked = framing == BodyFraming::Chunked;
+            let size_len = if chunked { chunk_size_line(&mut size_line, data.len()) } else { 0 };
+            let trailer: &[u8] = match (chunked, end) {
+                (true, true) => b"\r\n0\r\n\r\n",
+                (true, false) => b"\r\n",
+                _ => b"",
+            };
+            let head_bytes = head.take();
+            let mut slices = [
+                IoSlice::new(head_bytes.as_deref().unwrap_or_default()),
+                IoSlice::new(&size_line[..size_len]),
+                IoSlice::new(&data),
+                IoSlice::new(trailer),
+            ];
+            if write_all_vectored(wr, &mut slices, io_timeout).await.is_err() {
+                return false;
+            }
+            if end {
+                return finish(body, framing, sent, keep_alive);
+            }
         }
-        sent += data.len() as u64;
-        let end = body.is_end_stream();
-        let mut size_line = [0u8; 20];
-        let chunked = framing == BodyFraming::Chunked;
-        let size_len = if chunked { chunk_size_line(&mut size_line, data.len()) } else { 0 };
-        let trailer: &[u8] = match (chunked, end) {
-            (true, true) => b"\r\n0\r\n\r\n",
-            (true, false) => b"\r\n",
-            _ => b"",
-        };
+        let tail: &[u8] = if framing == BodyFraming::Chunked { b"0\r\n\r\n" } else { b"" };
         let head_bytes = head.take();
-        let mut slices = [
-            IoSlice::new(head_bytes.as_deref().unwrap_or_default()),
-            IoSlice::new(&size_line[..size_len]),
-            IoSlice::new(&data),
-            IoSlice::new(trailer),
-        ];
+        let mut slices = [IoSlice::new(head_bytes.as_deref().unwrap_or_default()), IoSlice::new(tail)];
         if write_all_vectored(wr, &mut slices, io_timeout).await.is_err() {
             return false;
         }
-        if end {
-            return finish(body, framing, sent, keep_alive);
-        }
+        finish(body, framing, sent, keep_alive)
+
     }
-    let tail: &[u8] = if framing == BodyFraming::Chunked { b"0\r\n\r\n" } else { b"" };
-    let head_bytes = head.take();
-    let mut slices = [IoSlice::new(head_bytes.as_deref().unwrap_or_default()), IoSlice::new(tail)];
-    if write_all_vectored(wr, &mut slices, io_timeout).await.is_err() {
-        return false;
-    }
-    finish(body, framing, sent, keep_alive)
 }
 
 /// File bodies at least this long (a page) go out by sendfile(2) on a plain socket:

@@ -9,11 +9,9 @@ pub mod table;
 
 use http::{HeaderValue, Response, StatusCode, header};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 
-use super::access_log::Entry;
+use super::access_log::LogLine;
 use super::body::ResponseBody;
-use super::ctx::ServerCtx;
 use crate::config::front::{RateConfig, prefix_matches};
 use table::{Rule, TICKS_PER_SEC, Verdict};
 
@@ -75,7 +73,7 @@ fn key(ip: IpAddr) -> u128 {
 }
 
 /// The 429, with Retry-After; it never reaches the app.
-pub fn too_many(retry_after: u64, log: Option<(Arc<ServerCtx>, Entry)>) -> Response<ResponseBody> {
+pub fn too_many(retry_after: u64, log: Option<LogLine>) -> Response<ResponseBody> {
     let mut response = super::service::plain(StatusCode::TOO_MANY_REQUESTS, "Too Many Requests: slow down and retry after the time in Retry-After", false, log);
     response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
     response
