@@ -3,4 +3,5 @@
 //! The connection code in `http/` drives them; they import nothing of it.
 
 pub mod h1;
+pub mod headers;
 pub mod websocket;

@@ -16,6 +16,7 @@ use super::error_page::{self, FrontError};
 use super::limits::{self, TooLarge};
 use super::to_https;
 use super::websocket;
+use crate::codec::headers as scan;
 use crate::codec::websocket::handshake::{self, Upgrade};
 use crate::bridge::Event;
 use crate::bridge::exchange::{Body, Exchange, RequestHead, ResponseEvent, Scheme};
@@ -260,7 +261,7 @@ impl AppCall {
 /// The content-length a response's headers declare (the app's is checked on
 /// the loop side: at most one, a number), for the body to announce.
 fn content_length(headers: &http::HeaderMap) -> Option<u64> {
-    headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse().ok())
+    scan::first(headers, &header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse().ok())
 }
 
 /// `server:` and --header values, unless the response set them itself; on a TLS
@@ -268,12 +269,12 @@ fn content_length(headers: &http::HeaderMap) -> Option<u64> {
 /// plain HTTP, RFC 6797 8.1).
 fn add_extra_headers(ctx: &ServerCtx, map: &mut http::HeaderMap, secure: bool) {
     for (name, value) in &ctx.extra_headers {
-        if !map.contains_key(name) {
+        if !scan::has(map, name) {
             map.insert(name.clone(), value.clone());
         }
     }
     if let Some(hsts) = ctx.hsts.as_ref().filter(|_| secure) {
-        if !map.contains_key(header::STRICT_TRANSPORT_SECURITY) {
+        if !scan::has(map, &header::STRICT_TRANSPORT_SECURITY) {
             map.insert(header::STRICT_TRANSPORT_SECURITY, hsts.clone());
         }
     }

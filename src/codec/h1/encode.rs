@@ -78,7 +78,7 @@ pub fn head(out: &mut Vec<u8>, version: Version, status: StatusCode, headers: &H
         out.extend_from_slice(c.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
-    if date && !headers.contains_key(header::DATE) {
+    if date && !crate::codec::headers::has(headers, &header::DATE) {
         out.extend_from_slice(b"date: ");
         with_date(|d| out.extend_from_slice(d));
         out.extend_from_slice(b"\r\n");

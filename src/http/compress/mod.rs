@@ -19,6 +19,7 @@ pub mod negotiate;
 pub mod stream;
 
 use bytes::Bytes;
+use crate::codec::headers as scan;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use std::sync::Arc;
 
@@ -80,10 +81,10 @@ impl Compression {
     /// The app's response: edits its headers and returns the body to send, compressed
     /// when everything allows it. `kind` comes back untouched otherwise.
     pub fn app_response(&self, method: &Method, request: &HeaderMap, status: StatusCode, headers: &mut HeaderMap, kind: Kind) -> Kind {
-        if !status_allows(status) || headers.contains_key(header::CONTENT_ENCODING) || headers.contains_key(header::CONTENT_RANGE) {
+        if !status_allows(status) || scan::has(headers, &header::CONTENT_ENCODING) || scan::has(headers, &header::CONTENT_RANGE) {
             return kind;
         }
-        if !headers.get(header::CONTENT_TYPE).is_some_and(|ct| self.compresses_type(ct.as_bytes())) || no_transform(headers) {
+        if !scan::first(headers, &header::CONTENT_TYPE).is_some_and(|ct| self.compresses_type(ct.as_bytes())) || no_transform(headers) {
             return kind;
         }
         let length = content_length(headers).or(match &kind {
@@ -176,7 +177,7 @@ fn status_allows(status: StatusCode) -> bool {
 
 /// `Cache-Control: no-transform` (RFC 9111 5.2.2.6): intermediaries must not change the content.
 fn no_transform(headers: &HeaderMap) -> bool {
-    headers.get_all(header::CACHE_CONTROL).iter().any(|v| has_token(v.as_bytes(), b"no-transform"))
+    scan::all(headers, &header::CACHE_CONTROL).any(|v| has_token(v.as_bytes(), b"no-transform"))
 }
 
 fn has_token(list: &[u8], token: &[u8]) -> bool {
@@ -188,7 +189,7 @@ fn has_token(list: &[u8], token: &[u8]) -> bool {
 }
 
 fn content_length(headers: &HeaderMap) -> Option<u64> {
-    headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse().ok())
+    scan::first(headers, &header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse().ok())
 }
 
 /// Adds Accept-Encoding to Vary, merging the response's own Vary fields into one.

@@ -11,6 +11,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use super::sink::{Corked, Sink, Socket};
 
 use crate::codec::h1::encode::{self, BodyFraming};
+use crate::codec::headers as scan;
 use crate::http::body::ResponseBody;
 
 /// Writes a response: head, then the body framed as decided. Returns false if
@@ -38,7 +39,7 @@ pub(super) fn write_response<'a, W: Sink>(
 ) -> impl Future<Output = bool> + Send + 'a {
     let (parts, mut body) = response.into_parts();
     let framing = encode::framing(parts.status, opts.is_head, opts.version, body.declared_length(), body.size_hint().exact());
-    let app_closes = parts.headers.get_all(header::CONNECTION).iter().any(|v| v.as_bytes().split(|&b| b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close")));
+    let app_closes = scan::all(&parts.headers, &header::CONNECTION).any(|v| v.as_bytes().split(|&b| b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close")));
     let upgrade = parts.status == StatusCode::SWITCHING_PROTOCOLS;
     *keep_alive &= !app_closes && framing != BodyFraming::UntilClose;
     let connection = match () {
