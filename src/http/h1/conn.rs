@@ -223,6 +223,7 @@ impl<IO: Transport> Conn<IO> {
     /// big values are moved whole into what takes them, in blocks that end before the
     /// next await, so that none stays behind in the state. An async block, not an
     /// async fn, so that the arguments are not stored twice.
+    #[allow(clippy::manual_async_fn)] // on purpose: see above
     fn exchange(&mut self, mut call: AppCall, mut request: Request) -> impl Future<Output = After> + Send + '_ {
         async move {
             let io_timeout = Duration::from_secs(self.ctx.config.http.io_timeout);
