@@ -9,13 +9,13 @@ use instant_acme::{Account, AuthorizationStatus, ChallengeType, Identifier, NewO
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// Polls start at 50 ms and grow by half each time (a dozen polls in the first 3 s;
-/// a CA's Retry-After wins): a CA that validates at once (pebble, a warm Let's Encrypt)
-/// issues in a fraction of a second instead of waiting out a long first delay.
 /// How many times a `Validation::Fresh` order is placed again after deactivating the
 /// authorizations the CA reused (a CA may hold several valid ones for a name).
 const FRESH_ORDERS: usize = 3;
 
+/// Polls start at 50 ms and grow by half each time (a dozen polls in the first 3 s;
+/// a CA's Retry-After wins): a CA that validates at once (pebble, a warm Let's Encrypt)
+/// issues in a fraction of a second instead of waiting out a long first delay.
 const POLL: RetryPolicy = RetryPolicy::new().initial_delay(Duration::from_millis(50)).backoff(1.5).timeout(Duration::from_secs(120));
 
 impl ChallengeKind {
