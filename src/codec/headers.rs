@@ -22,6 +22,11 @@ pub fn has(map: &HeaderMap, name: &HeaderName) -> bool {
     first(map, name).is_some()
 }
 
+/// The Content-Length a response declares, when it is a number.
+pub fn content_length(map: &HeaderMap) -> Option<u64> {
+    first(map, &http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse().ok())
+}
+
 /// Every value of `name` in order, as `HeaderMap::get_all`.
 pub fn all<'a>(map: &'a HeaderMap, name: &'a HeaderName) -> impl Iterator<Item = &'a HeaderValue> + 'a {
     map.iter().filter_map(move |(k, v)| (k == name).then_some(v))

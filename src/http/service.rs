@@ -145,7 +145,7 @@ fn stages(mut req: Request<()>, body_empty: bool, ctx: &Arc<ServerCtx>, conn: &C
     if let Some(reply) = ctx.static_files.as_ref().and_then(|files| files.serve(&parts.method, &parts.uri, &parts.headers, ctx.compress.as_ref())) {
         let (head, kind) = reply.into_parts();
         let status = head.status.as_u16();
-        let declared = content_length(&head.headers);
+        let declared = scan::content_length(&head.headers);
         return Dispatched::Answer(Response::from_parts(head, ResponseBody::new(kind, status, None, log(entry)).declaring(declared)));
     }
     let websocket = match upgrade {
@@ -231,7 +231,7 @@ impl AppCall {
             Some(c) => c.app_response(&self.ex.head.method, &self.ex.head.headers, status, map, kind),
             None => kind,
         };
-        let declared = content_length(map);
+        let declared = scan::content_length(map);
         *response.body_mut() = ResponseBody::new(kind, status.as_u16(), Some(self.ex.clone()), log(self.entry.take())).declaring(declared);
         Reply::Response(response)
     }
@@ -260,10 +260,6 @@ impl AppCall {
 
 /// The content-length a response's headers declare (the app's is checked on
 /// the loop side: at most one, a number), for the body to announce.
-fn content_length(headers: &http::HeaderMap) -> Option<u64> {
-    scan::first(headers, &header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse().ok())
-}
-
 /// `server:` and --header values, unless the response set them itself; on a TLS
 /// connection, Strict-Transport-Security when configured (browsers ignore it over
 /// plain HTTP, RFC 6797 8.1).

@@ -87,7 +87,7 @@ impl Compression {
         if !scan::first(headers, &header::CONTENT_TYPE).is_some_and(|ct| self.compresses_type(ct.as_bytes())) || no_transform(headers) {
             return kind;
         }
-        let length = content_length(headers).or(match &kind {
+        let length = scan::content_length(headers).or(match &kind {
             Kind::Full(data) => Some(data.as_ref().map_or(0, |d| d.len() as u64)),
             Kind::File { remaining, .. } => Some(*remaining),
             Kind::Empty => Some(0),
@@ -186,10 +186,6 @@ fn has_token(list: &[u8], token: &[u8]) -> bool {
         let name = t.split(|&b| b == b'=').next().unwrap_or_default().trim_ascii();
         name.eq_ignore_ascii_case(token)
     })
-}
-
-fn content_length(headers: &HeaderMap) -> Option<u64> {
-    scan::first(headers, &header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse().ok())
 }
 
 /// Adds Accept-Encoding to Vary, merging the response's own Vary fields into one.
