@@ -110,6 +110,21 @@ def test_state_comes_from_lifespan_and_is_copied_per_request(srv):
     assert "leak" not in second, "a request's changes to scope['state'] leaked into the next request"
 
 
+def test_a_request_that_overwrites_its_scope_leaves_the_next_ones_alone(srv):
+    # Scopes start as copies of templates that hold what a listener's requests share
+    # (scheme, http_version, server, root_path): a request's scope must be its own.
+    with srv.client() as c:
+        first = json_of(c.get("/scope"))
+        assert json_of(c.get("/scope?overwrite=1"))["scheme"] == "http"
+        second = json_of(c.get("/scope"))
+    third = json_of(srv.get("/scope"))
+    for later in (second, third):
+        overwritten = sorted(k for k, v in later.items() if v == "overwritten")
+        assert overwritten == [], f"keys a previous request overwrote: {overwritten}"
+        for key in ("type", "asgi", "http_version", "scheme", "server", "root_path", "method", "extensions"):
+            assert later[key] == first[key], key
+
+
 def test_root_path_is_prefixed_to_path(server_factory):
     srv = server_factory("basic:app", "--root-path", "/api/v1")
     scope = json_of(srv.get("/items/3?x=1"))

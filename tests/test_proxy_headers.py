@@ -164,6 +164,10 @@ def test_x_forwarded_prefix_is_appended_to_root_path(server_factory):
     scope = scope_with(srv, {"x-forwarded-prefix": "/v1"})
     assert scope["root_path"] == "/app/v1"
     assert scope["path"] == "/app/v1/scope"
+    # The next request, without a prefix, has the configured root path alone.
+    scope = scope_with(srv, {})
+    assert scope["root_path"] == "/app"
+    assert scope["path"] == "/app/scope"
 
 
 def test_fastapi_builds_urls_for_the_public_host(server_factory):

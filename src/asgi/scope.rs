@@ -19,14 +19,42 @@ fn http_version<'py>(py: Python<'py>, version: http::Version) -> &'py Bound<'py,
 }
 
 /// The keys of each kind of scope, in the order they are set: a request's scope
-/// starts as a copy of its kind's template (one allocation, no rehashing as
-/// keys are added; `type` already set), and every other value is then replaced.
+/// starts as a copy of a template (one allocation, no rehashing as keys are added),
+/// and every value the template does not already hold is then replaced.
 const COMMON_KEYS: [&str; 12] =
     ["type", "asgi", "http_version", "scheme", "path", "raw_path", "root_path", "query_string", "headers", "server", "client", "state"];
 
+/// The two kinds of scope a request can have.
+#[derive(Clone, Copy)]
+enum Kind {
+    Http,
+    WebSocket,
+}
+
+/// The values a listener's requests repeat, which a template can hold: all three
+/// are immutable Python objects (strings and a tuple), so scopes may share them.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Repeated {
+    scheme: Scheme,
+    version: http::Version,
+    server: Option<SocketAddr>,
+}
+
+/// A kind's base template (`type` set, every other key `None`), and the last few
+/// templates made from it with a listener's repeated values filled in.
+struct KindTemplates {
+    base: Py<PyDict>,
+    recent: Mutex<Vec<(Repeated, Py<PyDict>)>>,
+}
+
+/// How many filled-in templates a kind keeps: enough for HTTP/1.1 and HTTP/2, plain
+/// and TLS, on one address; a server reached at more addresses (`0.0.0.0`) makes
+/// the rest as it goes, which costs what building a scope without one did.
+const RECENT_TEMPLATES: usize = 4;
+
 pub struct Templates {
-    http: Py<PyDict>,
-    websocket: Py<PyDict>,
+    http: KindTemplates,
+    websocket: KindTemplates,
     /// The last addresses turned into text, per side: a keep-alive connection's
     /// requests (and a server's own address) repeat them, and formatting an IP
     /// address is a good part of building a scope.
@@ -36,13 +64,13 @@ pub struct Templates {
 
 impl Templates {
     pub fn new(py: Python<'_>) -> PyResult<Self> {
-        let template = |kind: &str, extra: &[&str]| -> PyResult<Py<PyDict>> {
+        let template = |kind: &str, extra: &[&str]| -> PyResult<KindTemplates> {
             let d = PyDict::new(py);
             for key in COMMON_KEYS.iter().chain(extra) {
                 d.set_item(PyString::intern(py, key), py.None())?;
             }
             d.set_item(PyString::intern(py, "type"), PyString::intern(py, kind))?;
-            Ok(d.unbind())
+            Ok(KindTemplates { base: d.unbind(), recent: Mutex::new(Vec::with_capacity(RECENT_TEMPLATES)) })
         };
         Ok(Templates {
             http: template("http", &["method", "extensions"])?,
@@ -50,6 +78,42 @@ impl Templates {
             client_host: Mutex::new(None),
             server_host: Mutex::new(None),
         })
+    }
+
+    /// A new scope dict of this kind, holding `type`, `http_version`, `scheme`,
+    /// `server` and the configured `root_path` already: a server's requests almost
+    /// all share them, and setting four keys was a fifth of building a scope.
+    fn scope<'py>(&self, py: Python<'py>, ctx: &AsgiContext, kind: Kind, head: &RequestHead) -> PyResult<Bound<'py, PyDict>> {
+        let templates = match kind {
+            Kind::Http => &self.http,
+            Kind::WebSocket => &self.websocket,
+        };
+        let repeated = Repeated { scheme: head.scheme, version: head.version, server: head.server };
+        // Only the loop thread builds scopes, under the GIL: the lock is never contended.
+        let mut recent = templates.recent.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, template)) = recent.iter().find(|(values, _)| *values == repeated) {
+            return template.bind(py).copy();
+        }
+        let template = templates.base.bind(py).copy()?;
+        template.set_item(intern!(py, "http_version"), http_version(py, head.version))?;
+        template.set_item(intern!(py, "scheme"), scheme(py, kind, head.scheme))?;
+        template.set_item(intern!(py, "server"), address(py, &self.server_host, head.server)?)?;
+        template.set_item(intern!(py, "root_path"), PyString::new(py, &ctx.root_path))?;
+        let scope = template.copy()?;
+        if recent.len() == RECENT_TEMPLATES {
+            recent.remove(0);
+        }
+        recent.push((repeated, template.unbind()));
+        Ok(scope)
+    }
+}
+
+fn scheme<'py>(py: Python<'py>, kind: Kind, scheme: Scheme) -> &'py Bound<'py, PyString> {
+    match (kind, scheme) {
+        (Kind::Http, Scheme::Http) => intern!(py, "http"),
+        (Kind::Http, Scheme::Https) => intern!(py, "https"),
+        (Kind::WebSocket, Scheme::Http) => intern!(py, "ws"),
+        (Kind::WebSocket, Scheme::Https) => intern!(py, "wss"),
     }
 }
 
@@ -87,14 +151,12 @@ fn method_str<'py>(py: Python<'py>, method: &http::Method) -> Bound<'py, PyStrin
 }
 
 /// The keys shared by http and websocket scopes.
-fn common<'py>(py: Python<'py>, ctx: &AsgiContext, head: &RequestHead, template: &Py<PyDict>, scheme: &Bound<'py, PyString>) -> PyResult<Bound<'py, PyDict>> {
-    let scope = template.bind(py).copy()?;
+fn common<'py>(py: Python<'py>, ctx: &AsgiContext, head: &RequestHead, kind: Kind) -> PyResult<Bound<'py, PyDict>> {
+    let scope = ctx.scopes.scope(py, ctx, kind, head)?;
     let asgi = PyDict::new(py);
     asgi.set_item(intern!(py, "version"), intern!(py, "3.0"))?;
     asgi.set_item(intern!(py, "spec_version"), intern!(py, "2.4"))?;
     scope.set_item(intern!(py, "asgi"), asgi)?;
-    scope.set_item(intern!(py, "http_version"), http_version(py, head.version))?;
-    scope.set_item(intern!(py, "scheme"), scheme)?;
 
     let raw_path = head.uri.path().as_bytes();
     let decoded = percent_encoding::percent_decode(raw_path).decode_utf8_lossy();
@@ -112,9 +174,8 @@ fn common<'py>(py: Python<'py>, ctx: &AsgiContext, head: &RequestHead, template:
         full.extend_from_slice(raw_path);
         scope.set_item(intern!(py, "raw_path"), PyBytes::new(py, &full))?;
     }
-    if root_path.is_empty() {
-        scope.set_item(intern!(py, "root_path"), intern!(py, ""))?;
-    } else {
+    if head.prefix.is_some() {
+        // The template holds the configured root path; a proxy's prefix extends it.
         scope.set_item(intern!(py, "root_path"), &*root_path)?;
     }
     let query = head.uri.query().unwrap_or("").as_bytes();
@@ -125,7 +186,6 @@ fn common<'py>(py: Python<'py>, ctx: &AsgiContext, head: &RequestHead, template:
         headers.append(PyTuple::new(py, [PyBytes::new(py, name.as_str().as_bytes()), PyBytes::new(py, value.as_bytes())])?)?;
     }
     scope.set_item(intern!(py, "headers"), headers)?;
-    scope.set_item(intern!(py, "server"), address(py, &ctx.scopes.server_host, head.server)?)?;
     scope.set_item(intern!(py, "client"), address(py, &ctx.scopes.client_host, head.client)?)?;
     let state = ctx.state.bind(py);
     scope.set_item(intern!(py, "state"), if state.is_empty() { PyDict::new(py) } else { state.copy()? })?;
@@ -133,11 +193,7 @@ fn common<'py>(py: Python<'py>, ctx: &AsgiContext, head: &RequestHead, template:
 }
 
 pub fn websocket_scope<'py>(py: Python<'py>, ctx: &AsgiContext, head: &RequestHead, upgrade: &Upgrade) -> PyResult<Bound<'py, PyDict>> {
-    let scheme = match head.scheme {
-        Scheme::Http => intern!(py, "ws"),
-        Scheme::Https => intern!(py, "wss"),
-    };
-    let scope = common(py, ctx, head, &ctx.scopes.websocket, scheme)?;
+    let scope = common(py, ctx, head, Kind::WebSocket)?;
     scope.set_item(intern!(py, "subprotocols"), PyList::new(py, &upgrade.subprotocols)?)?;
     let extensions = PyDict::new(py);
     extensions.set_item(intern!(py, "websocket.http.response"), PyDict::new(py))?;
@@ -147,11 +203,7 @@ pub fn websocket_scope<'py>(py: Python<'py>, ctx: &AsgiContext, head: &RequestHe
 }
 
 pub fn http_scope<'py>(py: Python<'py>, ctx: &AsgiContext, head: &RequestHead) -> PyResult<Bound<'py, PyDict>> {
-    let scheme = match head.scheme {
-        Scheme::Http => intern!(py, "http"),
-        Scheme::Https => intern!(py, "https"),
-    };
-    let scope = common(py, ctx, head, &ctx.scopes.http, scheme)?;
+    let scope = common(py, ctx, head, Kind::Http)?;
     scope.set_item(intern!(py, "method"), method_str(py, &head.method))?;
     let extensions = PyDict::new(py);
     extensions.set_item(intern!(py, "http.response.pathsend"), PyDict::new(py))?;

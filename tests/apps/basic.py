@@ -1,7 +1,8 @@
 """A raw ASGI app with one route per behaviour the tests need.
 
 Routes (GET unless said):
-  /scope, anything unknown   the scope as JSON (bytes as latin-1 strings)
+  /scope, anything unknown   the scope as JSON (bytes as latin-1 strings); with ?overwrite=1,
+                             every key of the scope is then set to "overwritten"
   /pid                       the worker's pid
   /env?name=X                os.environ.get(X)
   /hello                     a small fixed body
@@ -312,6 +313,9 @@ async def app(scope, receive, send):
     body = await read_body(receive, keep=True)
     scope_out = _jsonable({k: v for k, v in scope.items()})
     scope_out["_body_size"] = body["size"] if body else None
+    if q.get("overwrite"):
+        for key in scope:
+            scope[key] = "overwritten"
     return await send_json(send, scope_out)
 
 
