@@ -55,11 +55,10 @@ const RECENT_TEMPLATES: usize = 4;
 pub struct Templates {
     http: KindTemplates,
     websocket: KindTemplates,
-    /// The last addresses turned into text, per side: a keep-alive connection's
-    /// requests (and a server's own address) repeat them, and formatting an IP
-    /// address is a good part of building a scope.
+    /// The last client address turned into text: a keep-alive connection's requests
+    /// repeat it, and formatting an IP address is a good part of building a scope.
+    /// (The server's address is in the templates.)
     client_host: Mutex<Option<(IpAddr, Py<PyString>)>>,
-    server_host: Mutex<Option<(IpAddr, Py<PyString>)>>,
 }
 
 impl Templates {
@@ -76,7 +75,6 @@ impl Templates {
             http: template("http", &["method", "extensions"])?,
             websocket: template("websocket", &["subprotocols", "extensions"])?,
             client_host: Mutex::new(None),
-            server_host: Mutex::new(None),
         })
     }
 
@@ -97,7 +95,7 @@ impl Templates {
         let template = templates.base.bind(py).copy()?;
         template.set_item(intern!(py, "http_version"), http_version(py, head.version))?;
         template.set_item(intern!(py, "scheme"), scheme(py, kind, head.scheme))?;
-        template.set_item(intern!(py, "server"), address(py, &self.server_host, head.server)?)?;
+        template.set_item(intern!(py, "server"), address(py, head.server, |ip| PyString::new(py, &ip.to_string()))?)?;
         template.set_item(intern!(py, "root_path"), PyString::new(py, &ctx.root_path))?;
         let scope = template.copy()?;
         if recent.len() == RECENT_TEMPLATES {
@@ -130,9 +128,10 @@ fn host<'py>(py: Python<'py>, cache: &Mutex<Option<(IpAddr, Py<PyString>)>>, ip:
     }
 }
 
-fn address<'py>(py: Python<'py>, cache: &Mutex<Option<(IpAddr, Py<PyString>)>>, addr: Option<SocketAddr>) -> PyResult<Bound<'py, PyAny>> {
+/// An ASGI `(host, port)` pair, or None (a unix socket's peer).
+fn address<'py>(py: Python<'py>, addr: Option<SocketAddr>, host: impl FnOnce(IpAddr) -> Bound<'py, PyString>) -> PyResult<Bound<'py, PyAny>> {
     match addr {
-        Some(a) => Ok(PyTuple::new(py, [host(py, cache, a.ip()).into_any(), a.port().into_pyobject(py)?.into_any()])?.into_any()),
+        Some(a) => Ok(PyTuple::new(py, [host(a.ip()).into_any(), a.port().into_pyobject(py)?.into_any()])?.into_any()),
         None => Ok(py.None().into_bound(py)),
     }
 }
@@ -186,7 +185,7 @@ fn common<'py>(py: Python<'py>, ctx: &AsgiContext, head: &RequestHead, kind: Kin
         headers.append(PyTuple::new(py, [PyBytes::new(py, name.as_str().as_bytes()), PyBytes::new(py, value.as_bytes())])?)?;
     }
     scope.set_item(intern!(py, "headers"), headers)?;
-    scope.set_item(intern!(py, "client"), address(py, &ctx.scopes.client_host, head.client)?)?;
+    scope.set_item(intern!(py, "client"), address(py, head.client, |ip| host(py, &ctx.scopes.client_host, ip))?)?;
     let state = ctx.state.bind(py);
     scope.set_item(intern!(py, "state"), if state.is_empty() { PyDict::new(py) } else { state.copy()? })?;
     Ok(scope)

@@ -22,7 +22,8 @@ pub fn has(map: &HeaderMap, name: &HeaderName) -> bool {
     first(map, name).is_some()
 }
 
-/// The Content-Length a response declares, when it is a number.
+/// The Content-Length a response declares, when it is a number, for its body to announce
+/// (an app's is checked on the loop side: at most one, a number).
 pub fn content_length(map: &HeaderMap) -> Option<u64> {
     first(map, &http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse().ok())
 }

@@ -258,8 +258,6 @@ impl AppCall {
     }
 }
 
-/// The content-length a response's headers declare (the app's is checked on
-/// the loop side: at most one, a number), for the body to announce.
 /// `server:` and --header values, unless the response set them itself; on a TLS
 /// connection, Strict-Transport-Security when configured (browsers ignore it over
 /// plain HTTP, RFC 6797 8.1).
