@@ -2,15 +2,16 @@
 //!
 //! I/O threads push events onto a lock-free queue and ring an eventfd that the
 //! loop watches with `add_reader`. They ring it only when the loop is not
-//! already due to drain, and the loop drains the whole queue each time, so
-//! under load many requests share one wake-up and one GIL-holding callback.
+//! already due to drain, a worker's own I/O thread only once per turn of its
+//! runtime, and the loop drains what is queued each time, so under load many
+//! requests share one wake-up and one GIL-holding callback.
 
 use crossbeam_queue::SegQueue;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use pyo3::prelude::*;
 use std::sync::{Arc, OnceLock};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 pub mod exchange;
 pub mod responses;
@@ -18,6 +19,9 @@ pub mod stop;
 
 use exchange::{Exchange, ResponseEvent};
 use tokio::sync::Notify;
+
+/// How many requests a deferring I/O thread reads before it rings anyway.
+const DEFER_AT_MOST: usize = 16;
 
 pub enum Event {
     /// A request's head has arrived; the app should be called.
@@ -36,6 +40,13 @@ pub struct Bridge {
     queue: SegQueue<Event>,
     /// True from the first push after a drain until the next drain starts.
     rung: AtomicBool,
+    /// Set by a worker's own I/O thread (--io-mode thread), which then rings for the
+    /// requests it reads when it is about to park (`ring_deferred`) instead of at the first
+    /// one: the loop wakes once per turn of the I/O thread's, not once per drain it finishes
+    /// first. A wake of a sleeping thread costs both threads far more than a push.
+    ring_at_park: AtomicBool,
+    /// Requests and wakes pushed since the last ring, on the I/O thread that defers.
+    deferred: AtomicUsize,
     eventfd: std::fs::File,
     /// Advanced by every drain: proof for the heartbeat that the loop is alive.
     pub ticks: AtomicU64,
@@ -74,6 +85,8 @@ impl Bridge {
         Ok(Arc::new(Bridge {
             queue: SegQueue::new(),
             rung: AtomicBool::new(false),
+            ring_at_park: AtomicBool::new(false),
+            deferred: AtomicUsize::new(0),
             eventfd,
             ticks: AtomicU64::new(0),
             outbox: SegQueue::new(),
@@ -89,7 +102,32 @@ impl Bridge {
 
     /// Called from any thread, never holding the GIL.
     pub fn push(&self, event: Event) {
+        let deferrable = matches!(event, Event::Request(_) | Event::Wake(_));
         self.queue.push(event);
+        if deferrable && self.ring_at_park.load(Ordering::Relaxed) {
+            // Bounded, so that a turn that never runs out of tasks still hands its requests on.
+            if self.deferred.fetch_add(1, Ordering::Relaxed) + 1 < DEFER_AT_MOST {
+                return;
+            }
+            self.deferred.store(0, Ordering::Relaxed);
+        }
+        self.ring();
+    }
+
+    /// The I/O thread that calls this rings the loop for its requests when it is about to
+    /// park, from tokio's `on_thread_park` hook, which must call `ring_deferred`.
+    pub fn ring_when_parking(&self) {
+        self.ring_at_park.store(true, Ordering::Relaxed);
+    }
+
+    /// The deferring I/O thread is about to park: ring for what it pushed in this turn.
+    pub fn ring_deferred(&self) {
+        if self.deferred.swap(0, Ordering::Relaxed) > 0 {
+            self.ring();
+        }
+    }
+
+    fn ring(&self) {
         if !self.rung.swap(true, Ordering::AcqRel) {
             // An eventfd takes 8-byte counts. EAGAIN only happens when the counter is
             // about to overflow: the loop is due to wake anyway.
@@ -180,5 +218,50 @@ mod tests {
         assert!(rung(&bridge), "a push during a drain rings for the next one");
         assert!(bridge.pop().is_some());
         assert_eq!(bridge.begin_drain(), 1, "the next drain takes the one pushed during the last");
+    }
+
+    fn request(bridge: &Arc<Bridge>) -> Event {
+        let head = exchange::RequestHead {
+            method: http::Method::GET,
+            uri: http::Uri::from_static("/"),
+            version: http::Version::HTTP_11,
+            headers: http::HeaderMap::new(),
+            received_order: None,
+            client: None,
+            server: None,
+            scheme: exchange::Scheme::Http,
+            tls: None,
+            prefix: None,
+            websocket: None,
+        };
+        Event::Request(Exchange::new(head, bridge.clone()).0)
+    }
+
+    #[test]
+    fn an_io_thread_that_rings_when_parking_rings_once_per_turn_and_at_most_every_few_requests() {
+        let bridge = Bridge::new().expect("eventfd");
+        bridge.ring_when_parking();
+        bridge.push(request(&bridge));
+        bridge.push(request(&bridge));
+        assert!(!rung(&bridge), "requests read in a turn wait for its end");
+        bridge.ring_deferred();
+        assert!(rung(&bridge), "parking rings for them");
+        assert_eq!(bridge.begin_drain(), 2);
+        while bridge.pop().is_some() {}
+        bridge.ring_deferred();
+        assert!(!rung(&bridge), "a turn that read nothing rings nothing");
+
+        for _ in 1..DEFER_AT_MOST {
+            bridge.push(request(&bridge));
+        }
+        assert!(!rung(&bridge));
+        bridge.push(request(&bridge));
+        assert!(rung(&bridge), "a long turn rings without waiting for its end");
+        assert_eq!(bridge.begin_drain(), DEFER_AT_MOST);
+        while bridge.pop().is_some() {}
+
+        // Control events come rarely and some are the last thing the thread does.
+        bridge.push(Event::Stop);
+        assert!(rung(&bridge), "a stop rings at once");
     }
 }
