@@ -2,9 +2,10 @@
 //!
 //! I/O threads push events onto a lock-free queue and ring an eventfd that the
 //! loop watches with `add_reader`. They ring it only when the loop is not
-//! already due to drain, a worker's own I/O thread only once per turn of its
-//! runtime, and the loop drains what is queued each time, so under load many
-//! requests share one wake-up and one GIL-holding callback.
+//! already due to drain (a worker's own I/O thread also waits for the end of its
+//! runtime's turn after the turn's first request), and the loop drains what is
+//! queued each time, so under load many requests share one wake-up and one
+//! GIL-holding callback.
 
 use crossbeam_queue::SegQueue;
 use std::io::{Read, Write};
@@ -40,13 +41,17 @@ pub struct Bridge {
     queue: SegQueue<Event>,
     /// True from the first push after a drain until the next drain starts.
     rung: AtomicBool,
-    /// Set by a worker's own I/O thread (--io-mode thread), which then rings for the
-    /// requests it reads when it is about to park (`ring_deferred`) instead of at the first
-    /// one: the loop wakes once per turn of the I/O thread's, not once per drain it finishes
-    /// first. A wake of a sleeping thread costs both threads far more than a push.
+    /// Set by a worker's own I/O thread (--io-mode thread). It rings for the first request
+    /// of each of its turns at once, so that the loop works while it reads the next ones,
+    /// and for the rest when it is about to park (`ring_deferred`) or every
+    /// `DEFER_AT_MOST` requests: otherwise the loop, faster than the reads on the raw path,
+    /// drains a few requests, sleeps, and is woken again within the same turn, and a wake
+    /// of a sleeping thread costs both threads far more than a push.
     ring_at_park: AtomicBool,
-    /// Requests and wakes pushed since the last ring, on the I/O thread that defers.
-    deferred: AtomicUsize,
+    /// Requests and wakes pushed in this turn of the I/O thread's (that thread only).
+    turn_pushes: AtomicUsize,
+    /// Whether the last of them waits for the turn's end to ring.
+    unrung: AtomicBool,
     eventfd: std::fs::File,
     /// Advanced by every drain: proof for the heartbeat that the loop is alive.
     pub ticks: AtomicU64,
@@ -86,7 +91,8 @@ impl Bridge {
             queue: SegQueue::new(),
             rung: AtomicBool::new(false),
             ring_at_park: AtomicBool::new(false),
-            deferred: AtomicUsize::new(0),
+            turn_pushes: AtomicUsize::new(0),
+            unrung: AtomicBool::new(false),
             eventfd,
             ticks: AtomicU64::new(0),
             outbox: SegQueue::new(),
@@ -105,11 +111,13 @@ impl Bridge {
         let deferrable = matches!(event, Event::Request(_) | Event::Wake(_));
         self.queue.push(event);
         if deferrable && self.ring_at_park.load(Ordering::Relaxed) {
-            // Bounded, so that a turn that never runs out of tasks still hands its requests on.
-            if self.deferred.fetch_add(1, Ordering::Relaxed) + 1 < DEFER_AT_MOST {
+            // The first of a turn rings; so does every DEFER_AT_MOST-th, so that a turn that
+            // never runs out of tasks still hands its requests on.
+            let wait = self.turn_pushes.fetch_add(1, Ordering::Relaxed) % DEFER_AT_MOST != 0;
+            self.unrung.store(wait, Ordering::Relaxed);
+            if wait {
                 return;
             }
-            self.deferred.store(0, Ordering::Relaxed);
         }
         self.ring();
     }
@@ -120,9 +128,10 @@ impl Bridge {
         self.ring_at_park.store(true, Ordering::Relaxed);
     }
 
-    /// The deferring I/O thread is about to park: ring for what it pushed in this turn.
+    /// The deferring I/O thread is about to park: its turn ends, and rings for what is unrung.
     pub fn ring_deferred(&self) {
-        if self.deferred.swap(0, Ordering::Relaxed) > 0 {
+        self.turn_pushes.store(0, Ordering::Relaxed);
+        if self.unrung.swap(false, Ordering::Relaxed) {
             self.ring();
         }
     }
@@ -238,12 +247,16 @@ mod tests {
     }
 
     #[test]
-    fn an_io_thread_that_rings_when_parking_rings_once_per_turn_and_at_most_every_few_requests() {
+    fn an_io_thread_that_rings_when_parking_rings_for_the_first_request_of_a_turn_then_at_its_end() {
         let bridge = Bridge::new().expect("eventfd");
         bridge.ring_when_parking();
         bridge.push(request(&bridge));
+        assert!(rung(&bridge), "the first request of a turn rings at once");
+        assert_eq!(bridge.begin_drain(), 1);
+        bridge.pop();
         bridge.push(request(&bridge));
-        assert!(!rung(&bridge), "requests read in a turn wait for its end");
+        bridge.push(request(&bridge));
+        assert!(!rung(&bridge), "the turn's next requests wait for its end");
         bridge.ring_deferred();
         assert!(rung(&bridge), "parking rings for them");
         assert_eq!(bridge.begin_drain(), 2);
@@ -251,14 +264,19 @@ mod tests {
         bridge.ring_deferred();
         assert!(!rung(&bridge), "a turn that read nothing rings nothing");
 
+        bridge.push(request(&bridge));
+        assert!(rung(&bridge), "a new turn's first request rings at once");
+        assert_eq!(bridge.begin_drain(), 1);
         for _ in 1..DEFER_AT_MOST {
             bridge.push(request(&bridge));
         }
         assert!(!rung(&bridge));
         bridge.push(request(&bridge));
-        assert!(rung(&bridge), "a long turn rings without waiting for its end");
-        assert_eq!(bridge.begin_drain(), DEFER_AT_MOST);
+        assert!(rung(&bridge), "a long turn rings every few requests");
+        assert_eq!(bridge.begin_drain(), DEFER_AT_MOST + 1);
         while bridge.pop().is_some() {}
+        bridge.ring_deferred();
+        assert!(!rung(&bridge), "the last ring of the turn covered every request before it");
 
         // Control events come rarely and some are the last thing the thread does.
         bridge.push(Event::Stop);
