@@ -41,17 +41,15 @@ pub struct Bridge {
     queue: SegQueue<Event>,
     /// True from the first push after a drain until the next drain starts.
     rung: AtomicBool,
-    /// Set by a worker's own I/O thread (--io-mode thread). It rings for the first request
-    /// of each of its turns at once, so that the loop works while it reads the next ones,
-    /// and for the rest when it is about to park (`ring_deferred`) or every
-    /// `DEFER_AT_MOST` requests: otherwise the loop, faster than the reads on the raw path,
-    /// drains a few requests, sleeps, and is woken again within the same turn, and a wake
-    /// of a sleeping thread costs both threads far more than a push.
+    /// Set for a worker's own I/O thread (--io-mode thread, `ring_once_per_turn`). It rings
+    /// for the first request of each of its turns at once, so that the loop works while it
+    /// reads the next ones, and for the rest when it is about to park (`ring_deferred`) or
+    /// every `DEFER_AT_MOST` requests: otherwise the loop, faster than the reads on the raw
+    /// path, drains a few requests, sleeps, and is woken again within the same turn, and a
+    /// wake of a sleeping thread costs both threads far more than a push.
     ring_at_park: AtomicBool,
     /// Requests and wakes pushed in this turn of the I/O thread's (that thread only).
     turn_pushes: AtomicUsize,
-    /// Whether the last of them waits for the turn's end to ring.
-    unrung: AtomicBool,
     eventfd: std::fs::File,
     /// Advanced by every drain: proof for the heartbeat that the loop is alive.
     pub ticks: AtomicU64,
@@ -92,7 +90,6 @@ impl Bridge {
             rung: AtomicBool::new(false),
             ring_at_park: AtomicBool::new(false),
             turn_pushes: AtomicUsize::new(0),
-            unrung: AtomicBool::new(false),
             eventfd,
             ticks: AtomicU64::new(0),
             outbox: SegQueue::new(),
@@ -113,25 +110,29 @@ impl Bridge {
         if deferrable && self.ring_at_park.load(Ordering::Relaxed) {
             // The first of a turn rings; so does every DEFER_AT_MOST-th, so that a turn that
             // never runs out of tasks still hands its requests on.
-            let wait = self.turn_pushes.fetch_add(1, Ordering::Relaxed) % DEFER_AT_MOST != 0;
-            self.unrung.store(wait, Ordering::Relaxed);
-            if wait {
+            if self.turn_pushes.fetch_add(1, Ordering::Relaxed) % DEFER_AT_MOST != 0 {
                 return;
             }
         }
         self.ring();
     }
 
-    /// The I/O thread that calls this rings the loop for its requests when it is about to
-    /// park, from tokio's `on_thread_park` hook, which must call `ring_deferred`.
-    pub fn ring_when_parking(&self) {
+    /// Makes the I/O thread that runs `runtime` ring the loop once per turn (`ring_at_park`).
+    pub fn ring_once_per_turn<'b>(self: &Arc<Self>, runtime: &'b mut tokio::runtime::Builder) -> &'b mut tokio::runtime::Builder {
+        self.defer_rings();
+        let bridge = self.clone();
+        runtime.on_thread_park(move || bridge.ring_deferred())
+    }
+
+    fn defer_rings(&self) {
         self.ring_at_park.store(true, Ordering::Relaxed);
     }
 
-    /// The deferring I/O thread is about to park: its turn ends, and rings for what is unrung.
-    pub fn ring_deferred(&self) {
-        self.turn_pushes.store(0, Ordering::Relaxed);
-        if self.unrung.swap(false, Ordering::Relaxed) {
+    /// The deferring I/O thread is about to park: its turn ends. Its last push rang unless
+    /// it came after a ring (the turn's first, or a DEFER_AT_MOST-th).
+    fn ring_deferred(&self) {
+        let pushed = self.turn_pushes.swap(0, Ordering::Relaxed);
+        if pushed > 0 && (pushed - 1) % DEFER_AT_MOST != 0 {
             self.ring();
         }
     }
@@ -249,7 +250,7 @@ mod tests {
     #[test]
     fn an_io_thread_that_rings_when_parking_rings_for_the_first_request_of_a_turn_then_at_its_end() {
         let bridge = Bridge::new().expect("eventfd");
-        bridge.ring_when_parking();
+        bridge.defer_rings();
         bridge.push(request(&bridge));
         assert!(rung(&bridge), "the first request of a turn rings at once");
         assert_eq!(bridge.begin_drain(), 1);

@@ -164,9 +164,7 @@ enum Io {
 
 /// The I/O thread: runs `serve_io` to its end. Returns when the drain began.
 fn io_thread(config: Arc<Config>, bridge: Arc<Bridge>, static_files: Option<StaticFiles>, tls: Option<Arc<Acceptor>>, listeners: Vec<listeners::Inherited>, channel: std::os::unix::net::UnixStream, shared: Shared) -> Option<Instant> {
-    bridge.ring_when_parking();
-    let parking = bridge.clone();
-    match tokio::runtime::Builder::new_current_thread().enable_all().on_thread_park(move || parking.ring_deferred()).build() {
+    match bridge.ring_once_per_turn(tokio::runtime::Builder::new_current_thread().enable_all()).build() {
         Ok(runtime) => Some(runtime.block_on(serve_io(config, bridge, static_files, tls, listeners, channel, shared))),
         Err(e) => {
             crate::error!("cannot start the I/O runtime: {e}");
